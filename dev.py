@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Set up the project's virtual environment and run the demo or the tests.
+
+    python3 dev.py demo     # installs what is needed, then runs `sirtreg demo`
+    python3 dev.py test     # installs what is needed, then runs the test suite
+
+Needs only Python >= 3.11. The environment lives in `.venv/` in the repository
+and is reinstalled when pyproject.toml changes. PyTorch is pinned to the CPU
+release 2.13.0 before anything else is installed, so that no dependency can
+pull a newer or a CUDA build (on a machine without a local CPU wheel, point
+PIP_EXTRA_INDEX_URL at PyTorch's CPU wheel index).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+TORCH = "torch==2.13.0"
+STAMP = VENV / ".sirtreg-installed"
+NO_TESTS_COLLECTED = 5
+
+
+def _fingerprint() -> str:
+    text = (ROOT / "pyproject.toml").read_bytes() + TORCH.encode()
+    return hashlib.sha256(text).hexdigest()
+
+
+def _pip(*args: str) -> None:
+    subprocess.run([str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check", *args], check=True)
+
+
+def ensure_environment() -> None:
+    """Create .venv and install the project (with test extras) unless already up to date."""
+    if sys.version_info < (3, 11):
+        sys.exit(f"sirtreg needs Python >= 3.11, this is {sys.version.split()[0]}")
+    if not PYTHON.exists():
+        print(f"creating virtual environment in {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    if STAMP.exists() and STAMP.read_text() == _fingerprint():
+        return
+    constraints = VENV / "constraints.txt"
+    constraints.write_text(TORCH + "\n")
+    print(f"installing {TORCH} (CPU) and sirtreg into {VENV}", flush=True)
+    _pip("--quiet", TORCH)
+    _pip("--quiet", "-c", str(constraints), "-e", f"{ROOT}[test]")
+    STAMP.write_text(_fingerprint())
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in {"demo", "test"}:
+        print(__doc__)
+        return 2
+    ensure_environment()
+    command, rest = argv[0], argv[1:]
+    if command == "demo":
+        return subprocess.run([str(BIN / "sirtreg"), "demo", *rest], cwd=ROOT).returncode
+    code = subprocess.run([str(PYTHON), "-m", "pytest", *rest], cwd=ROOT).returncode
+    if code == NO_TESTS_COLLECTED:
+        print("pytest collected no tests: the test suite is missing or was filtered away", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

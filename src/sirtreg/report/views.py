@@ -1,0 +1,108 @@
+"""Orthogonal slice views (axial, coronal, sagittal) with label contours, as PNG.
+
+Slices are shown in radiological convention: axial with the patient's left on
+the right of the picture and anterior at the top, coronal and sagittal with
+superior at the top. Pixels are drawn with their true aspect ratio in mm.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import SimpleITK as sitk  # noqa: E402
+
+from sirtreg.geometry import LabelVolume, Volume  # noqa: E402
+from sirtreg.itk_bridge import to_sitk, volume_from_sitk  # noqa: E402
+
+CONTOUR_COLOURS = ("#ff3b30", "#34c759", "#0a84ff", "#ffcc00", "#af52de", "#ff9500", "#5ac8fa", "#ff2d55")
+
+# display windows (low, high) per modality; others use the 1st-99th percentile
+WINDOWS = {"CT": (-160.0, 240.0)}
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One row of the figure: an image with optional label contours."""
+
+    title: str
+    image: Volume
+    labels: LabelVolume | None = None
+
+
+def _to_lps(volume: Volume) -> Volume:
+    """The same volume with axes permuted/flipped to the closest LPS order (no interpolation)."""
+    oriented = sitk.DICOMOrient(to_sitk(volume), "LPS")
+    if isinstance(volume, LabelVolume):
+        return volume_from_sitk(oriented, modality=volume.modality, labels=dict(volume.labels))
+    return volume_from_sitk(oriented, modality=volume.modality)
+
+
+def _window(volume: Volume) -> tuple[float, float]:
+    if volume.modality in WINDOWS:
+        return WINDOWS[volume.modality]
+    values = volume.array[volume.array > volume.array.min()] if np.any(volume.array > volume.array.min()) else volume.array
+    low, high = np.percentile(values, [1.0, 99.5])
+    return float(low), float(high if high > low else low + 1.0)
+
+
+def _planes(array: np.ndarray, centre: Sequence[int]) -> list[np.ndarray]:
+    """Axial, coronal and sagittal slices of an LPS-ordered (z, y, x) array, rows top to bottom."""
+    k, j, i = centre
+    return [array[k], array[::-1, j, :], array[::-1, :, i]]
+
+
+def _aspects(spacing_mm: Sequence[float]) -> list[float]:
+    sx, sy, sz = spacing_mm
+    return [sy / sx, sz / sx, sz / sy]
+
+
+def save_orthogonal_views(
+    panels: Sequence[Panel], path: str | os.PathLike[str], *, centre_mm: Sequence[float] | None = None
+) -> Path:
+    """Write a PNG with one row per panel and three columns (axial, coronal, sagittal).
+
+    ``centre_mm`` is the LPS point (mm) the slices pass through; by default the
+    centroid of the first panel's labels, else the image centre.
+    """
+    path = Path(path)
+    fig, axes = plt.subplots(len(panels), 3, figsize=(12, 4 * len(panels)), squeeze=False, facecolor="black")
+    for row, panel in zip(axes, panels):
+        image = _to_lps(panel.image)
+        labels = _to_lps(panel.labels) if panel.labels is not None else None
+        point = centre_mm
+        if point is None and labels is not None and np.any(labels.array):
+            k, j, i = np.argwhere(labels.array > 0).mean(axis=0)
+            point = labels.grid.index_to_world([i, j, k])
+        if point is None:
+            point = image.grid.center_mm
+        index = np.clip(np.round(image.grid.world_to_index(point)), 0, np.asarray(image.grid.size) - 1).astype(int)
+        centre = (index[2], index[1], index[0])
+        low, high = _window(image)
+        label_planes = None
+        if labels is not None:
+            image.grid.require_same(labels.grid, what=f"{panel.title}: image and labels")
+            label_planes = _planes(labels.array, centre)
+        for column, (ax, plane, aspect, name) in enumerate(
+            zip(row, _planes(image.array, centre), _aspects(image.grid.spacing_mm), ("axial", "coronal", "sagittal"))
+        ):
+            ax.imshow(plane, cmap="gray", vmin=low, vmax=high, aspect=aspect, interpolation="nearest")
+            if label_planes is not None:
+                for n, value in enumerate(labels.present_labels()):
+                    if np.any(label_planes[column] == value):
+                        ax.contour(label_planes[column] == value, levels=[0.5],
+                                   colors=CONTOUR_COLOURS[n % len(CONTOUR_COLOURS)], linewidths=1.0)
+            ax.set_title(f"{panel.title} - {name}", color="white", fontsize=10)
+            ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, facecolor="black")
+    plt.close(fig)
+    return path
