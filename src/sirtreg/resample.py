@@ -7,6 +7,7 @@ label with the largest fraction wins); they are never interpolated as numbers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -43,24 +44,36 @@ def resample(volume: Volume, onto: Grid, *, fill_value: float = 0.0, label_mode:
             return volume.on_grid(sitk.GetArrayFromImage(out).astype(volume.array.dtype), onto)
         if label_mode != "one-hot":
             raise InputError(f"label_mode must be 'nearest' or 'one-hot', got {label_mode!r}")
-        # one-hot: interpolate each label's indicator, background = 1 - sum, argmax wins
-        best = np.zeros(onto.shape, dtype=np.float32)
-        total = np.zeros(onto.shape, dtype=np.float32)
-        result = np.zeros(onto.shape, dtype=volume.array.dtype)
-        for value in volume.present_labels():
-            indicator = volume.on_grid((volume.array == value).astype(np.uint8), volume.grid)
-            fraction = sitk.GetArrayFromImage(
-                sitk.Resample(to_sitk(indicator), reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-            )
-            wins = fraction > best
-            result[wins] = value
-            best = np.where(wins, fraction, best)
-            total += fraction
-        result[best <= 1.0 - total] = 0
-        return volume.on_grid(result, onto)
+
+        def fraction(indicator: Volume) -> np.ndarray:
+            resampled = sitk.Resample(to_sitk(indicator), reference, sitk.Transform(), sitk.sitkLinear, 0.0,
+                                      sitk.sitkFloat32)
+            return sitk.GetArrayFromImage(resampled)
+
+        return volume.on_grid(one_hot_vote(volume, onto.shape, fraction), onto)
     image = to_sitk(volume.with_array(volume.array.astype(np.float32, copy=False)))
     out = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, float(fill_value), sitk.sitkFloat32)
     return volume.on_grid(sitk.GetArrayFromImage(out), onto)
+
+
+def one_hot_vote(
+    labels: LabelVolume, shape: tuple[int, int, int], fraction: Callable[[Volume], np.ndarray]
+) -> np.ndarray:
+    """One-hot label interpolation: each label's indicator is interpolated by ``fraction``
+    (a float Volume of 0/1 on the label grid -> fractions of shape ``shape``); the label
+    with the largest fraction wins, background (1 - sum of fractions) included.
+    """
+    best = np.zeros(shape, dtype=np.float32)
+    total = np.zeros(shape, dtype=np.float32)
+    result = np.zeros(shape, dtype=labels.array.dtype)
+    for value in labels.present_labels():
+        share = fraction(Volume((labels.array == value).astype(np.float32), labels.grid)).astype(np.float32)
+        wins = share > best
+        result[wins] = value
+        best = np.where(wins, share, best)
+        total += share
+    result[best <= 1.0 - total] = 0
+    return result
 
 
 def sample_at(volume: Volume, points_mm: Any, *, fill_value: float = 0.0) -> np.ndarray:
@@ -72,11 +85,14 @@ def sample_at(volume: Volume, points_mm: Any, *, fill_value: float = 0.0) -> np.
     if points.shape[-1] != 3:
         raise InputError(f"points must have 3 coordinates in the last axis, got shape {points.shape}")
     index = volume.grid.world_to_index(points.reshape(-1, 3))
-    coords = index[:, ::-1].T  # (k, j, i) rows for the (z, y, x) array
+    # as in ITK, a voxel covers its whole extent: points up to half a voxel beyond
+    # the outer voxel centres take the edge value, points further out the fill value
+    upper = np.asarray(volume.grid.size, dtype=float) - 1.0
+    inside = np.all((index >= -0.5) & (index <= upper + 0.5), axis=1)
+    coords = np.clip(index, 0.0, upper)[:, ::-1].T  # (k, j, i) rows for the (z, y, x) array
     order = 0 if isinstance(volume, LabelVolume) else 1
-    values = ndimage.map_coordinates(
-        volume.array, coords, order=order, mode="constant", cval=fill_value, prefilter=False
-    )
+    values = ndimage.map_coordinates(volume.array, coords, order=order, mode="nearest", prefilter=False)
+    values = np.where(inside, values, np.asarray(fill_value, dtype=values.dtype))
     return values.reshape(points.shape[:-1])
 
 
