@@ -294,6 +294,9 @@ class Volume:
         prefix = f"{self.modality} " if self.modality else ""
         return f"{prefix}{self.grid.describe()}"
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.describe()}, dtype={self.array.dtype})"
+
 
 @dataclass(frozen=True, eq=False)
 class LabelVolume(Volume):
@@ -346,7 +349,9 @@ class LabelVolume(Volume):
 
     @classmethod
     def from_mask(cls, mask: np.ndarray, grid: Grid, name: str = "mask", value: int = 1) -> LabelVolume:
-        """Binary label map from a boolean array (z, y, x)."""
+        """Binary label map from a boolean array (z, y, x); ``value`` (> 0) marks the mask."""
+        if value <= 0:
+            raise InputError(f"a mask needs a label value > 0 (0 is background), got {value}")
         return cls(np.where(np.asarray(mask, dtype=bool), value, 0).astype(np.uint8 if value < 256 else np.int32),
                    grid, labels={value: name})
 

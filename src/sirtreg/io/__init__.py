@@ -1,0 +1,99 @@
+"""Readers and writers: NIfTI/NRRD/MHA, DICOM series and multi-frame files, 3D Slicer segmentations."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sirtreg.errors import InputError
+from sirtreg.geometry import LabelVolume, Volume
+from sirtreg.io.dicom import SeriesInfo, list_series, read_dicom
+from sirtreg.io.dicom_write import write_dicom_nm, write_dicom_series
+from sirtreg.io.images import (
+    check_output_folder,
+    has_image_suffix,
+    prepare_output,
+    prepare_output_folder,
+    read_displacement_file,
+    read_label_file,
+    read_volume_file,
+    require_file,
+    write_displacement_file,
+    write_volume_file,
+)
+from sirtreg.io.reorient import orient_like
+from sirtreg.io.slicer import (
+    Segment,
+    Segmentation,
+    is_segmentation_file,
+    read_segmentation,
+    write_segmentation,
+)
+
+
+def read_image(path: str | os.PathLike[str], *, modality: str = "", series: str | None = None) -> Volume:
+    """Read a 3D scalar image: NIfTI, NRRD, MHA, a DICOM folder, or a DICOM file.
+
+    A DICOM file that is one slice brings in its series from the same folder;
+    a multi-frame file (NM, PT) is read on its own. ``series`` selects a
+    series in a folder by UID or description; ``modality`` overrides the
+    modality stored in the file, if any.
+    """
+    path = require_file(path)
+    if is_segmentation_file(path):
+        raise InputError(f"{path.name} is a segmentation, not an image; read it with read_labels or read_segmentation")
+    if path.is_dir():
+        return read_dicom(path, series=series, modality=modality)
+    if has_image_suffix(path):
+        return read_volume_file(path, modality=modality)
+    return read_dicom(path, series=series, modality=modality)
+
+
+def read_labels(path: str | os.PathLike[str], *, labels: dict[int, str] | None = None) -> LabelVolume:
+    """Read a 3D integer label map (NIfTI, NRRD, MHA) or a 3D Slicer ``.seg.nrrd`` (named labels).
+
+    ``labels`` (value -> name) replaces the names stored in the file, if any.
+
+    A segmentation whose segments overlap is refused: read it with
+    :func:`read_segmentation` instead.
+    """
+    path = require_file(path)
+    if is_segmentation_file(path):
+        try:
+            volume = read_segmentation(path).to_label_volume()
+        except InputError as exc:
+            raise InputError(f"{path.name}: {exc}") from None
+        return volume if labels is None else LabelVolume(volume.array, volume.grid, labels=labels)
+    if has_image_suffix(path):
+        return read_label_file(path, labels=labels)
+    raise InputError(f"unrecognised label map format: {path.name}")
+
+
+def write_image(volume: Volume, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Write a Volume or LabelVolume; the format follows the suffix. Never overwrites unless asked."""
+    return write_volume_file(volume, path, overwrite=overwrite)
+
+
+read_displacement = read_displacement_file
+write_displacement = write_displacement_file
+
+__all__ = [
+    "Segment",
+    "Segmentation",
+    "SeriesInfo",
+    "check_output_folder",
+    "list_series",
+    "orient_like",
+    "prepare_output",
+    "prepare_output_folder",
+    "read_dicom",
+    "read_displacement",
+    "read_image",
+    "read_labels",
+    "read_segmentation",
+    "write_dicom_nm",
+    "write_dicom_series",
+    "write_displacement",
+    "write_image",
+    "write_segmentation",
+]

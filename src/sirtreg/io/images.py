@@ -1,0 +1,140 @@
+"""Reading and writing NIfTI, NRRD and MHA/MHD images through SimpleITK."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from sirtreg.errors import InputError, OutputExistsError
+from sirtreg.geometry import DisplacementField, LabelVolume, Volume
+from sirtreg.itk_bridge import grid_from_sitk, to_sitk, volume_from_sitk
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def has_image_suffix(path: Path) -> bool:
+    name = path.name.lower()
+    return any(name.endswith(s) for s in IMAGE_SUFFIXES)
+
+
+def require_file(path: str | os.PathLike[str]) -> Path:
+    """The path as a Path, or InputError if it does not exist."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"no such file or folder: {path}")
+    return path
+
+
+def read_sitk_image(path: Path) -> sitk.Image:
+    """Read a 3D scalar image file, refusing 2D, 4D and vector images."""
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown error"
+        raise InputError(f"cannot read {path.name} as an image: {first}") from None
+    dimension = image.GetDimension()
+    size = "x".join(str(n) for n in image.GetSize())
+    if dimension == 2 or (dimension == 3 and min(image.GetSize()) == 1):
+        raise InputError(f"{path.name} is a 2D image ({size}); a 3D volume is needed")
+    if dimension != 3:
+        raise InputError(f"{path.name} is a {dimension}D image ({size}); a 3D volume is needed")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"{path.name} has {image.GetNumberOfComponentsPerPixel()} components per voxel; a scalar image is needed"
+        )
+    return image
+
+
+def read_volume_file(path: Path, *, modality: str = "") -> Volume:
+    """A scalar Volume from a NIfTI, NRRD or MHA file."""
+    return volume_from_sitk(read_sitk_image(path), modality=modality)
+
+
+def read_label_file(path: Path, *, labels: dict[int, str] | None = None) -> LabelVolume:
+    """A LabelVolume from a NIfTI, NRRD or MHA label map (whole numbers only)."""
+    image = read_sitk_image(path)
+    array = sitk.GetArrayFromImage(image)
+    if np.issubdtype(array.dtype, np.floating) and np.any(array != np.round(array)):
+        raise InputError(f"{path.name} holds fractional values; a label map must hold whole numbers")
+    volume = volume_from_sitk(image)
+    return LabelVolume(np.round(array).astype(np.int32) if np.issubdtype(array.dtype, np.floating) else array,
+                       volume.grid, labels=labels or {})
+
+
+def prepare_output(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Check that ``path`` may be written (parent created); refuse to replace a file unless ``overwrite``."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} exists; choose another name or pass overwrite")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _image_suffix(path: Path) -> str:
+    suffix = next((s for s in IMAGE_SUFFIXES if path.name.lower().endswith(s)), None)
+    if suffix is None:
+        raise InputError(f"unknown image format for {path.name}; use one of {', '.join(IMAGE_SUFFIXES)}")
+    return suffix
+
+
+def _write_sitk_atomically(image: sitk.Image, path: str | os.PathLike[str], *, overwrite: bool) -> Path:
+    """Write under a temporary name beside ``path``, then rename; nothing is left behind on failure."""
+    suffix = _image_suffix(Path(path))
+    path = prepare_output(path, overwrite=overwrite)
+    temporary = path.with_name(f".{path.name[: -len(suffix)]}.partial{suffix}")
+    try:
+        sitk.WriteImage(image, str(temporary), useCompression=suffix in (".nii.gz", ".nrrd", ".mha"))
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    log.debug("wrote %s", path.name)
+    return path
+
+
+def check_output_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Refuse a path that is a file, or a non-empty folder unless ``overwrite``; creates nothing."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputExistsError(f"{path} exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{path} is not empty; choose a new folder or pass --overwrite")
+    return path
+
+
+def prepare_output_folder(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """:func:`check_output_folder`, then create the folder."""
+    path = check_output_folder(path, overwrite=overwrite)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_volume_file(volume: Volume, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Write a Volume or LabelVolume to NIfTI, NRRD or MHA (by suffix), atomically."""
+    return _write_sitk_atomically(to_sitk(volume), path, overwrite=overwrite)
+
+
+def write_displacement_file(field: DisplacementField, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Write a displacement field as an ITK vector image (float32, LPS mm), readable by SimpleITK, ANTs and Slicer."""
+    image = sitk.GetImageFromArray(field.array.astype(np.float32), isVector=True)
+    image.SetSpacing(field.grid.spacing_mm)
+    image.SetOrigin(field.grid.origin_mm)
+    image.SetDirection(field.grid.direction)
+    return _write_sitk_atomically(image, path, overwrite=overwrite)
+
+
+def read_displacement_file(path: str | os.PathLike[str]) -> DisplacementField:
+    """Read an ITK displacement field (3 components, LPS mm)."""
+    path = require_file(path)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError:
+        raise InputError(f"cannot read {path.name} as a displacement field") from None
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 3:
+        raise InputError(f"{path.name} is not a 3D displacement field with 3 components per voxel")
+    return DisplacementField(sitk.GetArrayFromImage(image), grid_from_sitk(image))
