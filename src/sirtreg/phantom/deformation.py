@@ -1,0 +1,125 @@
+"""A known, smooth, breathing-like deformation between the reference and a floating scan.
+
+Convention (the sirtreg one): a transform maps a point x of REFERENCE space
+(the MAA CT) to FLOATING space, T(x) = x + u(x), and the floating image at its
+point y shows the tissue found at the reference point T^-1(y).
+
+The deformation is defined analytically the other way round, as the
+floating-to-reference map ``x = y + v(y)`` (:meth:`Breathing.pullback`). A
+floating scan is rendered by evaluating the anatomy at ``y + v(y)`` for each of
+its voxel centres y, so it needs no resampling. The transform T is obtained by
+fixed-point inversion, ``u(x) = -v(x + u(x))``, which converges because the
+gradient of v is small; :meth:`Breathing.displacement_field` stores u on a
+reference-space grid as a :class:`~sirtreg.geometry.DisplacementField`.
+
+v is the sum of
+
+- a cranio-caudal breathing shift of ``amplitude_mm`` (positive: the liver lies
+  lower in the floating scan, as in inspiration) weighted by a smooth bump that
+  is 1 in the upper abdomen and decays toward the spine, the body wall and the
+  pelvis;
+- a few smooth separable waves of a few mm (the non-linear part);
+- a small rigid patient motion (rotation about ``pivot_mm`` and a shift).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sirtreg.geometry import DisplacementField, Grid
+from sirtreg.phantom.points import ScanPoints, world_coordinates
+from sirtreg.phantom.shapes import rotation
+
+
+@dataclass(frozen=True)
+class Breathing:
+    """Parameters of the floating-to-reference map v (all lengths in mm, LPS).
+
+    ``center_mm`` (x, y, z): centre of the moving region in x and y, and the
+    height below which the motion fades; ``width_mm`` (x, y, z): widths of the
+    bump and of the fade; ``waves`` (n, 3, 3): per wave the amplitude vector,
+    the wavenumbers (rad/mm) and the phases (rad) along x, y and z.
+    """
+
+    amplitude_mm: float
+    center_mm: np.ndarray
+    width_mm: np.ndarray
+    waves: np.ndarray
+    rotation: np.ndarray
+    pivot_mm: np.ndarray
+    shift_mm: np.ndarray
+
+    def pullback(self, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """v(y) (mm) at floating points given as broadcastable float32 arrays x, y, z."""
+        f = np.float32
+        cx, cy, z0 = self.center_mm
+        sx, sy, sz = self.width_mm
+        gx = np.exp(f(-0.5) * ((x - f(cx)) / f(sx)) ** 2)
+        gy = np.exp(f(-0.5) * ((y - f(cy)) / f(sy)) ** 2)
+        gz = f(0.5) * (1 + np.tanh((z - f(z0)) / f(sz)))
+        m = (self.rotation - np.eye(3)).astype(np.float32)
+        dx, dy, dz = x - f(self.pivot_mm[0]), y - f(self.pivot_mm[1]), z - f(self.pivot_mm[2])
+        out = []
+        for c in range(3):
+            v = m[c, 0] * dx + m[c, 1] * dy + m[c, 2] * dz + f(self.shift_mm[c])
+            if c == 2:
+                v = v + f(self.amplitude_mm) * (gx * gy * gz)
+            out.append(v)
+        for amplitude, k, phase in self.waves:
+            k, phase = k.astype(np.float32), phase.astype(np.float32)
+            wave = np.sin(k[0] * x + phase[0]) * np.sin(k[1] * y + phase[1]) * np.sin(k[2] * z + phase[2])
+            out = [o + f(a) * wave for o, a in zip(out, amplitude)]
+        return out[0], out[1], out[2]
+
+    def floating_to_reference(self, points_mm: np.ndarray) -> np.ndarray:
+        """x = y + v(y) for floating points (..., 3) in mm."""
+        p = np.asarray(points_mm, dtype=np.float64)
+        v = self.pullback(*(p[..., c].astype(np.float32) for c in range(3)))
+        return p + np.stack(np.broadcast_arrays(*v), axis=-1)
+
+    def reference_to_floating(self, points_mm: np.ndarray, *, iterations: int = 60,
+                              tolerance_mm: float = 1e-4) -> np.ndarray:
+        """T(x) = x + u(x) for reference points (..., 3), by fixed-point iteration u <- -v(x + u)."""
+        x = np.asarray(points_mm, dtype=np.float64)
+        u = np.zeros_like(x)
+        for _ in range(iterations):
+            v = self.pullback(*((x + u)[..., c].astype(np.float32) for c in range(3)))
+            updated = -np.stack(np.broadcast_arrays(*v), axis=-1).astype(np.float64)
+            step = float(np.max(np.abs(updated - u))) if u.size else 0.0
+            u = updated
+            if step < tolerance_mm:
+                break
+        return x + u
+
+    def displacement_field(self, grid: Grid) -> DisplacementField:
+        """u on ``grid`` (reference space): T(x) = x + u(x) maps reference to floating points."""
+        x = grid.world_coordinates(np.float64)
+        return DisplacementField((self.reference_to_floating(x) - x).astype(np.float32), grid)
+
+    def scan_points(self, grid: Grid) -> ScanPoints:
+        """Anatomy (reference) points y + v(y) of every voxel centre y of a floating grid."""
+        x, y, z = world_coordinates(grid)
+        v = self.pullback(x, y, z)
+        margin = np.array([float(np.max(np.abs(c))) for c in v]) + 1e-3
+        return ScanPoints(grid, x + v[0], y + v[1], z + v[2], margin)
+
+
+def draw_breathing(rng: np.random.Generator, *, pivot_mm: np.ndarray) -> Breathing:
+    """A breathing deformation with a 9-15 mm cranio-caudal liver shift and a few mm of the rest."""
+    waves = []
+    for _ in range(3):
+        direction = rng.normal(size=3)
+        amplitude = direction / np.linalg.norm(direction) * rng.uniform(1.5, 3.0)
+        k = 2 * np.pi / rng.uniform(220, 360, 3)
+        waves.append([amplitude, k, rng.uniform(0, 2 * np.pi, 3)])
+    return Breathing(
+        amplitude_mm=float(rng.uniform(9, 15)),
+        center_mm=np.array([rng.normal(-40, 8), rng.normal(-25, 6), rng.uniform(-110, -95)]),
+        width_mm=np.array([rng.uniform(100, 130), rng.uniform(60, 70), rng.uniform(40, 50)]),
+        waves=np.asarray(waves, dtype=float),
+        rotation=rotation(tuple(rng.uniform(-1.5, 1.5, 3))),
+        pivot_mm=np.asarray(pivot_mm, float),
+        shift_mm=np.array([rng.uniform(-5, 5), rng.uniform(-5, 5), rng.uniform(-3, 3)]),
+    )
