@@ -1,0 +1,176 @@
+"""The `sirtreg` command line. The only place that prints, draws progress and sets log levels."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sirtreg import __version__
+from sirtreg.errors import OutputExistsError, SirtregError
+
+app = typer.Typer(
+    name="sirtreg",
+    help="Multi-modality liver registration and lesion dosimetry for SIRT.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+error_console = Console(stderr=True)
+log = logging.getLogger("sirtreg")
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_BAD_INPUT = 2
+
+
+def refusals_as_messages(command: F) -> F:
+    """Turn a SirtregError into one line on stderr and exit status 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except SirtregError as exc:
+            error_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[str, float], None]]:
+    """A rich progress bar; yields the callback `progress(step, fraction)` that library code calls."""
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[step]}"), TimeElapsedColumn(), console=error_console, transient=False,
+    ) as bar:
+        task = bar.add_task(description, total=1.0, step="")
+
+        def update(step: str, fraction: float) -> None:
+            bar.update(task, completed=min(max(fraction, 0.0), 1.0), step=step)
+
+        yield update
+        bar.update(task, completed=1.0, step="done")
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"sirtreg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug messages.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Show warnings and errors only.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    """Multi-modality liver registration and lesion dosimetry for SIRT."""
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(
+        level=level, format="%(message)s", force=True,
+        handlers=[RichHandler(console=error_console, show_path=False, show_time=False)],
+    )
+
+
+def _refuse_overwriting_inputs(output: Path, inputs: list[Path]) -> None:
+    for item in inputs:
+        if output.resolve() == item.resolve():
+            raise OutputExistsError(f"output {output} would overwrite the input {item}")
+        if item.is_dir() and item.resolve() in output.resolve().parents:
+            raise OutputExistsError(f"output {output} would be written inside the input folder {item}")
+
+
+@app.command()
+@refusals_as_messages
+def info(
+    images: Annotated[list[Path], typer.Argument(help="Images: NIfTI, NRRD, MHA, a DICOM folder or file.")],
+    labels: Annotated[Path | None, typer.Option(help="A label map on the grid of the (single) image: list its labels.")] = None,
+) -> None:
+    """Describe images in one line each (modality, size, spacing, orientation)."""
+    from sirtreg.io import orient_like, read_image, read_labels
+
+    volumes = [read_image(path) for path in images]
+    for path, volume in zip(images, volumes):
+        console.print(f"{path.name}: {volume.describe()}", highlight=False)
+    if labels is None:
+        return
+    label_volume = read_labels(labels)
+    for path, volume in zip(images, volumes):
+        try:  # the same voxels stored in another axis order are accepted, anything else refused
+            label_volume = orient_like(label_volume, volume.grid)
+        except SirtregError:
+            volume.grid.require_same(label_volume.grid, what=f"label map {labels.name} and image {path.name}")
+    table = Table("value", "name", "voxels", "volume (mL)", title=labels.name)
+    for value in label_volume.present_labels():
+        voxels = int((label_volume.array == value).sum())
+        table.add_row(str(value), label_volume.labels.get(value, ""), str(voxels),
+                      f"{voxels * label_volume.grid.voxel_volume_ml:.1f}")
+    console.print(table)
+
+
+@app.command()
+@refusals_as_messages
+def convert(
+    source: Annotated[Path, typer.Argument(help="Input image (NIfTI, NRRD, MHA, DICOM folder or file).")],
+    output: Annotated[Path, typer.Argument(help="Output file; the format follows the suffix.")],
+    as_labels: Annotated[bool, typer.Option("--labels", help="Treat the input as a label map.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
+) -> None:
+    """Convert an image or label map between formats, keeping its geometry."""
+    from sirtreg.io import read_image, read_labels, write_image
+
+    _refuse_overwriting_inputs(output, [source])
+    volume = read_labels(source) if as_labels else read_image(source)
+    write_image(volume, output, overwrite=overwrite)
+    console.print(f"wrote {output}: {volume.describe()}", highlight=False)
+
+
+@app.command()
+@refusals_as_messages
+def phantom(
+    outdir: Annotated[Path, typer.Argument(help="Folder to write the digital patient into (new or empty).")],
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same patient.")] = 0,
+    resolution: Annotated[str, typer.Option(help="'full' (realistic grids) or 'fast' (coarse, for tests).")] = "full",
+    overwrite: Annotated[bool, typer.Option(help="Write into a non-empty folder.")] = False,
+) -> None:
+    """Write a digital SIRT patient: MAA CT, contrast CT, MR, MAA SPECT and their truth."""
+    from sirtreg.io import check_output_folder
+    from sirtreg.phantom import write_patient
+
+    check_output_folder(outdir, overwrite=overwrite)
+    with progress_bar("phantom") as progress:
+        manifest = write_patient(outdir, seed=seed, resolution=resolution, overwrite=overwrite, progress=progress)
+    console.print(f"wrote patient (seed {seed}) to {outdir}; manifest {outdir / 'patient.json'}", highlight=False)
+    log.debug("manifest: %s", json.dumps(manifest)[:2000])
+
+
+@app.command()
+@refusals_as_messages
+def demo(
+    outdir: Annotated[Path, typer.Argument(help="Output folder (new or empty).")] = Path("sirtreg-demo"),
+    seed: Annotated[int, typer.Option(help="Seed of the digital patient.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Write into a non-empty folder.")] = False,
+) -> None:
+    """Run the pipeline on the built-in digital patient and show where the results are."""
+    from sirtreg.demo import run_demo
+    from sirtreg.io import check_output_folder
+
+    check_output_folder(outdir, overwrite=overwrite)
+    with progress_bar("demo") as progress:
+        summary = run_demo(outdir, seed=seed, overwrite=overwrite, progress=progress)
+    table = Table("output", "file", title=f"sirtreg demo (seed {seed})")
+    for name, path in summary.items():
+        table.add_row(name, str(path))
+    console.print(table)

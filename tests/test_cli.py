@@ -1,0 +1,116 @@
+"""The command line: happy paths and one-line refusals with exit status 2."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from typer.testing import CliRunner
+
+from sirtreg import __version__
+from sirtreg.cli import app
+from sirtreg.geometry import Grid, LabelVolume, Volume
+from sirtreg.io import read_image, write_image
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def image_and_labels(tmp_path):
+    grid = Grid((12, 10, 8), (1.5, 1.5, 3.0), (-9.0, -7.5, 0.0))
+    image = write_image(Volume(np.arange(960, dtype=np.int16).reshape(grid.shape), grid), tmp_path / "ct.nii.gz")
+    array = np.zeros(grid.shape, dtype=np.uint8)
+    array[2:4, 3:6, 4:8] = 1
+    labels = write_image(LabelVolume(array, grid), tmp_path / "liver.nii.gz")
+    return image, labels
+
+
+def assert_refused(result, message: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert message in lines[0]
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.stdout
+
+
+def test_info_prints_one_line_per_image_and_label_volumes(image_and_labels):
+    image, labels = image_and_labels
+    result = runner.invoke(app, ["info", str(image), "--labels", str(labels)])
+    assert result.exit_code == 0, result.output
+    assert "ct.nii.gz: 12x10x8 voxels, 1.5x1.5x3 mm, LPS" in result.stdout
+    assert "0.2" in result.stdout  # 24 voxels of 6.75 mm^3 = 0.162 mL
+
+
+def test_convert_keeps_geometry_and_values(image_and_labels, tmp_path):
+    image, _ = image_and_labels
+    result = runner.invoke(app, ["convert", str(image), str(tmp_path / "ct.mha")])
+    assert result.exit_code == 0, result.output
+    original, converted = read_image(image), read_image(tmp_path / "ct.mha")
+    assert converted.grid.same_as(original.grid)
+    np.testing.assert_array_equal(converted.array, original.array)
+
+
+def test_missing_file_is_refused(tmp_path):
+    assert_refused(runner.invoke(app, ["info", str(tmp_path / "nothing.nii.gz")]), "no such file")
+
+
+def test_2d_image_is_refused(tmp_path):
+    path = tmp_path / "slice.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((20, 30), dtype=np.int16)), str(path))
+    assert_refused(runner.invoke(app, ["info", str(path)]), "2D image")
+
+
+def test_label_map_on_another_grid_is_refused(image_and_labels, tmp_path):
+    image, _ = image_and_labels
+    other = Grid((12, 10, 8), (1.5, 1.5, 3.0), (0.0, 0.0, 0.0))
+    labels = write_image(LabelVolume(np.ones(other.shape, dtype=np.uint8), other), tmp_path / "shifted.nii.gz")
+    assert_refused(runner.invoke(app, ["info", str(image), "--labels", str(labels)]), "not on the same grid")
+
+
+def test_output_that_would_overwrite_the_input_is_refused(image_and_labels):
+    image, _ = image_and_labels
+    before = image.read_bytes()
+    assert_refused(runner.invoke(app, ["convert", str(image), str(image), "--overwrite"]), "would overwrite the input")
+    assert image.read_bytes() == before
+
+
+def test_existing_output_needs_overwrite(image_and_labels):
+    image, labels = image_and_labels
+    assert_refused(runner.invoke(app, ["convert", str(labels), str(image), "--labels"]), "exists")
+    result = runner.invoke(app, ["convert", str(labels), str(image), "--labels", "--overwrite"])
+    assert result.exit_code == 0, result.output
+
+
+def test_truncated_dicom_series_is_refused(tmp_path):
+    from sirtreg.io import write_dicom_series
+
+    grid = Grid((16, 16, 8), (1.0, 1.0, 2.5))
+    folder = write_dicom_series(Volume(np.zeros(grid.shape, dtype=np.int16), grid), tmp_path / "ct", modality="CT")
+    files = sorted(folder.glob("*.dcm"))
+    assert len(files) == 8
+    files[4].unlink()
+    assert_refused(runner.invoke(app, ["info", str(folder)]), "missing")
+
+
+def test_real_dicom_series_and_its_label_map_overlay(shared_data):
+    folder = shared_data / "totalsegmentator"
+    result = runner.invoke(app, ["info", str(folder / "example_ct_dicom"), "--labels",
+                                 str(folder / "example_seg_dicom.nii.gz")])
+    assert result.exit_code == 0, result.output
+    assert "CT 512x512x20 voxels, 0.977x0.977x2 mm, LPS" in result.stdout
+
+
+def test_phantom_refuses_a_non_empty_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    assert_refused(runner.invoke(app, ["phantom", str(tmp_path), "--resolution", "fast"]), "not empty")
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_phantom_writes_a_patient(tmp_path):
+    result = runner.invoke(app, ["phantom", str(tmp_path / "patient"), "--seed", "2", "--resolution", "fast"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "patient" / "patient.json").is_file()
