@@ -1,6 +1,11 @@
 """sirtreg: multi-modality liver registration and lesion dosimetry for SIRT."""
 
-from sirtreg.errors import GeometryMismatchError, InputError, OutputExistsError, SirtregError
+from sirtreg.errors import (
+    GeometryMismatchError,
+    InputError,
+    OutputExistsError,
+    SirtregError,
+)
 from sirtreg.geometry import Grid, LabelVolume, Landmarks, Volume
 from sirtreg.resample import crop_to_mask, resample, sample_at
 
