@@ -114,3 +114,31 @@ def test_phantom_writes_a_patient(tmp_path):
     result = runner.invoke(app, ["phantom", str(tmp_path / "patient"), "--seed", "2", "--resolution", "fast"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "patient" / "patient.json").is_file()
+
+
+def _uniform_spect_and_liver(tmp_path):
+    grid = Grid((20, 20, 20), (5.0, 5.0, 5.0), (-50.0, -50.0, -50.0))
+    spect = write_image(Volume(np.full(grid.shape, 10.0, dtype=np.float32), grid), tmp_path / "spect.nii.gz")
+    array = np.zeros(grid.shape, dtype=np.uint8)
+    array[5:15, 5:15, 5:15] = 1  # 1000 voxels of 0.125 mL = 125 mL
+    liver = write_image(LabelVolume(array, grid, labels={1: "liver"}), tmp_path / "liver.nii.gz")
+    return spect, liver
+
+
+def test_dose_of_a_uniform_liver(tmp_path):
+    spect, liver = _uniform_spect_and_liver(tmp_path)
+    result = runner.invoke(app, ["dose", "--spect", str(spect), "--liver", str(liver), "--activity-gbq", "0.125",
+                                 "-o", str(tmp_path / "dose")])
+    assert result.exit_code == 0, result.output
+    # 0.125 GBq in 125 mL * 1.05 g/mL = 0.13125 kg of liver: 49.67 * 0.125 / 0.13125 = 47.30 Gy
+    assert "47.3" in result.stdout
+    assert {p.name for p in (tmp_path / "dose").iterdir()} == {"dose.nii.gz", "structures.csv", "structures.json",
+                                                                "dvh.png"}
+
+
+def test_dose_refuses_a_negative_activity_before_writing(tmp_path):
+    spect, liver = _uniform_spect_and_liver(tmp_path)
+    result = runner.invoke(app, ["dose", "--spect", str(spect), "--liver", str(liver), "--activity-gbq", "-1",
+                                 "-o", str(tmp_path / "dose")])
+    assert_refused(result, "activity")
+    assert not (tmp_path / "dose").exists() or not any((tmp_path / "dose").iterdir())

@@ -174,3 +174,79 @@ def demo(
     for name, path in summary.items():
         table.add_row(name, str(path))
     console.print(table)
+
+
+def _read_structures(path: Path, segments: list[str]) -> list[Any]:
+    """Label maps from a file: the named segments of a Slicer segmentation or labels of a label map."""
+    from sirtreg.geometry import LabelVolume
+    from sirtreg.io import is_segmentation_file, read_labels, read_segmentation
+
+    if is_segmentation_file(path):
+        segmentation = read_segmentation(path)
+        return [segmentation.label_volume(name) for name in (segments or segmentation.names)]
+    labels = read_labels(path)
+    if not segments:
+        return [labels]
+    return [LabelVolume.from_mask(labels.mask(name), labels.grid, name=labels.labels[labels.value_of(name)])
+            for name in segments]
+
+
+def _one_structure(path: Path, segment: str | None, what: str) -> Any:
+    structures = _read_structures(path, [segment] if segment else [])
+    if len(structures) != 1:
+        raise SirtregError(f"{path.name} holds several segments; name the {what} with --{what}-segment")
+    return structures[0]
+
+
+def _names(text: str | None) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()] if text else []
+
+
+@app.command()
+@refusals_as_messages
+def dose(
+    spect: Annotated[Path, typer.Option(help="The 99mTc-MAA SPECT (counts): NIfTI, NRRD, MHA or DICOM.")],
+    liver: Annotated[Path, typer.Option(help="Liver contour: label map or Slicer .seg.nrrd (any grid).")],
+    activity_gbq: Annotated[float, typer.Option("--activity-gbq", help="Administered activity in GBq.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (new or empty).")],
+    isotope: Annotated[str, typer.Option(help="y90 or ho166.")] = "y90",
+    liver_segment: Annotated[str | None, typer.Option(help="Segment name/value of the liver in its file.")] = None,
+    lesions: Annotated[list[Path] | None, typer.Option(help="Lesion label maps or .seg.nrrd (repeatable).")] = None,
+    lesion_segments: Annotated[str | None, typer.Option(help="Comma-separated lesion segment names.")] = None,
+    perfused: Annotated[Path | None, typer.Option(help="Perfused-volume contour: spread the activity in it.")] = None,
+    perfused_segment: Annotated[str | None, typer.Option(help="Segment name/value of the perfused volume.")] = None,
+    lung_shunt_fraction: Annotated[float, typer.Option(help="Lung shunt fraction in [0, 1).")] = 0.0,
+    lung_mass_kg: Annotated[float, typer.Option(help="Lung mass for the lung dose (kg).")] = 1.0,
+    density_g_per_ml: Annotated[float, typer.Option(help="Tissue density (g/mL).")] = 1.05,
+    overwrite: Annotated[bool, typer.Option(help="Write into a non-empty folder.")] = False,
+) -> None:
+    """Absorbed dose by local deposition: dose map, per-structure table (mean, V70, V100, Dx) and DVHs."""
+    from sirtreg.dosimetry import dose_report, write_dose_outputs
+    from sirtreg.io import check_output_folder, read_image
+
+    check_output_folder(output, overwrite=overwrite)
+    _refuse_overwriting_inputs(output, [spect, liver, *(lesions or []), *([perfused] if perfused else [])])
+    spect_volume = read_image(spect, modality="NM")
+    liver_labels = _one_structure(liver, liver_segment, "liver")
+    lesion_labels = [item for path in lesions or [] for item in _read_structures(path, _names(lesion_segments))]
+    perfused_labels = _one_structure(perfused, perfused_segment, "perfused") if perfused else None
+    report = dose_report(
+        spect_volume, liver_labels, activity_gbq, isotope=isotope, lesions=lesion_labels, perfused=perfused_labels,
+        lung_shunt_fraction=lung_shunt_fraction, lung_mass_kg=lung_mass_kg, density_g_per_ml=density_g_per_ml,
+    )
+    outputs = write_dose_outputs(report, output, overwrite=overwrite)
+    table = Table("structure", "volume (mL)", "mean (Gy)", "V70 (%)", "V100 (%)", "note", title="absorbed dose")
+    for row in report.rows():
+        table.add_row(*(_cell(row.get(key)) for key in
+                        ("structure", "volume_ml", "mean_gy", "V70_percent", "V100_percent", "error")))
+    console.print(table)
+    summary = report.summary()
+    console.print(f"counts inside the contour: {100 * summary['counts_inside_fraction']:.1f} %; "
+                  f"lung dose {summary['lung_dose_gy']:.1f} Gy", highlight=False)
+    console.print(f"wrote {', '.join(str(path) for path in outputs.values())}", highlight=False)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
