@@ -142,3 +142,13 @@ def test_dose_refuses_a_negative_activity_before_writing(tmp_path):
                                  "-o", str(tmp_path / "dose")])
     assert_refused(result, "activity")
     assert not (tmp_path / "dose").exists() or not any((tmp_path / "dose").iterdir())
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [("--modality", "pet", "ct or mr"),
+                                                          ("--target", "spleen", "liver or lesions")])
+def test_segment_refuses_unknown_choices(image_and_labels, tmp_path, option, value, message):
+    image, _ = image_and_labels
+    arguments = {"--modality": "ct", "--target": "liver", option: value}
+    result = runner.invoke(app, ["segment", str(image), "-o", str(tmp_path / "out.nii.gz"),
+                                 *[item for pair in arguments.items() for item in pair]])
+    assert_refused(result, message)

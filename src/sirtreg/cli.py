@@ -250,3 +250,82 @@ def _cell(value: Any) -> str:
     if value is None:
         return "-"
     return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+models_app = typer.Typer(help="The trained networks: list, fetch or clear the cached weights.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+@refusals_as_messages
+def models_list() -> None:
+    """List the cached networks and whether their checksums match (exit 1 if any is not ready)."""
+    from sirtreg.segment import list_models
+
+    records = list_models()
+    table = Table("model", "description", "size (MB)", "sha256", "status", title="sirtreg models")
+    for record in records:
+        table.add_row(record.name, record.description, f"{record.size_bytes / 1e6:.1f}" if record.size_bytes else "-",
+                      record.sha256[:12] if record.sha256 else "-", "ok" if record.ok else record.problem)
+    console.print(table)
+    if not all(record.ok for record in records):
+        raise typer.Exit(1)
+
+
+@models_app.command("fetch")
+@refusals_as_messages
+def models_fetch(
+    force: Annotated[bool, typer.Option(help="Download and convert again even if cached.")] = False,
+    wheel: Annotated[Path | None, typer.Option(help="Use this downloaded pyliverlesionseg-0.3 wheel.")] = None,
+) -> None:
+    """Download the authors' wheel from PyPI, verify it, convert and cache the weights."""
+    from sirtreg.segment import fetch_models
+
+    with progress_bar("models") as progress:
+        fetch_models(force=force, wheel=wheel, progress=progress)
+    models_list()
+
+
+@models_app.command("clear")
+@refusals_as_messages
+def models_clear() -> None:
+    """Delete the cached weights and the downloaded wheel."""
+    from sirtreg.segment import models_dir, remove_models
+
+    remove_models()
+    console.print(f"removed {models_dir()}", highlight=False)
+
+
+@app.command()
+@refusals_as_messages
+def segment(
+    image: Annotated[Path, typer.Argument(help="CT or MR image (NIfTI, NRRD, MHA, DICOM).")],
+    modality: Annotated[str, typer.Option(help="ct or mr.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output label map (e.g. liver.nii.gz).")],
+    target: Annotated[str, typer.Option(help="liver, or lesions (needs --liver).")] = "liver",
+    liver: Annotated[Path | None, typer.Option(help="Liver mask for --target lesions (else it is segmented).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
+) -> None:
+    """Segment the liver (or liver lesions) with the paper's U-Net; the mask is on the image's own grid."""
+    from sirtreg.io import prepare_output, read_image, read_labels, write_image
+    from sirtreg.segment import segment_lesions, segment_liver
+
+    if target not in ("liver", "lesions"):
+        raise SirtregError(f"--target must be liver or lesions, got {target!r}")
+    if modality.lower() not in ("ct", "mr"):
+        raise SirtregError(f"--modality must be ct or mr, got {modality!r}")
+    _refuse_overwriting_inputs(output, [image, *([liver] if liver else [])])
+    prepare_output(output, overwrite=overwrite)
+    volume = read_image(image)
+    with progress_bar(f"segment {target}") as progress:
+        if target == "liver":
+            mask = segment_liver(volume, modality=modality.lower(), device=device, progress=progress)
+        else:
+            liver_mask = read_labels(liver) if liver else segment_liver(
+                volume, modality=modality.lower(), device=device,
+                progress=lambda step, fraction: progress(f"liver: {step}", 0.5 * fraction))
+            mask = segment_lesions(volume, liver=liver_mask, modality=modality.lower(), device=device,
+                                   progress=lambda step, fraction: progress(step, 0.5 + 0.5 * fraction))
+    write_image(mask, output, overwrite=overwrite)
+    console.print(f"wrote {output}: {mask.volume_ml(1):.1f} mL of {target}", highlight=False)
