@@ -152,3 +152,13 @@ def test_segment_refuses_unknown_choices(image_and_labels, tmp_path, option, val
     result = runner.invoke(app, ["segment", str(image), "-o", str(tmp_path / "out.nii.gz"),
                                  *[item for pair in arguments.items() for item in pair]])
     assert_refused(result, message)
+
+
+def test_dose_decay_corrects_a_calibrated_activity(tmp_path):
+    spect, liver = _uniform_spect_and_liver(tmp_path)
+    # Y-90 half-life 64.1 h: calibrated 64.1 h before injection, half the activity is left (47.30 / 2 Gy)
+    result = runner.invoke(app, ["dose", "--spect", str(spect), "--liver", str(liver), "--activity-gbq", "0.125",
+                                 "--calibration-time", "2026-01-01T00:00:00", "--injection-time",
+                                 "2026-01-03T16:06:00", "-o", str(tmp_path / "dose")])
+    assert result.exit_code == 0, result.output
+    assert "23.7" in result.stdout

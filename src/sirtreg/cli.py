@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -218,6 +219,9 @@ def dose(
     lung_shunt_fraction: Annotated[float, typer.Option(help="Lung shunt fraction in [0, 1).")] = 0.0,
     lung_mass_kg: Annotated[float, typer.Option(help="Lung mass for the lung dose (kg).")] = 1.0,
     density_g_per_ml: Annotated[float, typer.Option(help="Tissue density (g/mL).")] = 1.05,
+    calibration_time: Annotated[datetime | None, typer.Option(
+        help="When the activity was measured (ISO 8601); with --injection-time it is decay corrected.")] = None,
+    injection_time: Annotated[datetime | None, typer.Option(help="When it was injected (ISO 8601).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Write into a non-empty folder.")] = False,
 ) -> None:
     """Absorbed dose by local deposition: dose map, per-structure table (mean, V70, V100, Dx) and DVHs."""
@@ -233,6 +237,7 @@ def dose(
     report = dose_report(
         spect_volume, liver_labels, activity_gbq, isotope=isotope, lesions=lesion_labels, perfused=perfused_labels,
         lung_shunt_fraction=lung_shunt_fraction, lung_mass_kg=lung_mass_kg, density_g_per_ml=density_g_per_ml,
+        calibration_time=calibration_time, injection_time=injection_time,
     )
     outputs = write_dose_outputs(report, output, overwrite=overwrite)
     table = Table("structure", "volume (mL)", "mean (Gy)", "V70 (%)", "V100 (%)", "note", title="absorbed dose")
