@@ -1,0 +1,377 @@
+"""The registration engine: affine, then dense non-rigid, over pyramids chosen by spacing in mm.
+
+All work happens on a working region of the reference: the bounding box of the
+reference liver (or the whole reference when no labels are given) grown by a
+margin in mm, resampled at each pyramid level to isotropic voxels of that
+level's spacing. The floating image is smoothed to the level's resolution and
+sampled at T(x) with trilinear interpolation, so every term is differentiable
+with respect to the affine parameters or the displacement of every voxel.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from sirtreg.errors import InputError
+from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Volume
+from sirtreg.itk_bridge import apply_grid, to_sitk
+from sirtreg.register.config import RegistrationSettings
+from sirtreg.register.result import LevelRecord, RegistrationResult
+from sirtreg.register.sampling import PlacedTensor, grid_points, index_step_matrix
+from sirtreg.register.terms import LabelSSD, MutualInformation, SpringRegulariser
+from sirtreg.register.terms.mutual_information import normalise_intensities
+from sirtreg.register.transforms import AffineTransform
+from sirtreg.resample import bounding_box
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, float], None]
+FLOATING_MARGIN_MM = 60.0
+LIVER = 1
+LANDMARKS = 2
+STOP_WINDOW = 15
+
+
+def _no_progress(step: str, fraction: float) -> None:
+    del step, fraction
+
+
+def guidance_labels(liver: LabelVolume, landmarks: LabelVolume | None = None) -> LabelVolume:
+    """The paper's guidance label map: liver = 1 and, with landmarks, every landmark voxel = 2.
+
+    ``liver`` is a mask (any non-zero value); ``landmarks`` a map with one value per
+    landmark (lesions, clips, vessel knots) on the same grid.
+    """
+    array = np.where(liver.array > 0, LIVER, 0).astype(np.uint8)
+    if landmarks is not None:
+        liver.grid.require_same(landmarks.grid, what="the liver mask and the landmark map")
+        array[landmarks.array > 0] = LANDMARKS
+    return LabelVolume(array, liver.grid, labels={LIVER: "liver", LANDMARKS: "landmarks"} if landmarks is not None
+                       else {LIVER: "liver"})
+
+
+# --- input checks -----------------------------------------------------------------
+Classes = list[tuple[int, ...]]
+
+
+def check_inputs(
+    reference: Volume, floating: Volume, settings: RegistrationSettings,
+    reference_labels: LabelVolume | None, floating_labels: LabelVolume | None,
+) -> tuple[Classes, Classes] | None:
+    """Refuse inputs the engine cannot use; return the guiding classes (label values per channel) of both sides.
+
+    ``liver`` guidance: one class, every non-zero label (the liver mask).
+    ``liver+landmarks``: the paper's two classes, liver (value 1) and landmarks (every value >= 2).
+    ``image``: None.
+    """
+    for name, image in (("reference", reference), ("floating", floating)):
+        if not np.all(np.isfinite(image.array)):
+            raise InputError(f"the {name} image has NaN or infinite voxels; fill or mask them first")
+        if np.ptp(image.array) == 0:
+            raise InputError(f"the {name} image is constant: nothing to register")
+    reference.grid.require_overlap(floating.grid, what="reference and floating images")
+    for name, image, labels in (("reference", reference, reference_labels), ("floating", floating, floating_labels)):
+        if labels is not None:
+            image.grid.require_same(labels.grid, what=f"the {name} label map and the {name} image")
+    if not settings.uses_labels:
+        return None
+    if reference_labels is None or floating_labels is None:
+        raise InputError(f"guidance {settings.guidance!r} needs label maps on both the reference and the floating image")
+    present = {}
+    for name, labels in (("reference", reference_labels), ("floating", floating_labels)):
+        present[name] = set(labels.present_labels())
+        if not present[name]:
+            raise InputError(f"the {name} label map is empty: {settings.guidance} guidance needs the liver")
+    if settings.guidance == "liver":
+        return [tuple(sorted(present["reference"]))], [tuple(sorted(present["floating"]))]
+    for name in ("reference", "floating"):
+        if LIVER not in present[name]:
+            raise InputError(f"the {name} label map has no liver (value {LIVER}) for liver+landmarks guidance")
+    if present["reference"] != present["floating"]:
+        one_side = sorted(present["reference"] ^ present["floating"])
+        raise InputError(
+            f"labels missing from one side: {', '.join(map(str, one_side))} "
+            f"(reference has {sorted(present['reference'])}, floating has {sorted(present['floating'])})"
+        )
+    landmarks = tuple(sorted(present["reference"] - {LIVER}))
+    if not landmarks:
+        raise InputError("liver+landmarks guidance needs at least one landmark (label value >= 2) on both sides")
+    classes = [(LIVER,), landmarks]
+    return classes, classes
+
+
+# --- pyramid levels -----------------------------------------------------------------
+def working_region(reference: Volume, reference_labels: LabelVolume | None, margin_mm: float) -> Grid:
+    """The reference grid cropped to its labels' bounding box plus ``margin_mm`` (whole grid without labels)."""
+    if reference_labels is None or not np.any(reference_labels.array):
+        return reference.grid
+    start, stop = bounding_box(reference_labels.array > 0)
+    pad = np.ceil(margin_mm / np.asarray(reference.grid.spacing_mm)).astype(int)
+    return reference.grid.crop(np.maximum(start - pad, 0), np.minimum(stop + pad, reference.grid.size))
+
+
+def _smooth_and_resample(volume: Volume, onto: Grid, sigma_mm: float) -> np.ndarray:
+    """Low-pass ``volume`` to about ``2 * sigma_mm`` resolution and resample it linearly onto ``onto``.
+
+    Blocks of voxels are first averaged (integer shrink factors up to sigma / spacing),
+    then a recursive Gaussian brings the remaining blur to ``sigma_mm``; both run in
+    SimpleITK, in time independent of sigma.
+    """
+    image = to_sitk(volume.with_array(volume.array.astype(np.float32, copy=False)))
+    spacing = np.asarray(volume.grid.spacing_mm)
+    factors = np.maximum(1, np.floor(sigma_mm / spacing)).astype(int)
+    if np.any(factors > 1):
+        image = sitk.BinShrink(image, [int(f) for f in factors])
+    remaining = np.sqrt(np.maximum(sigma_mm**2 - (np.asarray(image.GetSpacing()) / 2.0) ** 2, 0.0))
+    if np.any(remaining > 0.1 * np.asarray(image.GetSpacing())):
+        image = sitk.SmoothingRecursiveGaussian(image, [float(v) for v in np.maximum(remaining, 1e-3)])
+    reference = apply_grid(sitk.Image([int(n) for n in onto.size], sitk.sitkUInt8), onto)
+    out = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(out)
+
+
+def _box_around(volume: Volume, points_mm: np.ndarray, margin_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel box (start, stop) of ``volume`` holding the world points plus a margin; refuse when it misses."""
+    index = volume.grid.world_to_index(points_mm.reshape(-1, 3))
+    pad = margin_mm / np.asarray(volume.grid.spacing_mm)
+    start = np.maximum(np.floor(index.min(axis=0) - pad), 0).astype(int)
+    stop = np.minimum(np.ceil(index.max(axis=0) + pad) + 1, volume.grid.size).astype(int)
+    if np.any(stop <= start):
+        raise InputError("after initial alignment the reference working region falls outside the floating image")
+    return start, stop
+
+
+def _indicator(labels: LabelVolume, values: tuple[int, ...]) -> Volume:
+    return Volume(np.isin(labels.array, values).astype(np.float32), labels.grid)
+
+
+class Level:
+    """Reference and floating data at one pyramid spacing, as torch tensors."""
+
+    def __init__(self, spacing_mm: float, region: Grid, reference: Volume, floating: Volume,
+                 reference_labels: LabelVolume | None, floating_labels: LabelVolume | None,
+                 classes: tuple[Classes, Classes] | None, device: torch.device) -> None:
+        self.spacing_mm = spacing_mm
+        self.grid = region.with_spacing((spacing_mm,) * 3)
+        self.points = grid_points(self.grid, device)
+        sigma = spacing_mm / 2.0
+        floating_grid = floating.grid.with_spacing(
+            tuple(max(spacing_mm / 2.0, s) for s in floating.grid.spacing_mm))
+        reference_image = torch.from_numpy(_smooth_and_resample(reference, self.grid, sigma)).to(device)
+        floating_image = torch.from_numpy(_smooth_and_resample(floating, floating_grid, sigma)).to(device)
+        self.reference_image = normalise_intensities(reference_image)[None]
+        self.floating_image = PlacedTensor(normalise_intensities(floating_image)[None], floating_grid)
+        self.reference_labels: torch.Tensor | None = None
+        self.floating_labels: PlacedTensor | None = None
+        if classes:
+            assert reference_labels is not None and floating_labels is not None
+            reference_classes, floating_classes = classes
+            self.reference_labels = torch.stack([
+                torch.from_numpy(_smooth_and_resample(_indicator(reference_labels, c), self.grid, sigma))
+                for c in reference_classes]).to(device)
+            self.floating_labels = PlacedTensor(torch.stack([
+                torch.from_numpy(_smooth_and_resample(_indicator(floating_labels, c), floating_grid, sigma))
+                for c in floating_classes]).to(device), floating_grid)
+
+
+def _initial_affine(region: Grid, reference_labels: LabelVolume | None,
+                    floating_labels: LabelVolume | None) -> AffineTransform:
+    """Identity about the region centre, translated to match the label mass centres when labels exist."""
+    centre = region.center_mm
+    if reference_labels is None or floating_labels is None:
+        return AffineTransform.identity(centre)
+
+    def mass_centre(labels: LabelVolume) -> np.ndarray:
+        k, j, i = np.nonzero(labels.array)
+        return labels.grid.index_to_world([i.mean(), j.mean(), k.mean()])
+
+    return AffineTransform(np.eye(3), mass_centre(floating_labels) - mass_centre(reference_labels), centre)
+
+
+# --- optimisation -------------------------------------------------------------------
+class _Stopper:
+    """Early stopping: the best loss of the last window improved on the best before it by less than
+    ``tolerance`` (relative), after at least two windows."""
+
+    def __init__(self, tolerance: float) -> None:
+        self.tolerance = tolerance
+        self.history: list[float] = []
+
+    def done(self, loss: float) -> bool:
+        self.history.append(loss)
+        if len(self.history) < 2 * STOP_WINDOW:
+            return False
+        before = min(self.history[:-STOP_WINDOW])
+        recent = min(self.history[-STOP_WINDOW:])
+        return before - recent <= self.tolerance * max(abs(before), 1e-12)
+
+
+def _annealed(optimiser: torch.optim.Optimizer, iterations: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Cosine decay of every step size to 5 % over the level, so the last iterations refine."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda k: 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(k, iterations) / iterations)))
+
+
+def _affine_level(level: Level, affine: AffineTransform, settings: RegistrationSettings, iterations: int,
+                  tick: Callable[[], None]) -> tuple[AffineTransform, dict[str, list[float]]]:
+    device = level.points.device
+    centre = torch.tensor(affine.centre_mm, dtype=torch.float32, device=device)
+    matrix = torch.tensor(affine.matrix, dtype=torch.float32, device=device, requires_grad=True)
+    translation = torch.tensor(affine.translation_mm, dtype=torch.float32, device=device, requires_grad=True)
+    optimiser = torch.optim.Adam([
+        {"params": [matrix], "lr": settings.affine.matrix_step},
+        {"params": [translation], "lr": settings.affine.translation_step_mm * level.spacing_mm / 4.0},
+    ])
+    schedule = _annealed(optimiser, iterations)
+    mutual_information = MutualInformation(bins=settings.bins).to(device)
+    label_ssd = LabelSSD()
+    points = level.points - centre
+    losses: dict[str, list[float]] = {"total": []}
+    stopper = _Stopper(settings.tolerance)
+    for _ in range(iterations):
+        optimiser.zero_grad()
+        mapped = points @ matrix.T + centre + translation
+        if level.floating_labels is not None:
+            warped, _ = level.floating_labels.sample(mapped)
+            loss = label_ssd(level.reference_labels, warped, torch.ones_like(warped[0]))
+        else:
+            warped, inside = level.floating_image.sample(mapped)
+            loss = mutual_information(level.reference_image, warped, inside)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        losses["total"].append(float(loss.detach()))
+        tick()
+        if stopper.done(losses["total"][-1]):
+            break
+    with torch.no_grad():
+        result = AffineTransform(matrix.detach().double().cpu().numpy(),
+                                 translation.detach().double().cpu().numpy(), affine.centre_mm)
+    return result, losses
+
+
+def _nonrigid_level(level: Level, affine: AffineTransform, initial: torch.Tensor | None,
+                    settings: RegistrationSettings, iterations: int,
+                    tick: Callable[[], None]) -> tuple[torch.Tensor, dict[str, list[float]]]:
+    device = level.points.device
+    weights = settings.nonrigid
+    with torch.no_grad():
+        affine_points = torch.from_numpy(
+            affine.transform_points(level.points.cpu().numpy().astype(np.float64)).astype(np.float32)).to(device)
+    residual = (initial if initial is not None else torch.zeros_like(level.points)).clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([residual], lr=weights.step_mm * level.spacing_mm / 3.0)
+    schedule = _annealed(optimiser, iterations)
+    spring = SpringRegulariser(index_step_matrix(level.grid), torch.from_numpy(affine.matrix),
+                               connectivity=weights.connectivity).to(device)
+    mutual_information = MutualInformation(bins=settings.bins).to(device)
+    label_ssd = LabelSSD()
+    losses: dict[str, list[float]] = {"total": [], "image": [], "labels": [], "spring": []}
+    stopper = _Stopper(settings.tolerance)
+    for _ in range(iterations):
+        optimiser.zero_grad()
+        mapped = affine_points + residual
+        terms: dict[str, torch.Tensor] = {}
+        if weights.image_weight > 0:
+            warped, inside = level.floating_image.sample(mapped)
+            terms["image"] = weights.image_weight * mutual_information(level.reference_image, warped, inside)
+        if weights.label_weight > 0 and level.floating_labels is not None:
+            warped_labels, _ = level.floating_labels.sample(mapped)
+            terms["labels"] = weights.label_weight * label_ssd(level.reference_labels, warped_labels,
+                                                               torch.ones_like(warped_labels[0]))
+        terms["spring"] = weights.rigidity * spring(residual)
+        loss = sum(terms.values())
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        for name, value in terms.items():
+            losses[name].append(float(value.detach()))
+        losses["total"].append(float(loss.detach()))
+        tick()
+        if stopper.done(losses["total"][-1]):
+            break
+    return residual.detach(), {name: values for name, values in losses.items() if values}
+
+
+def _upsample_residual(residual: torch.Tensor, coarse: Grid, fine: Level) -> torch.Tensor:
+    placed = PlacedTensor(residual.permute(3, 0, 1, 2).contiguous(), coarse)
+    values, _ = placed.sample(fine.points)
+    return values.permute(1, 2, 3, 0).contiguous()
+
+
+def register(
+    reference: Volume, floating: Volume, *, settings: RegistrationSettings | None = None,
+    reference_labels: LabelVolume | None = None, floating_labels: LabelVolume | None = None,
+    progress: Progress | None = None,
+) -> RegistrationResult:
+    """Register ``floating`` to ``reference``; returns the reference->floating transform.
+
+    Parameters
+    ----------
+    reference, floating : the images (any grids that overlap in LPS space).
+    settings : guidance, weights, pyramids (default: the ``liver`` preset).
+    reference_labels, floating_labels : label maps on the images' own grids:
+        the liver (value 1) for ``liver`` guidance; liver = 1 and landmarks = 2
+        for ``liver+landmarks``. With ``image`` guidance, reference labels only
+        set the working region.
+    progress : optional callback ``progress(step, fraction)``.
+    """
+    settings = settings or RegistrationSettings()
+    progress = progress or _no_progress
+    classes = check_inputs(reference, floating, settings, reference_labels, floating_labels)
+    torch.manual_seed(settings.seed)
+    device = torch.device(settings.device)
+    region = working_region(reference, reference_labels, settings.margin_mm)
+    affine = _initial_affine(region, reference_labels if classes else None, floating_labels if classes else None)
+    box = _box_around(floating, affine.transform_points(region.corners_mm()), FLOATING_MARGIN_MM)
+    floating_crop = floating.crop(*box)
+    floating_labels_crop = floating_labels.crop(*box) if classes and floating_labels is not None else None
+
+    stages = [("affine", s, n) for s, n in zip(settings.affine.levels_mm, settings.affine.iterations)]
+    if settings.nonrigid.enabled:
+        stages += [("non-rigid", s, n) for s, n in zip(settings.nonrigid.levels_mm, settings.nonrigid.iterations)]
+    total = sum(n for _, _, n in stages)
+    done = 0
+    records: list[LevelRecord] = []
+    residual: torch.Tensor | None = None
+    previous_grid: Grid | None = None
+    final_level: Level | None = None
+    for stage, spacing, iterations in stages:
+        start = time.perf_counter()
+        label = f"{stage} {spacing:g} mm"
+
+        def tick(label: str = label) -> None:
+            nonlocal done
+            done += 1
+            if done % 10 == 0:
+                progress(label, done / total)
+
+        level = Level(spacing, region, reference, floating_crop, reference_labels if classes else None,
+                      floating_labels_crop, classes, device)
+        if stage == "affine":
+            affine, losses = _affine_level(level, affine, settings, iterations, tick)
+        else:
+            initial = _upsample_residual(residual, previous_grid, level) if residual is not None else None
+            residual, losses = _nonrigid_level(level, affine, initial, settings, iterations, tick)
+            previous_grid, final_level = level.grid, level
+        used = len(losses["total"])
+        done += iterations - used
+        records.append(LevelRecord(stage, spacing, used, time.perf_counter() - start, losses))
+        log.debug("%s: %d iterations, loss %.5f, %.2f s", label, used, losses["total"][-1], records[-1].seconds)
+    progress("done", 1.0)
+
+    displacement = None
+    if residual is not None and final_level is not None:
+        points = final_level.points.cpu().numpy().astype(np.float64)
+        total_u = affine.transform_points(points) - points + residual.cpu().numpy()
+        displacement = DisplacementField(total_u.astype(np.float32), final_level.grid)
+    summary: dict[str, Any] = asdict(settings)
+    return RegistrationResult(affine=affine, displacement=displacement, levels=tuple(records), settings=summary)

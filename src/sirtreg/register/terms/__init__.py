@@ -1,0 +1,14 @@
+"""Loss terms of the registration energy, each a small torch module with one job.
+
+Image and label terms take tensors sampled on the working reference grid:
+``forward(reference, warped, mask)`` with shapes (C, D, H, W) or (D, H, W) and a
+boolean/float mask (D, H, W) of voxels that count. The regulariser takes the
+displacement (D, H, W, 3) in mm.
+"""
+
+from sirtreg.register.terms.label_ssd import LabelSSD
+from sirtreg.register.terms.landmark_distance import LandmarkDistance
+from sirtreg.register.terms.mutual_information import MutualInformation
+from sirtreg.register.terms.spring import SpringRegulariser
+
+__all__ = ["LabelSSD", "LandmarkDistance", "MutualInformation", "SpringRegulariser"]
