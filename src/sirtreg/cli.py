@@ -334,3 +334,105 @@ def segment(
                                    progress=lambda step, fraction: progress(step, 0.5 + 0.5 * fraction))
     write_image(mask, output, overwrite=overwrite)
     console.print(f"wrote {output}: {mask.volume_ml(1):.1f} mL of {target}", highlight=False)
+
+
+@app.command("register")
+@refusals_as_messages
+def register_command(
+    reference: Annotated[Path, typer.Option(help="Reference image: the MAA CT.")],
+    floating: Annotated[Path, typer.Option(help="Floating image: a diagnostic CT or MR.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (new or empty).")],
+    guidance: Annotated[str, typer.Option(help="image, liver or liver+landmarks.")] = "liver",
+    reference_liver: Annotated[Path | None, typer.Option(help="Liver mask of the reference.")] = None,
+    floating_liver: Annotated[Path | None, typer.Option(help="Liver mask of the floating image.")] = None,
+    reference_landmarks: Annotated[Path | None, typer.Option(help="Landmark map of the reference.")] = None,
+    floating_landmarks: Annotated[Path | None, typer.Option(help="Landmark map of the floating image.")] = None,
+    floating_lesions: Annotated[Path | None, typer.Option(help="Lesion map to carry onto the reference.")] = None,
+    image_weight: Annotated[float | None, typer.Option("--wi", help="Weight wI of mutual information.")] = None,
+    label_weight: Annotated[float | None, typer.Option("--ws", help="Weight wS of the label SSD.")] = None,
+    rigidity: Annotated[float | None, typer.Option(help="Spring rigidity.")] = None,
+    affine_only: Annotated[bool, typer.Option(help="Stop after the affine stage (wI = wS = 0).")] = False,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    overwrite: Annotated[bool, typer.Option(help="Write into a non-empty folder.")] = False,
+) -> None:
+    """Register a floating CT/MR to the reference MAA CT; write transforms, warped images and an overlay PNG."""
+    from dataclasses import replace
+
+    from sirtreg.io import check_output_folder, read_image, read_labels, write_image
+    from sirtreg.register import guidance_labels, preset, register, warp, write_registration
+    from sirtreg.report.views import save_registration_views
+
+    check_output_folder(output, overwrite=overwrite)
+    inputs = [p for p in (reference, floating, reference_liver, floating_liver, reference_landmarks,
+                          floating_landmarks, floating_lesions) if p is not None]
+    _refuse_overwriting_inputs(output, inputs)
+    weights = {name: value for name, value in (("image_weight", image_weight), ("label_weight", label_weight),
+                                               ("rigidity", rigidity)) if value is not None}
+    if affine_only:
+        weights.update(image_weight=0.0, label_weight=0.0)
+    settings = replace(preset(guidance, **weights), device=device)  # type: ignore[arg-type]
+    reference_image, floating_image = read_image(reference), read_image(floating)
+    livers = [read_labels(p) if p is not None else None for p in (reference_liver, floating_liver)]
+    landmarks = [read_labels(p) if p is not None else None for p in (reference_landmarks, floating_landmarks)]
+    if guidance == "liver+landmarks" and None in landmarks:
+        raise SirtregError("liver+landmarks guidance needs --reference-landmarks and --floating-landmarks")
+    if guidance != "image" and None in livers:
+        raise SirtregError(f"{guidance} guidance needs --reference-liver and --floating-liver")
+    labels = [guidance_labels(liver, marks if guidance == "liver+landmarks" else None) if liver is not None else None
+              for liver, marks in zip(livers, landmarks)]
+    with progress_bar(f"register ({guidance})") as progress:
+        result = register(reference_image, floating_image, settings=settings, reference_labels=labels[0],
+                          floating_labels=labels[1] if guidance != "image" else None, progress=progress)
+    written = write_registration(result, output, overwrite=overwrite, extra={
+        "reference": reference_image.describe(), "floating": floating_image.describe()})
+    grid = reference_image.grid
+    warped = warp(floating_image, result.transform, grid, fill_value=float(floating_image.array.min()))
+    written["warped"] = write_image(warped, output / "warped_floating.nii.gz", overwrite=overwrite)
+    warped_liver = None
+    for name, item in (("liver", livers[1]), ("landmarks", landmarks[1]),
+                       ("lesions", read_labels(floating_lesions) if floating_lesions else None)):
+        if item is not None:
+            carried = warp(item, result.transform, grid, label_mode="one-hot")
+            written[f"warped {name}"] = write_image(carried, output / f"warped_{name}.nii.gz", overwrite=overwrite)
+            warped_liver = carried if name == "liver" else warped_liver
+    written["overlay"] = save_registration_views(reference_image, warped, output / "overlay.png",
+                                                 reference_labels=livers[0], warped_labels=warped_liver)
+    table = Table("output", "file", title=f"registration ({guidance}), {result.seconds:.1f} s")
+    for name, path in written.items():
+        table.add_row(name, str(path))
+    console.print(table)
+
+
+@app.command("warp")
+@refusals_as_messages
+def warp_command(
+    registration: Annotated[Path, typer.Argument(help="Folder written by `sirtreg register`.")],
+    source: Annotated[Path, typer.Argument(help="Floating image, label map, or JSON of named points (mm).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output file (.nii.gz, ... or .json).")],
+    reference: Annotated[Path | None, typer.Option(help="Reference image (grid of the output).")] = None,
+    as_labels: Annotated[bool, typer.Option("--labels", help="The source is a label map (one-hot warp).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output file.")] = False,
+) -> None:
+    """Apply a saved transform: images and label maps onto the reference grid; floating points to the reference."""
+    from sirtreg.io import prepare_output, read_image, read_labels, write_image
+    from sirtreg.register import map_floating_points, read_transform, warp
+
+    _refuse_overwriting_inputs(output, [registration, source, *([reference] if reference else [])])
+    prepare_output(output, overwrite=overwrite)
+    transform = read_transform(registration)
+    if source.suffix.lower() == ".json":
+        from sirtreg.geometry import Landmarks
+
+        points = Landmarks.from_dict(json.loads(source.read_text()))
+        mapped = Landmarks(points.names, map_floating_points(transform, points.points_mm))
+        output.write_text(json.dumps(mapped.to_dict(), indent=2))
+        console.print(f"wrote {len(mapped)} points in reference space to {output}", highlight=False)
+        return
+    if reference is None:
+        raise SirtregError("warping an image needs --reference (the grid to warp onto)")
+    grid = read_image(reference).grid
+    volume = read_labels(source) if as_labels else read_image(source)
+    warped = warp(volume, transform, grid, **({"label_mode": "one-hot"} if as_labels else
+                                              {"fill_value": float(volume.array.min())}))
+    write_image(warped, output, overwrite=overwrite)
+    console.print(f"wrote {output}: {warped.describe()}", highlight=False)

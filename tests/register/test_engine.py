@@ -146,3 +146,30 @@ def test_guidance_labels_are_the_papers_two_classes(fast_patient):
     assert combined.present_labels() == [1, 2]
     assert np.array_equal(combined.array == 2, reference.landmark_map.array > 0)
     assert np.array_equal(combined.array > 0, (reference.liver.array > 0) | (reference.landmark_map.array > 0))
+
+
+def test_register_command_writes_transforms_that_carry_the_liver(fast_patient, tmp_path):
+    from typer.testing import CliRunner
+
+    from sirtreg.cli import app
+    from sirtreg.io import read_labels, write_image
+    from sirtreg.metrics import dice
+    from sirtreg.register import read_transform
+
+    reference, scan = fast_patient.reference, fast_patient.floating[0]
+    files = {name: write_image(volume, tmp_path / f"{name}.nii.gz") for name, volume in (
+        ("reference", reference.image), ("reference_liver", reference.liver),
+        ("floating", scan.image), ("floating_liver", scan.liver))}
+    result = CliRunner().invoke(app, [
+        "register", "--reference", str(files["reference"]), "--floating", str(files["floating"]),
+        "--reference-liver", str(files["reference_liver"]), "--floating-liver", str(files["floating_liver"]),
+        "--affine-only", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    assert {p.name for p in out.iterdir()} >= {"affine.tfm", "registration.json", "warped_floating.nii.gz",
+                                                "warped_liver.nii.gz", "overlay.png"}
+    carried = read_labels(out / "warped_liver.nii.gz")
+    before = warp(scan.liver, AffineTransform.identity(), reference.liver.grid)
+    assert dice(carried.array > 0, reference.liver.array > 0) > dice(before.array > 0, reference.liver.array > 0)
+    assert dice(carried.array > 0, reference.liver.array > 0) > 0.93
+    assert isinstance(read_transform(out), AffineTransform)

@@ -307,6 +307,14 @@ def _upsample_residual(residual: torch.Tensor, coarse: Grid, fine: Level) -> tor
     return values.permute(1, 2, 3, 0).contiguous()
 
 
+def _full_field(grid: Grid, affine: AffineTransform, residual: DisplacementField) -> DisplacementField:
+    """The whole transform on ``grid`` (covering the reference): the affine plus the non-rigid residual,
+    which is extended at constant value beyond the working region."""
+    points = grid.world_coordinates(np.float64)
+    total = affine.transform_points(points) - points + residual.displacement_at(points)
+    return DisplacementField(total.astype(np.float32), grid)
+
+
 def register(
     reference: Volume, floating: Volume, *, settings: RegistrationSettings | None = None,
     reference_labels: LabelVolume | None = None, floating_labels: LabelVolume | None = None,
@@ -370,8 +378,7 @@ def register(
 
     displacement = None
     if residual is not None and final_level is not None:
-        points = final_level.points.cpu().numpy().astype(np.float64)
-        total_u = affine.transform_points(points) - points + residual.cpu().numpy()
-        displacement = DisplacementField(total_u.astype(np.float32), final_level.grid)
+        displacement = _full_field(reference.grid.with_spacing((final_level.spacing_mm,) * 3), affine,
+                                   DisplacementField(residual.cpu().numpy(), final_level.grid))
     summary: dict[str, Any] = asdict(settings)
     return RegistrationResult(affine=affine, displacement=displacement, levels=tuple(records), settings=summary)

@@ -24,9 +24,10 @@ class LevelRecord:
 class RegistrationResult:
     """The affine, the dense transform (None for affine only), per-level history and settings.
 
-    ``transform`` maps reference points to floating points; the displacement
-    field covers the working region (reference liver + margin) and includes
-    the affine part.
+    ``transform`` maps reference points to floating points. The displacement
+    field covers the whole reference at the finest non-rigid spacing and
+    includes the affine part; the non-rigid part, optimised in the working
+    region (reference liver + margin), is extended at constant value beyond it.
     """
 
     affine: AffineTransform

@@ -106,3 +106,57 @@ def save_orthogonal_views(
     fig.savefig(path, dpi=90, facecolor="black")
     plt.close(fig)
     return path
+
+
+def _unit_window(volume: Volume) -> np.ndarray:
+    low, high = _window(volume)
+    return np.clip((volume.array.astype(np.float32) - low) / (high - low), 0.0, 1.0)
+
+
+def save_registration_views(
+    reference: Volume, warped: Volume, path: str | os.PathLike[str], *,
+    reference_labels: LabelVolume | None = None, warped_labels: LabelVolume | None = None, tile_mm: float = 24.0,
+) -> Path:
+    """A PNG to judge a registration at a glance, in three planes through the reference labels' centre.
+
+    Top row: checkerboard of the reference and the warped floating image (tiles of
+    ``tile_mm``); bottom row: the warped floating image with the reference label
+    contours (red) and the warped floating label contours (green). All inputs must
+    be on the reference grid.
+    """
+    path = Path(path)
+    reference, warped = _to_lps(reference), _to_lps(warped)
+    reference.grid.require_same(warped.grid, what="the reference and the warped floating image")
+    labels = [_to_lps(item) if item is not None else None for item in (reference_labels, warped_labels)]
+    grid = reference.grid
+    point = grid.center_mm
+    if labels[0] is not None and np.any(labels[0].array):
+        k, j, i = np.argwhere(labels[0].array > 0).mean(axis=0)
+        point = grid.index_to_world([i, j, k])
+    index = np.clip(np.round(grid.world_to_index(point)), 0, np.asarray(grid.size) - 1).astype(int)
+    centre = (index[2], index[1], index[0])
+    tiles = [np.arange(n) * s // tile_mm for n, s in zip(grid.shape, grid.spacing_mm[::-1])]
+    board = (tiles[0][:, None, None] + tiles[1][None, :, None] + tiles[2][None, None, :]) % 2 == 0
+    checker = np.where(board, _unit_window(reference), _unit_window(warped))
+    warped_unit = _unit_window(warped)
+    fig, axes = plt.subplots(2, 3, figsize=(12, 8), squeeze=False, facecolor="black")
+    names = ("axial", "coronal", "sagittal")
+    for column, aspect in enumerate(_aspects(grid.spacing_mm)):
+        axes[0][column].imshow(_planes(checker, centre)[column], cmap="gray", vmin=0, vmax=1, aspect=aspect)
+        axes[0][column].set_title(f"checkerboard reference / warped - {names[column]}", color="white", fontsize=9)
+        axes[1][column].imshow(_planes(warped_unit, centre)[column], cmap="gray", vmin=0, vmax=1, aspect=aspect)
+        axes[1][column].set_title(f"warped floating, contours - {names[column]}", color="white", fontsize=9)
+        for item, colour in zip(labels, ("#ff3b30", "#34c759")):
+            if item is None:
+                continue
+            item.grid.require_same(grid, what="label contours and the reference grid")
+            plane = _planes(item.array > 0, centre)[column]
+            if plane.any() and not plane.all():
+                axes[1][column].contour(plane, levels=[0.5], colors=colour, linewidths=1.0)
+        for row in axes:
+            row[column].axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90, facecolor="black")
+    plt.close(fig)
+    return path
