@@ -6,8 +6,8 @@ import functools
 import json
 import logging
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
