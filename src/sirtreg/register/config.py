@@ -43,8 +43,8 @@ class NonRigidSettings:
     image_weight: float = 1.0
     label_weight: float = 1.0
     rigidity: float = 1.0
-    levels_mm: tuple[float, ...] = (6.0, 3.0)
-    iterations: tuple[int, ...] = (120, 80)
+    levels_mm: tuple[float, ...] = (8.0, 4.0)
+    iterations: tuple[int, ...] = (100, 60)
     step_mm: float = 0.5
     connectivity: int = 26
 
@@ -60,7 +60,7 @@ class RegistrationSettings:
     guidance: Guidance = "liver"
     affine: AffineSettings = field(default_factory=AffineSettings)
     nonrigid: NonRigidSettings = field(default_factory=NonRigidSettings)
-    margin_mm: float = 30.0
+    margin_mm: float = 20.0
     bins: int = 32
     device: str = "cpu"
     seed: int = 0

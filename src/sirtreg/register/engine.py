@@ -169,18 +169,24 @@ class Level:
         reference_image = torch.from_numpy(_smooth_and_resample(reference, self.grid, sigma)).to(device)
         floating_image = torch.from_numpy(_smooth_and_resample(floating, floating_grid, sigma)).to(device)
         self.reference_image = normalise_intensities(reference_image)[None]
-        self.floating_image = PlacedTensor(normalise_intensities(floating_image)[None], floating_grid)
         self.reference_labels: torch.Tensor | None = None
-        self.floating_labels: PlacedTensor | None = None
+        channels = [normalise_intensities(floating_image)]
         if classes:
             assert reference_labels is not None and floating_labels is not None
             reference_classes, floating_classes = classes
             self.reference_labels = torch.stack([
                 torch.from_numpy(_smooth_and_resample(_indicator(reference_labels, c), self.grid, sigma))
                 for c in reference_classes]).to(device)
-            self.floating_labels = PlacedTensor(torch.stack([
-                torch.from_numpy(_smooth_and_resample(_indicator(floating_labels, c), floating_grid, sigma))
-                for c in floating_classes]).to(device), floating_grid)
+            channels += [torch.from_numpy(_smooth_and_resample(_indicator(floating_labels, c), floating_grid, sigma))
+                         .to(device) for c in floating_classes]
+        # image and label channels share one grid: one interpolation serves every term
+        self.floating = PlacedTensor(torch.stack(channels), floating_grid)
+
+    def sample_floating(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Warped floating image (1, D, H, W), label channels (C, D, H, W) or None, and the inside mask."""
+        values, inside = self.floating.sample(points)
+        labels = values[1:] if self.reference_labels is not None else None
+        return values[:1], labels, inside
 
 
 def _initial_affine(region: Grid, reference_labels: LabelVolume | None,
@@ -240,11 +246,10 @@ def _affine_level(level: Level, affine: AffineTransform, settings: RegistrationS
     for _ in range(iterations):
         optimiser.zero_grad()
         mapped = points @ matrix.T + centre + translation
-        if level.floating_labels is not None:
-            warped, _ = level.floating_labels.sample(mapped)
-            loss = label_ssd(level.reference_labels, warped, torch.ones_like(warped[0]))
+        warped, warped_labels, inside = level.sample_floating(mapped)
+        if warped_labels is not None:
+            loss = label_ssd(level.reference_labels, warped_labels, torch.ones_like(warped_labels[0]))
         else:
-            warped, inside = level.floating_image.sample(mapped)
             loss = mutual_information(level.reference_image, warped, inside)
         loss.backward()
         optimiser.step()
@@ -280,11 +285,10 @@ def _nonrigid_level(level: Level, affine: AffineTransform, initial: torch.Tensor
         optimiser.zero_grad()
         mapped = affine_points + residual
         terms: dict[str, torch.Tensor] = {}
+        warped, warped_labels, inside = level.sample_floating(mapped)
         if weights.image_weight > 0:
-            warped, inside = level.floating_image.sample(mapped)
             terms["image"] = weights.image_weight * mutual_information(level.reference_image, warped, inside)
-        if weights.label_weight > 0 and level.floating_labels is not None:
-            warped_labels, _ = level.floating_labels.sample(mapped)
+        if weights.label_weight > 0 and warped_labels is not None:
             terms["labels"] = weights.label_weight * label_ssd(level.reference_labels, warped_labels,
                                                                torch.ones_like(warped_labels[0]))
         terms["spring"] = weights.rigidity * spring(residual)
