@@ -162,3 +162,9 @@ def test_dose_decay_corrects_a_calibrated_activity(tmp_path):
                                  "2026-01-03T16:06:00", "-o", str(tmp_path / "dose")])
     assert result.exit_code == 0, result.output
     assert "23.7" in result.stdout
+
+
+def test_train_segmenter_refuses_a_missing_manifest(tmp_path):
+    result = runner.invoke(app, ["train-segmenter", str(tmp_path / "cases.yaml"), "--checkpoint-dir",
+                                 str(tmp_path / "ckpt")])
+    assert_refused(result, "no such file")

@@ -436,3 +436,29 @@ def warp_command(
                                               {"fill_value": float(volume.array.min())}))
     write_image(warped, output, overwrite=overwrite)
     console.print(f"wrote {output}: {warped.describe()}", highlight=False)
+
+
+@app.command("train-segmenter")
+@refusals_as_messages
+def train_segmenter(
+    manifest: Annotated[Path, typer.Argument(help="YAML list of {image, labels, modality: ct|mr, liver_label}.")],
+    checkpoint_dir: Annotated[Path, typer.Option(help="Folder for checkpoints (a run there is resumed).")],
+    steps: Annotated[int, typer.Option(help="Optimiser steps in total, resumed steps included.")] = 1000,
+    batch_size: Annotated[int, typer.Option(help="Patches per step.")] = 2,
+    learning_rate: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-4,
+    from_scratch: Annotated[bool, typer.Option(help="Start from random weights, not the paper's.")] = False,
+    no_resume: Annotated[bool, typer.Option(help="Ignore checkpoints already in the folder.")] = False,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when available).")] = None,
+) -> None:
+    """Fine-tune (or train) the liver U-Net on your own CT/MR scans with liver labels (Dice loss, augmentation)."""
+    from sirtreg.segment import train
+
+    if not manifest.is_file():
+        raise SirtregError(f"no such file: {manifest}")
+    with progress_bar("train") as progress:
+        result = train(manifest, steps=steps, checkpoint_dir=checkpoint_dir, resume=not no_resume,
+                       batch_size=batch_size, learning_rate=learning_rate, pretrained=not from_scratch,
+                       device=device, progress=progress)
+    first, last = result.losses[0], result.losses[-1]
+    console.print(f"{result.steps} steps, Dice loss {first:.3f} -> {last:.3f}; checkpoint {result.checkpoint}",
+                  highlight=False)
