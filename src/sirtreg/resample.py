@@ -21,7 +21,8 @@ from sirtreg.itk_bridge import apply_grid, to_sitk
 LabelMode = Literal["nearest", "one-hot"]
 
 
-def _reference_image(grid: Grid) -> sitk.Image:
+def empty_sitk_image(grid: Grid) -> sitk.Image:
+    """An empty SimpleITK image placed on ``grid``, the target of sitk.Resample."""
     image = sitk.Image([int(n) for n in grid.size], sitk.sitkUInt8)
     return apply_grid(image, grid)
 
@@ -37,7 +38,7 @@ def resample(volume: Volume, onto: Grid, *, fill_value: float = 0.0, label_mode:
     label_mode : "nearest" or "one-hot" for label volumes.
     """
     onto.require_overlap(volume.grid, what="the image and the target grid")
-    reference = _reference_image(onto)
+    reference = empty_sitk_image(onto)
     if isinstance(volume, LabelVolume):
         if label_mode == "nearest":
             out = sitk.Resample(to_sitk(volume), reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0.0)
@@ -112,8 +113,12 @@ def crop_to_mask(volume: Volume, mask: np.ndarray, *, margin_mm: float = 0.0) ->
         raise InputError(f"mask shape {mask.shape} does not match image shape {volume.shape}")
     if margin_mm < 0:
         raise InputError(f"margin must be >= 0 mm, got {margin_mm}")
+    return volume.crop(*mask_box(mask, volume.grid, margin_mm=margin_mm))
+
+
+def mask_box(mask: np.ndarray, grid: Grid, *, margin_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """(start, stop) voxel indices (i, j, k) of a (z, y, x) mask's bounding box grown by ``margin_mm``,
+    clipped to ``grid``."""
     start, stop = bounding_box(mask)
-    pad = np.ceil(margin_mm / np.asarray(volume.grid.spacing_mm) - 1e-9).astype(int)
-    start = np.maximum(start - pad, 0)
-    stop = np.minimum(stop + pad, np.asarray(volume.grid.size))
-    return volume.crop(start, stop)
+    pad = np.ceil(margin_mm / np.asarray(grid.spacing_mm) - 1e-9).astype(int)
+    return np.maximum(start - pad, 0), np.minimum(stop + pad, np.asarray(grid.size))

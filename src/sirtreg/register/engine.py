@@ -23,14 +23,14 @@ import torch
 
 from sirtreg.errors import InputError
 from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Volume
-from sirtreg.itk_bridge import apply_grid, to_sitk
+from sirtreg.itk_bridge import to_sitk
 from sirtreg.register.config import RegistrationSettings
 from sirtreg.register.result import LevelRecord, RegistrationResult
 from sirtreg.register.sampling import PlacedTensor, grid_points, index_step_matrix
 from sirtreg.register.terms import LabelSSD, MutualInformation, SpringRegulariser
 from sirtreg.register.terms.mutual_information import normalise_intensities
 from sirtreg.register.transforms import AffineTransform
-from sirtreg.resample import bounding_box
+from sirtreg.resample import empty_sitk_image, mask_box
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +114,7 @@ def working_region(reference: Volume, reference_labels: LabelVolume | None, marg
     """The reference grid cropped to its labels' bounding box plus ``margin_mm`` (whole grid without labels)."""
     if reference_labels is None or not np.any(reference_labels.array):
         return reference.grid
-    start, stop = bounding_box(reference_labels.array > 0)
-    pad = np.ceil(margin_mm / np.asarray(reference.grid.spacing_mm)).astype(int)
-    return reference.grid.crop(np.maximum(start - pad, 0), np.minimum(stop + pad, reference.grid.size))
+    return reference.grid.crop(*mask_box(reference_labels.array > 0, reference.grid, margin_mm=margin_mm))
 
 
 def _smooth_and_resample(volume: Volume, onto: Grid, sigma_mm: float) -> np.ndarray:
@@ -134,7 +132,7 @@ def _smooth_and_resample(volume: Volume, onto: Grid, sigma_mm: float) -> np.ndar
     remaining = np.sqrt(np.maximum(sigma_mm**2 - (np.asarray(image.GetSpacing()) / 2.0) ** 2, 0.0))
     if np.any(remaining > 0.1 * np.asarray(image.GetSpacing())):
         image = sitk.SmoothingRecursiveGaussian(image, [float(v) for v in np.maximum(remaining, 1e-3)])
-    reference = apply_grid(sitk.Image([int(n) for n in onto.size], sitk.sitkUInt8), onto)
+    reference = empty_sitk_image(onto)
     out = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     return sitk.GetArrayFromImage(out)
 

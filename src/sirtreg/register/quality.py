@@ -10,7 +10,7 @@ from sirtreg.geometry import DisplacementField, LabelVolume
 from sirtreg.metrics import dice, mass_centre_distances_mm, mean_surface_distance_mm, rmsd_mm
 from sirtreg.register.transforms import AffineTransform
 from sirtreg.register.warp import warp
-from sirtreg.resample import bounding_box
+from sirtreg.resample import mask_box
 
 EVALUATION_MARGIN_MM = 30.0
 
@@ -42,9 +42,7 @@ def registration_quality(
     anyway); landmark mass centres are compared by name, as in the paper, with
     the floating landmarks warped one-hot onto the reference landmark grid.
     """
-    start, stop = bounding_box(reference_liver.array > 0)
-    pad = np.ceil(EVALUATION_MARGIN_MM / np.asarray(reference_liver.grid.spacing_mm)).astype(int)
-    start, stop = np.maximum(start - pad, 0), np.minimum(stop + pad, reference_liver.grid.size)
+    start, stop = mask_box(reference_liver.array > 0, reference_liver.grid, margin_mm=EVALUATION_MARGIN_MM)
     if reference_landmarks is not None and reference_landmarks.grid.same_as(reference_liver.grid):
         reference_landmarks = reference_landmarks.crop(start, stop)
     reference_liver = reference_liver.crop(start, stop)
