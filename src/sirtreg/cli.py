@@ -351,6 +351,7 @@ def register_command(
     image_weight: Annotated[float | None, typer.Option("--wi", help="Weight wI of mutual information.")] = None,
     label_weight: Annotated[float | None, typer.Option("--ws", help="Weight wS of the label SSD.")] = None,
     rigidity: Annotated[float | None, typer.Option(help="Spring rigidity.")] = None,
+    folding_weight: Annotated[float | None, typer.Option(help="Weight of the folding penalty (0: off).")] = None,
     affine_only: Annotated[bool, typer.Option(help="Stop after the affine stage (wI = wS = 0).")] = False,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     overwrite: Annotated[bool, typer.Option(help="Write into a non-empty folder.")] = False,
@@ -367,7 +368,8 @@ def register_command(
                           floating_landmarks, floating_lesions) if p is not None]
     _refuse_overwriting_inputs(output, inputs)
     weights = {name: value for name, value in (("image_weight", image_weight), ("label_weight", label_weight),
-                                               ("rigidity", rigidity)) if value is not None}
+                                               ("rigidity", rigidity), ("folding_weight", folding_weight))
+               if value is not None}
     if affine_only:
         weights.update(image_weight=0.0, label_weight=0.0)
     settings = replace(preset(guidance, **weights), device=device)  # type: ignore[arg-type]

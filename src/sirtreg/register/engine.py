@@ -11,7 +11,6 @@ with respect to the affine parameters or the displacement of every voxel.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -25,9 +24,10 @@ from sirtreg.errors import InputError
 from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Volume
 from sirtreg.itk_bridge import to_sitk
 from sirtreg.register.config import RegistrationSettings
+from sirtreg.register.optimiser import AnnealedAdam
 from sirtreg.register.result import LevelRecord, RegistrationResult
 from sirtreg.register.sampling import PlacedTensor, grid_points, index_step_matrix
-from sirtreg.register.terms import LabelSSD, MutualInformation, SpringRegulariser
+from sirtreg.register.terms import FoldingPenalty, LabelSSD, MutualInformation, SpringRegulariser
 from sirtreg.register.terms.mutual_information import normalise_intensities
 from sirtreg.register.transforms import AffineTransform
 from sirtreg.resample import empty_sitk_image, mask_box
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str, float], None]
 FLOATING_MARGIN_MM = 60.0
+FLOATING_OVERSAMPLING = 1.5
 LIVER = 1
 LANDMARKS = 2
 STOP_WINDOW = 15
@@ -153,22 +154,31 @@ def _indicator(labels: LabelVolume, values: tuple[int, ...]) -> Volume:
 
 
 class Level:
-    """Reference and floating data at one pyramid spacing, as torch tensors."""
+    """Reference and floating data at one pyramid spacing, as torch tensors.
+
+    Only the channels a stage uses are built: the image (``use_image``) and the
+    guiding label classes (``classes``, None for none). The floating channels lie
+    on a grid of the level spacing / ``FLOATING_OVERSAMPLING`` (never finer than
+    the floating image), smoothed to the level's resolution.
+    """
 
     def __init__(self, spacing_mm: float, region: Grid, reference: Volume, floating: Volume,
                  reference_labels: LabelVolume | None, floating_labels: LabelVolume | None,
-                 classes: tuple[Classes, Classes] | None, device: torch.device) -> None:
+                 classes: tuple[Classes, Classes] | None, device: torch.device, *, use_image: bool = True) -> None:
         self.spacing_mm = spacing_mm
         self.grid = region.with_spacing((spacing_mm,) * 3)
         self.points = grid_points(self.grid, device)
         sigma = spacing_mm / 2.0
         floating_grid = floating.grid.with_spacing(
-            tuple(max(spacing_mm / 2.0, s) for s in floating.grid.spacing_mm))
-        reference_image = torch.from_numpy(_smooth_and_resample(reference, self.grid, sigma)).to(device)
-        floating_image = torch.from_numpy(_smooth_and_resample(floating, floating_grid, sigma)).to(device)
-        self.reference_image = normalise_intensities(reference_image)[None]
+            tuple(max(spacing_mm / FLOATING_OVERSAMPLING, s) for s in floating.grid.spacing_mm))
+        self.reference_image: torch.Tensor | None = None
         self.reference_labels: torch.Tensor | None = None
-        channels = [normalise_intensities(floating_image)]
+        channels = []
+        if use_image:
+            reference_image = torch.from_numpy(_smooth_and_resample(reference, self.grid, sigma)).to(device)
+            floating_image = torch.from_numpy(_smooth_and_resample(floating, floating_grid, sigma)).to(device)
+            self.reference_image = normalise_intensities(reference_image)[None]
+            channels.append(normalise_intensities(floating_image))
         if classes:
             assert reference_labels is not None and floating_labels is not None
             reference_classes, floating_classes = classes
@@ -178,13 +188,14 @@ class Level:
             channels += [torch.from_numpy(_smooth_and_resample(_indicator(floating_labels, c), floating_grid, sigma))
                          .to(device) for c in floating_classes]
         # image and label channels share one grid: one interpolation serves every term
-        self.floating = PlacedTensor(torch.stack(channels), floating_grid)
+        self.floating = PlacedTensor(torch.stack(channels), floating_grid, with_gradients=True)
 
-    def sample_floating(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """Warped floating image (1, D, H, W), label channels (C, D, H, W) or None, and the inside mask."""
+    def sample_floating(self, points: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+        """Warped floating image (1, *S) or None, label channels (C, *S) or None, and the inside mask (*S)."""
         values, inside = self.floating.sample(points)
-        labels = values[1:] if self.reference_labels is not None else None
-        return values[:1], labels, inside
+        image = values[:1] if self.reference_image is not None else None
+        labels = values[int(image is not None):] if self.reference_labels is not None else None
+        return image, labels, inside
 
 
 def _initial_affine(region: Grid, reference_labels: LabelVolume | None,
@@ -219,39 +230,36 @@ class _Stopper:
         return before - recent <= self.tolerance * max(abs(before), 1e-12)
 
 
-def _annealed(optimiser: torch.optim.Optimizer, iterations: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Cosine decay of every step size to 5 % over the level, so the last iterations refine."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda k: 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(k, iterations) / iterations)))
-
-
 def _affine_level(level: Level, affine: AffineTransform, settings: RegistrationSettings, iterations: int,
                   tick: Callable[[], None]) -> tuple[AffineTransform, dict[str, list[float]]]:
     device = level.points.device
     centre = torch.tensor(affine.centre_mm, dtype=torch.float32, device=device)
     matrix = torch.tensor(affine.matrix, dtype=torch.float32, device=device, requires_grad=True)
     translation = torch.tensor(affine.translation_mm, dtype=torch.float32, device=device, requires_grad=True)
-    optimiser = torch.optim.Adam([
-        {"params": [matrix], "lr": settings.affine.matrix_step},
-        {"params": [translation], "lr": settings.affine.translation_step_mm * level.spacing_mm / 4.0},
-    ])
-    schedule = _annealed(optimiser, iterations)
+    optimiser = AnnealedAdam([(matrix, settings.affine.matrix_step),
+                              (translation, settings.affine.translation_step_mm * level.spacing_mm / 4.0)],
+                             iterations=iterations)
     mutual_information = MutualInformation(bins=settings.bins).to(device)
     label_ssd = LabelSSD()
-    points = level.points - centre
+    points = (level.points - centre).reshape(-1, 3)
+    reference_image = level.reference_image.flatten(1) if level.reference_image is not None else None
+    reference_labels = level.reference_labels.flatten(1) if level.reference_labels is not None else None
+    # 12 parameters need few voxels: a fresh random subset per iteration, as elastix does
+    samples = settings.affine.samples if points.shape[0] > settings.affine.samples else None
+    generator = torch.Generator(device=device).manual_seed(settings.seed)
     losses: dict[str, list[float]] = {"total": []}
     stopper = _Stopper(settings.tolerance)
     for _ in range(iterations):
         optimiser.zero_grad()
-        mapped = points @ matrix.T + centre + translation
+        chosen = torch.randint(points.shape[0], (samples,), generator=generator, device=device) if samples else slice(None)
+        mapped = points[chosen] @ matrix.T + centre + translation
         warped, warped_labels, inside = level.sample_floating(mapped)
-        if warped_labels is not None:
-            loss = label_ssd(level.reference_labels, warped_labels, torch.ones_like(warped_labels[0]))
+        if reference_labels is not None:
+            loss = label_ssd(reference_labels[:, chosen], warped_labels, torch.ones_like(warped_labels[0]))
         else:
-            loss = mutual_information(level.reference_image, warped, inside)
+            loss = mutual_information(reference_image[:, chosen], warped, inside)
         loss.backward()
         optimiser.step()
-        schedule.step()
         losses["total"].append(float(loss.detach()))
         tick()
         if stopper.done(losses["total"][-1]):
@@ -271,29 +279,30 @@ def _nonrigid_level(level: Level, affine: AffineTransform, initial: torch.Tensor
         affine_points = torch.from_numpy(
             affine.transform_points(level.points.cpu().numpy().astype(np.float64)).astype(np.float32)).to(device)
     residual = (initial if initial is not None else torch.zeros_like(level.points)).clone().requires_grad_(True)
-    optimiser = torch.optim.Adam([residual], lr=weights.step_mm * level.spacing_mm / 3.0)
-    schedule = _annealed(optimiser, iterations)
+    optimiser = AnnealedAdam([(residual, weights.step_mm * level.spacing_mm / 3.0)], iterations=iterations)
     spring = SpringRegulariser(index_step_matrix(level.grid), torch.from_numpy(affine.matrix),
                                connectivity=weights.connectivity).to(device)
+    folding = FoldingPenalty(index_step_matrix(level.grid), torch.from_numpy(affine.matrix)).to(device)
     mutual_information = MutualInformation(bins=settings.bins).to(device)
     label_ssd = LabelSSD()
-    losses: dict[str, list[float]] = {"total": [], "image": [], "labels": [], "spring": []}
+    losses: dict[str, list[float]] = {"total": [], "image": [], "labels": [], "spring": [], "folding": []}
     stopper = _Stopper(settings.tolerance)
     for _ in range(iterations):
         optimiser.zero_grad()
         mapped = affine_points + residual
         terms: dict[str, torch.Tensor] = {}
         warped, warped_labels, inside = level.sample_floating(mapped)
-        if weights.image_weight > 0:
+        if level.reference_image is not None:
             terms["image"] = weights.image_weight * mutual_information(level.reference_image, warped, inside)
-        if weights.label_weight > 0 and warped_labels is not None:
+        if level.reference_labels is not None:
             terms["labels"] = weights.label_weight * label_ssd(level.reference_labels, warped_labels,
                                                                torch.ones_like(warped_labels[0]))
         terms["spring"] = weights.rigidity * spring(residual)
+        if weights.folding_weight > 0:
+            terms["folding"] = weights.folding_weight * folding(residual)
         loss = sum(terms.values())
         loss.backward()
         optimiser.step()
-        schedule.step()
         for name, value in terms.items():
             losses[name].append(float(value.detach()))
         losses["total"].append(float(loss.detach()))
@@ -364,8 +373,14 @@ def register(
             if done % 10 == 0:
                 progress(label, done / total)
 
+        # the affine stage uses the labels when it has them, else the image; the non-rigid one what it weighs
+        if stage == "affine":
+            use_image, level_classes = classes is None, classes
+        else:
+            use_image = settings.nonrigid.image_weight > 0
+            level_classes = classes if settings.nonrigid.label_weight > 0 else None
         level = Level(spacing, region, reference, floating_crop, reference_labels if classes else None,
-                      floating_labels_crop, classes, device)
+                      floating_labels_crop, level_classes, device, use_image=use_image)
         if stage == "affine":
             affine, losses = _affine_level(level, affine, settings, iterations, tick)
         else:
