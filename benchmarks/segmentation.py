@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import resource
 import time
 from pathlib import Path
 
 import numpy as np
+from memory import peak_memory_mb
 
 CASES = {  # name: (image, reference labels, liver label value, modality)
     "ct": ("totalsegmentator/example_ct.nii.gz", "totalsegmentator/example_seg_fast_force_split.nii.gz", 5, "ct"),
@@ -56,7 +56,7 @@ def _run(name: str, data: Path, overlays: Path | None, device: str | None, queue
         "reference_ml": np.count_nonzero(reference) * image.grid.voxel_volume_ml, "seconds": seconds,
         "preprocess_s": marks.get("network", seconds) - marks.get("preprocess", 0.0),
         "network_s": marks.get("postprocess", seconds) - marks.get("network", seconds),
-        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "threads": torch.get_num_threads(),
+        "peak_mb": peak_memory_mb(), "threads": torch.get_num_threads(),
         "image": image.describe(), "problem": problem,
     })
 
