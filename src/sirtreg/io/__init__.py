@@ -1,4 +1,4 @@
-"""Readers and writers: NIfTI/NRRD/MHA, DICOM series and multi-frame files, 3D Slicer segmentations."""
+"""Readers and writers: NIfTI/NRRD/MHA, DICOM series, multi-frame files, SEG and RT Dose, 3D Slicer segmentations."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from sirtreg.errors import InputError
 from sirtreg.geometry import LabelVolume, Volume
 from sirtreg.io.dicom import SeriesInfo, list_series, read_dicom
+from sirtreg.io.dicom_seg import read_dicom_seg, write_dicom_seg
 from sirtreg.io.dicom_write import write_dicom_nm, write_dicom_series
 from sirtreg.io.images import (
     check_output_folder,
@@ -22,6 +23,7 @@ from sirtreg.io.images import (
     write_volume_file,
 )
 from sirtreg.io.reorient import orient_like
+from sirtreg.io.rt_dose import read_rt_dose, write_rt_dose
 from sirtreg.io.slicer import (
     Segment,
     Segmentation,
@@ -87,13 +89,17 @@ __all__ = [
     "prepare_output",
     "prepare_output_folder",
     "read_dicom",
+    "read_dicom_seg",
     "read_displacement",
     "read_image",
     "read_labels",
+    "read_rt_dose",
     "read_segmentation",
     "write_dicom_nm",
+    "write_dicom_seg",
     "write_dicom_series",
     "write_displacement",
     "write_image",
+    "write_rt_dose",
     "write_segmentation",
 ]

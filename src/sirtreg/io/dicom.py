@@ -81,6 +81,17 @@ def _read_header(path: Path) -> Dataset | None:
     return header
 
 
+def read_dicom_object(path: Path, *, modality: str, what: str) -> Dataset:
+    """One DICOM file of ``modality`` (e.g. "SEG", "RTDOSE"), read whole; refuse anything else as ``what``."""
+    try:
+        dataset = pydicom.dcmread(path)
+    except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+        raise InputError(f"cannot read {path.name} as DICOM: {exc}") from None
+    if str(dataset.get("Modality", "")) != modality:
+        raise InputError(f"{path.name} is not {what} (modality {dataset.get('Modality', 'none')!r})")
+    return dataset
+
+
 def _n_frames(header: Dataset) -> int:
     return int(header.get("NumberOfFrames", 1) or 1)
 
