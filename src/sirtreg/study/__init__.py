@@ -1,0 +1,82 @@
+"""Cohort studies: the cohort manifest, a cohort of digital patients, and registration studies.
+
+:mod:`.manifest` reads, checks and writes the YAML file that lists a cohort's
+patients, images, annotations, activities and train/test split;
+:mod:`.cohort` writes a cohort of digital patients with its manifest;
+:mod:`.methods` names the registration methods compared in the paper;
+:mod:`.runner` runs every registration of a cohort on Dask into one resumable
+results table, summarises it and tunes the weights by grid search.
+"""
+
+from sirtreg.study.cohort import COHORT_MANIFEST_NAME, write_phantom_cohort
+from sirtreg.study.manifest import (
+    COMPUTE,
+    MODALITIES,
+    SPLITS,
+    Cohort,
+    FloatingImage,
+    Patient,
+    ReferenceImage,
+    SpectImage,
+    read_manifest,
+    write_manifest,
+)
+from sirtreg.study.methods import (
+    IMAGE,
+    IMAGE_AFFINE,
+    LIVER,
+    LIVER_AFFINE,
+    LIVER_AFFINE_IMAGE,
+    LIVER_LANDMARKS,
+    PAPER_METHODS,
+    Method,
+    grid_methods,
+)
+from sirtreg.study.runner import (
+    COLUMNS,
+    GridSearch,
+    Task,
+    best_methods,
+    engine_settings_id,
+    grid_search,
+    read_results,
+    run_registration_task,
+    run_study,
+    study_tasks,
+    summarise,
+)
+
+__all__ = [
+    "COHORT_MANIFEST_NAME",
+    "COLUMNS",
+    "COMPUTE",
+    "IMAGE",
+    "IMAGE_AFFINE",
+    "LIVER",
+    "LIVER_AFFINE",
+    "LIVER_AFFINE_IMAGE",
+    "LIVER_LANDMARKS",
+    "MODALITIES",
+    "PAPER_METHODS",
+    "SPLITS",
+    "Cohort",
+    "FloatingImage",
+    "GridSearch",
+    "Method",
+    "Patient",
+    "ReferenceImage",
+    "SpectImage",
+    "Task",
+    "best_methods",
+    "engine_settings_id",
+    "grid_methods",
+    "grid_search",
+    "read_manifest",
+    "read_results",
+    "run_registration_task",
+    "run_study",
+    "study_tasks",
+    "summarise",
+    "write_manifest",
+    "write_phantom_cohort",
+]

@@ -1,0 +1,507 @@
+"""Run registration studies on a cohort: every (patient, floating image, method) on Dask, into one CSV table.
+
+A task registers one floating image of one patient to its reference with one
+:class:`~sirtreg.study.methods.Method` and evaluates the result against the manual
+liver contours and the landmark maps (:func:`sirtreg.register.registration_quality`).
+Guidance uses the CNN liver mask where the manifest names a mask file
+(``cnn_liver``), else the manual contour; the row says which (``guidance_liver``).
+
+:func:`run_study` runs the tasks on a local cluster of worker processes, or on a
+running Dask scheduler, and appends every finished row to the results table at
+once (flushed to disk), so an interrupted study loses nothing finished. Run it
+again and it computes only what is missing: tasks with an ``ok`` row are skipped,
+failed ones are retried. The table is keyed by (patient, floating, method); a
+retry appends a row and the latest row of a key counts (:func:`read_results`).
+One table holds the results of one set of engine settings (pyramids,
+iterations, ...: ``settings_id``); its rows are never rewritten.
+
+:func:`summarise` gives the paper's statistics per method, modality and split;
+:func:`grid_search` tunes the weights on the train split (lowest RRMSD per modality).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sirtreg.errors import InputError
+from sirtreg.io import read_image, read_labels
+from sirtreg.metrics import rrmsd_mm
+from sirtreg.register import RegistrationSettings, guidance_labels, register, registration_quality
+from sirtreg.register.config import Guidance
+from sirtreg.study.manifest import COMPUTE, MODALITIES, Cohort, FloatingImage, ReferenceImage, read_manifest
+from sirtreg.study.methods import Method, grid_methods
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, float], None]
+Row = dict[str, Any]
+TaskKey = tuple[str, str, str]
+
+_TEXT = ("patient", "floating", "method", "modality", "split", "method_name", "guidance", "guidance_liver",
+         "status", "error", "settings_id", "finished_utc")
+_NUMBERS = ("image_weight", "label_weight", "rigidity", "liver_dsc", "liver_msd_mm", "mean_mcd_mm", "rmsd_mm",
+            "seconds")
+_INTEGERS = ("landmarks",)
+#: The columns of a results table, in order.
+COLUMNS = ("patient", "floating", "method", "modality", "split", "method_name", "guidance", "image_weight",
+           "label_weight", "rigidity", "guidance_liver", "liver_dsc", "liver_msd_mm", "mean_mcd_mm", "rmsd_mm",
+           "landmarks", "seconds", "status", "error", "settings_id", "finished_utc")
+OK = "ok"
+FAILED = "failed"
+_ADDRESS_SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")
+
+
+def _no_progress(step: str, fraction: float) -> None:
+    del step, fraction
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Task:
+    """One registration of a study: a floating image of a patient, registered with one method."""
+
+    patient: str
+    floating: str
+    method: Method
+
+    @property
+    def key(self) -> TaskKey:
+        return (self.patient, self.floating, self.method.key)
+
+
+def study_tasks(cohort: Cohort, methods: Sequence[Method], *, split: str | None = None) -> tuple[Task, ...]:
+    """Every (patient, floating image, method) of one split (or all), patients in manifest order."""
+    if not methods or not all(isinstance(method, Method) for method in methods):
+        raise InputError(f"a study needs one or more methods (sirtreg.study.Method), got {methods!r}")
+    keys = [method.key for method in methods]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise InputError(f"methods must differ in name or weights; repeated: {', '.join(repeated)}")
+    pairs = cohort.registrations(split=split)
+    if not pairs:
+        raise InputError(f"the cohort has no registrations in the {split} split")
+    return tuple(Task(patient=patient.id, floating=floating.id, method=method)
+                 for patient, floating in pairs for method in methods)
+
+
+def engine_settings_id(settings: RegistrationSettings | None = None) -> str:
+    """A short id of the engine settings that a method does not set (pyramids, iterations, steps, margins, seed).
+
+    Guidance and weights belong to the method (its key); the device is left out, so a
+    study may resume on another device.
+    """
+    summary = asdict(settings or RegistrationSettings())
+    for name in ("guidance", "device"):
+        summary.pop(name)
+    for name in ("image_weight", "label_weight", "rigidity"):
+        summary["nonrigid"].pop(name)
+    return hashlib.sha256(json.dumps(summary, sort_keys=True).encode()).hexdigest()[:12]
+
+
+# --- one task ----------------------------------------------------------------------
+def _guidance_liver(image: ReferenceImage | FloatingImage, what: str) -> tuple[Path, str]:
+    """The liver mask that guides the registration: the CNN mask file if any, else the manual contour."""
+    if image.cnn_liver == COMPUTE:
+        raise InputError(f"{what}: cnn_liver is 'compute', which studies do not do yet; write the masks with "
+                         f"`sirtreg segment` and name the files in the manifest (or leave cnn_liver out)")
+    if image.cnn_liver is None:
+        return image.liver, "manual"
+    return Path(image.cnn_liver), "cnn"
+
+
+def _lookup(cohort: Cohort, task: Task) -> tuple[ReferenceImage, FloatingImage]:
+    patient = cohort.patient(task.patient)
+    for floating in patient.floating:
+        if floating.id == task.floating:
+            return patient.reference, floating
+    raise InputError(f"patient {task.patient} has no floating image {task.floating!r}")
+
+
+def _new_row(cohort: Cohort, task: Task, settings: RegistrationSettings | None) -> Row:
+    """A row with the task's fields and no results yet."""
+    method = task.method
+    row: Row = dict.fromkeys(COLUMNS)
+    row.update(patient=task.patient, floating=task.floating, method=method.key, method_name=method.name,
+               guidance=method.guidance, image_weight=method.image_weight, label_weight=method.label_weight,
+               rigidity=method.rigidity, settings_id=engine_settings_id(settings))
+    with contextlib.suppress(InputError):
+        row["split"] = cohort.patient(task.patient).split
+        row["modality"] = _lookup(cohort, task)[1].modality
+    return row
+
+
+def _failed(row: Row, error: BaseException) -> Row:
+    text = " | ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return {**row, "status": FAILED, "error": f"{type(error).__name__}: {text}", "finished_utc": _now()}
+
+
+def _register_and_evaluate(cohort: Cohort, task: Task, settings: RegistrationSettings | None) -> Row:
+    reference, floating = _lookup(cohort, task)
+    where = f"patient {task.patient}"
+    reference_guide, reference_source = _guidance_liver(reference, f"{where}, reference")
+    floating_guide, floating_source = _guidance_liver(floating, f"{where}, floating {floating.id}")
+    livers = [read_labels(reference.liver), read_labels(floating.liver)]
+    landmarks = [read_labels(reference.landmark_map), read_labels(floating.landmark_map)]
+    guides = [liver if path == image.liver else read_labels(path) for path, image, liver
+              in zip((reference_guide, floating_guide), (reference, floating), livers, strict=True)]
+    guidance = task.method.guidance
+    labels = [guidance_labels(guide, marks if guidance == "liver+landmarks" else None)
+              for guide, marks in zip(guides, landmarks, strict=True)]
+    start = time.perf_counter()
+    result = register(read_image(reference.image), read_image(floating.image),
+                      settings=task.method.settings(settings), reference_labels=labels[0],
+                      floating_labels=labels[1] if guidance != "image" else None)
+    seconds = time.perf_counter() - start
+    quality = registration_quality(result.transform, reference_liver=livers[0], floating_liver=livers[1],
+                                   reference_landmarks=landmarks[0], floating_landmarks=landmarks[1])
+    mcd = list(quality.mcd_mm.values())
+    return {"guidance_liver": reference_source if reference_source == floating_source else "mixed",
+            "liver_dsc": float(quality.liver_dsc), "liver_msd_mm": float(quality.liver_msd_mm),
+            "mean_mcd_mm": float(np.mean(mcd)) if mcd else None, "rmsd_mm": float(quality.rmsd_mm),
+            "landmarks": len(mcd), "seconds": seconds}
+
+
+def run_registration_task(cohort: Cohort | str | os.PathLike[str], task: Task, *,
+                          settings: RegistrationSettings | None = None) -> Row:
+    """Register one floating image with one method and evaluate it; returns one row of the results table.
+
+    Parameters
+    ----------
+    cohort : the cohort, or the path of its manifest.
+    task : patient id, floating id and method.
+    settings : engine settings (pyramids, iterations, device); guidance and weights come from the method.
+
+    Returns
+    -------
+    The row (see :data:`COLUMNS`): liver DSC, liver MSD (mm), mean landmark MCD (mm),
+    RMSD (mm), registration time (s), status "ok". Any error of the task (unreadable
+    image, refused input, a failed registration) gives status "failed" and the error
+    text instead of raising, so one bad image never stops a study; a bad manifest raises.
+    """
+    if not isinstance(cohort, Cohort):
+        cohort = read_manifest(cohort)
+    row = _new_row(cohort, task, settings)
+    try:
+        row.update(_register_and_evaluate(cohort, task, settings))
+    except Exception as exc:  # noqa: BLE001 - a failed registration is a result of the study
+        log.warning("%s/%s %s failed: %s", task.patient, task.floating, task.method.key, exc)
+        return _failed(row, exc)
+    row.update(status=OK, finished_utc=_now())
+    log.info("%s/%s %s: RMSD %.2f mm in %.1f s", task.patient, task.floating, task.method.key, row["rmsd_mm"],
+             row["seconds"])
+    return row
+
+
+def _run_on_worker(cohort: Cohort, task: Task, settings: RegistrationSettings | None) -> Row:
+    """:func:`run_registration_task` with one torch thread, so that worker processes do not compete for cores."""
+    torch.set_num_threads(1)
+    return run_registration_task(cohort, task, settings=settings)
+
+
+# --- the results table ---------------------------------------------------------------
+def _csv_line(values: Sequence[Any]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(["" if v is None else repr(float(v)) if isinstance(v, float)
+                                                      else v for v in values])
+    return buffer.getvalue()
+
+
+def _parse(fields: list[str], where: str) -> Row:
+    row: Row = dict(zip(COLUMNS, fields, strict=True))
+    for column in (*_NUMBERS, *_INTEGERS):
+        text = row[column]
+        try:
+            row[column] = None if text == "" else int(text) if column in _INTEGERS else float(text)
+        except ValueError:
+            raise InputError(f"{where}: {column} is {text!r}, not a number") from None
+    for column in _TEXT:
+        row[column] = row[column] or None
+    return row
+
+
+def read_results(path: str | os.PathLike[str]) -> list[Row]:
+    """The rows of a results table, the latest per (patient, floating, method), in order of first appearance.
+
+    Numbers are floats (``landmarks`` an int), empty fields None. A last line cut
+    short by an interrupted run is ignored with a warning. Refuses a file that is
+    not a results table (InputError).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path} is a folder, not a results table" if path.is_dir() else
+                         f"no such results table: {path}")
+    latest: dict[TaskKey, Row] = {}
+    with path.open(newline="", encoding="utf-8") as handle:
+        lines = handle.read().split("\n")  # one row per line: no field holds a line break
+    header = next(csv.reader(lines[:1]), [])
+    if tuple(header) != COLUMNS:
+        raise InputError(f"{path.name} is not a sirtreg study table: its header is {','.join(header) or 'empty'}"
+                         f"; expected {','.join(COLUMNS)}. Write the results to a new file")
+    for number, line in enumerate(lines[1:], start=2):
+        fields = next(csv.reader([line]), [])
+        if not fields:
+            continue
+        where = f"{path.name}, line {number}"
+        if len(fields) != len(COLUMNS):
+            log.warning("%s: %d fields, expected %d (cut short by an interrupted run?); ignored", where, len(fields),
+                        len(COLUMNS))
+            continue
+        row = _parse(fields, where)
+        latest[(row["patient"], row["floating"], row["method"])] = row
+    return list(latest.values())
+
+
+def _prepare_table(path: Path, settings_id: str) -> list[Row]:
+    """The rows already in the table; a new table is created with its header (atomically)."""
+    if path.exists():
+        rows = read_results(path)
+        others = sorted({str(row["settings_id"]) for row in rows} - {settings_id})
+        if others:
+            raise InputError(f"{path.name} holds results of other engine settings (settings_id {', '.join(others)}, "
+                             f"now {settings_id}): write these results to a new file")
+        return rows
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        temporary.write_text(_csv_line(COLUMNS), encoding="utf-8")
+        os.link(temporary, path)  # never replaces a table that appeared meanwhile
+    finally:
+        temporary.unlink(missing_ok=True)
+    log.info("created results table %s", path)
+    return []
+
+
+@contextlib.contextmanager
+def _appending(path: Path) -> Iterator[Callable[[Row], None]]:
+    """A function that appends one row to the table and flushes it to disk."""
+    with path.open("rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        complete = handle.read(1) == b"\n"
+    with path.open("a", newline="", encoding="utf-8") as handle:
+        if not complete:
+            handle.write("\n")  # end a line cut short by an interrupted run
+
+        def append(row: Row) -> None:
+            handle.write(_csv_line([row[column] for column in COLUMNS]))
+            handle.flush()
+            os.fsync(handle.fileno())
+
+        yield append
+
+
+# --- running on Dask -------------------------------------------------------------------
+def _check_cluster(workers: int | None, scheduler: str | None) -> None:
+    if scheduler is not None:
+        if workers is not None:
+            raise InputError("give workers (a local cluster) or scheduler (a running one), not both")
+        if not isinstance(scheduler, str) or not scheduler.startswith(_ADDRESS_SCHEMES):
+            raise InputError(f"scheduler must be a Dask scheduler address such as tcp://127.0.0.1:8786, "
+                             f"got {scheduler!r}")
+    elif workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise InputError(f"workers must be a whole number >= 1, got {workers!r}")
+
+
+@contextlib.contextmanager
+def _client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
+    """A Dask client of the scheduler at ``scheduler``, or of a new local cluster of worker processes."""
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        with Client(scheduler) as client:
+            yield client
+        return
+    with (LocalCluster(n_workers=workers or 1, threads_per_worker=1, processes=True) as cluster,
+          Client(cluster) as client):
+        yield client
+
+
+def run_study(
+    cohort: Cohort | str | os.PathLike[str],
+    methods: Sequence[Method],
+    results_path: str | os.PathLike[str],
+    *,
+    split: str | None = None,
+    settings: RegistrationSettings | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: Progress | None = None,
+) -> list[Row]:
+    """Register every floating image of a cohort (or of one split) with every method; rows in a CSV table.
+
+    Parameters
+    ----------
+    cohort : the cohort, or the path of its manifest.
+    methods : the methods to compare (distinct keys).
+    results_path : the CSV table; created if absent, else resumed: tasks with an ``ok``
+        row are skipped, failed ones retried. Every finished row is appended and flushed at once.
+    split : "train", "test" or None (all patients).
+    settings : engine settings (pyramids, iterations, device); guidance and weights come from each method.
+    workers : worker processes of a new local Dask cluster (default 1, one thread each).
+    scheduler : the address of a running Dask scheduler (e.g. ``tcp://127.0.0.1:8786``) instead.
+    progress : called as ``progress(step, fraction)`` as rows finish.
+
+    Returns
+    -------
+    The latest row of every task of this study (see :data:`COLUMNS`), in task order.
+
+    Refuses (InputError) an empty or repeated method list, CNN masks to compute,
+    a table with another header or of other engine settings, and bad workers or scheduler values.
+    """
+    _check_cluster(workers, scheduler)
+    if not isinstance(cohort, Cohort):
+        cohort = read_manifest(cohort)
+    tasks = study_tasks(cohort, methods, split=split)
+    for task in tasks:
+        reference, floating = _lookup(cohort, task)
+        _guidance_liver(reference, f"patient {task.patient}, reference")
+        _guidance_liver(floating, f"patient {task.patient}, floating {floating.id}")
+    path = Path(os.path.abspath(results_path))
+    done = {(r["patient"], r["floating"], r["method"]) for r in _prepare_table(path, engine_settings_id(settings))
+            if r["status"] == OK}
+    pending = [task for task in tasks if task.key not in done]
+    report = progress or _no_progress
+    finished = len(tasks) - len(pending)
+    report(f"{finished} of {len(tasks)} registrations already in {path.name}", finished / len(tasks))
+    log.info("study of %d registrations: %d to run, %d already in %s", len(tasks), len(pending), finished, path)
+    if pending:
+        from distributed import as_completed
+
+        with _client(workers, scheduler) as client, _appending(path) as append:
+            futures = {client.submit(_run_on_worker, cohort, task, settings, pure=False): task for task in pending}
+            try:
+                for future in as_completed(futures):
+                    task = futures[future]
+                    try:
+                        row = future.result()
+                    except Exception as exc:  # noqa: BLE001 - a lost worker fails its task, not the study
+                        row = _failed(_new_row(cohort, task, settings), exc)
+                    append(row)
+                    finished += 1
+                    report(f"{task.patient}/{task.floating} {task.method.key}: {row['status']}",
+                           finished / len(tasks))
+            finally:
+                client.cancel(list(futures))
+    latest = {(r["patient"], r["floating"], r["method"]): r for r in read_results(path)}
+    report("done", 1.0)
+    return [latest[task.key] for task in tasks]
+
+
+# --- statistics and tuning -------------------------------------------------------------
+def _median(values: list[float]) -> float | None:
+    return float(np.median(values)) if values else None
+
+
+def summarise(table: Sequence[Mapping[str, Any]] | str | os.PathLike[str]) -> list[Row]:
+    """The paper's statistics per method, modality and split, in order of first appearance.
+
+    ``table`` is a list of rows (:func:`run_study`, :func:`read_results`) or the path
+    of a results table. Each summary row has the method's fields, ``modality``,
+    ``split``, ``n`` (registrations that finished ``ok``), ``failed``, ``rrmsd_mm``
+    (root mean square of the RMSDs, :func:`~sirtreg.metrics.rrmsd_mm`),
+    ``median_rmsd_mm``, ``median_dsc``, ``median_msd_mm``, ``mean_mcd_mm`` (over
+    registrations with landmarks) and ``median_seconds``; statistics are None where n is 0.
+    """
+    rows = read_results(table) if isinstance(table, (str, os.PathLike)) else table
+    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["method"], row["modality"], row["split"]), []).append(row)
+    summary = []
+    for (method, modality, split), members in groups.items():
+        ok = [row for row in members if row["status"] == OK]
+        first = members[0]
+        mcd = [row["mean_mcd_mm"] for row in ok if row["mean_mcd_mm"] is not None]
+        summary.append({
+            "method": method, "method_name": first["method_name"], "guidance": first["guidance"],
+            "image_weight": first["image_weight"], "label_weight": first["label_weight"],
+            "rigidity": first["rigidity"], "modality": modality, "split": split, "n": len(ok),
+            "failed": len(members) - len(ok),
+            "rrmsd_mm": rrmsd_mm([row["rmsd_mm"] for row in ok]) if ok else None,
+            "median_rmsd_mm": _median([row["rmsd_mm"] for row in ok]),
+            "median_dsc": _median([row["liver_dsc"] for row in ok]),
+            "median_msd_mm": _median([row["liver_msd_mm"] for row in ok]),
+            "mean_mcd_mm": float(np.mean(mcd)) if mcd else None,
+            "median_seconds": _median([row["seconds"] for row in ok]),
+        })
+    return summary
+
+
+def best_methods(summary: Sequence[Mapping[str, Any]], methods: Sequence[Method], *, split: str = "train"
+                 ) -> dict[str, Method]:
+    """Per modality, the method with the lowest RRMSD on ``split`` (ties: the first in ``methods``).
+
+    Only methods whose every registration of that modality finished ``ok`` take
+    part; a modality where none did is left out, with a warning.
+    """
+    by_key = {method.key: method for method in methods}
+    best: dict[str, Method] = {}
+    for modality in MODALITIES:
+        rows = {row["method"]: row for row in summary
+                if row["modality"] == modality and row["split"] == split and row["method"] in by_key}
+        if not rows:
+            continue
+        eligible = [key for key in by_key if key in rows and rows[key]["failed"] == 0 and rows[key]["n"] > 0]
+        if not eligible:
+            log.warning("no method finished every %s registration of the %s split: no weights chosen", modality,
+                        split)
+            continue
+        best[modality] = by_key[min(eligible, key=lambda key: rows[key]["rrmsd_mm"])]
+    return best
+
+
+@dataclass(frozen=True)
+class GridSearch:
+    """A grid search: its methods (grid points), the summary per grid point and modality, the best per modality."""
+
+    methods: tuple[Method, ...]
+    summary: list[Row]
+    best: dict[str, Method]
+
+
+def grid_search(
+    cohort: Cohort | str | os.PathLike[str],
+    grid: Mapping[str, Sequence[float]],
+    results_path: str | os.PathLike[str],
+    *,
+    guidance: Guidance,
+    name: str | None = None,
+    split: str = "train",
+    settings: RegistrationSettings | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    progress: Progress | None = None,
+) -> GridSearch:
+    """The paper's 1D/2D grid search: the weights with the lowest RRMSD on ``split``, per modality (CT, MR).
+
+    ``grid`` maps ``image_weight`` (wI), ``label_weight`` (wS) and ``rigidity`` to
+    values (see :func:`~sirtreg.study.methods.grid_methods`); every grid point is a
+    method named ``name`` (default: the guidance) run by :func:`run_study` into
+    ``results_path`` (resumable, like any study).
+    """
+    methods = grid_methods(grid, guidance=guidance, name=name)
+    rows = run_study(cohort, methods, results_path, split=split, settings=settings, workers=workers,
+                     scheduler=scheduler, progress=progress)
+    summary = summarise(rows)
+    best = best_methods(summary, methods, split=split)
+    for modality, method in best.items():
+        rrmsd = next(row["rrmsd_mm"] for row in summary if row["method"] == method.key and row["modality"] == modality)
+        log.info("grid search, %s: best %s (RRMSD %.2f mm)", modality, method.key, rrmsd)
+    return GridSearch(methods=methods, summary=summary, best=best)
+
