@@ -86,7 +86,8 @@ def check_inputs(
     if not settings.uses_labels:
         return None
     if reference_labels is None or floating_labels is None:
-        raise InputError(f"guidance {settings.guidance!r} needs label maps on both the reference and the floating image")
+        raise InputError(
+            f"guidance {settings.guidance!r} needs label maps on both the reference and the floating image")
     present = {}
     for name, labels in (("reference", reference_labels), ("floating", floating_labels)):
         present[name] = set(labels.present_labels())
@@ -251,7 +252,8 @@ def _affine_level(level: Level, affine: AffineTransform, settings: RegistrationS
     stopper = _Stopper(settings.tolerance)
     for _ in range(iterations):
         optimiser.zero_grad()
-        chosen = torch.randint(points.shape[0], (samples,), generator=generator, device=device) if samples else slice(None)
+        chosen = (torch.randint(points.shape[0], (samples,), generator=generator, device=device) if samples
+                  else slice(None))
         mapped = points[chosen] @ matrix.T + centre + translation
         warped, warped_labels, inside = level.sample_floating(mapped)
         if reference_labels is not None:
