@@ -165,29 +165,36 @@ class Level:
 
     def __init__(self, spacing_mm: float, region: Grid, reference: Volume, floating: Volume,
                  reference_labels: LabelVolume | None, floating_labels: LabelVolume | None,
-                 classes: tuple[Classes, Classes] | None, device: torch.device, *, use_image: bool = True) -> None:
+                 classes: tuple[Classes, Classes] | None, device: torch.device, *, use_image: bool = True,
+                 cache: dict[tuple[Any, ...], torch.Tensor] | None = None) -> None:
         self.spacing_mm = spacing_mm
         self.grid = region.with_spacing((spacing_mm,) * 3)
         self.points = grid_points(self.grid, device)
         sigma = spacing_mm / 2.0
         floating_grid = floating.grid.with_spacing(
             tuple(max(spacing_mm / FLOATING_OVERSAMPLING, s) for s in floating.grid.spacing_mm))
+        cache = {} if cache is None else cache
+
+        def channel(key: tuple[Any, ...], make: Callable[[], Volume], onto: Grid) -> torch.Tensor:
+            """A smoothed, resampled channel; the affine and non-rigid stages share those of equal spacing."""
+            if (*key, spacing_mm) not in cache:
+                cache[(*key, spacing_mm)] = torch.from_numpy(_smooth_and_resample(make(), onto, sigma)).to(device)
+            return cache[(*key, spacing_mm)]
+
         self.reference_image: torch.Tensor | None = None
         self.reference_labels: torch.Tensor | None = None
         channels = []
         if use_image:
-            reference_image = torch.from_numpy(_smooth_and_resample(reference, self.grid, sigma)).to(device)
-            floating_image = torch.from_numpy(_smooth_and_resample(floating, floating_grid, sigma)).to(device)
-            self.reference_image = normalise_intensities(reference_image)[None]
-            channels.append(normalise_intensities(floating_image))
+            self.reference_image = normalise_intensities(channel(("reference",), lambda: reference, self.grid))[None]
+            channels.append(normalise_intensities(channel(("floating",), lambda: floating, floating_grid)))
         if classes:
             assert reference_labels is not None and floating_labels is not None
             reference_classes, floating_classes = classes
             self.reference_labels = torch.stack([
-                torch.from_numpy(_smooth_and_resample(_indicator(reference_labels, c), self.grid, sigma))
-                for c in reference_classes]).to(device)
-            channels += [torch.from_numpy(_smooth_and_resample(_indicator(floating_labels, c), floating_grid, sigma))
-                         .to(device) for c in floating_classes]
+                channel(("reference", c), lambda c=c: _indicator(reference_labels, c), self.grid)
+                for c in reference_classes])
+            channels += [channel(("floating", c), lambda c=c: _indicator(floating_labels, c), floating_grid)
+                         for c in floating_classes]
         # image and label channels share one grid: one interpolation serves every term
         self.floating = PlacedTensor(torch.stack(channels), floating_grid, with_gradients=True)
 
@@ -361,6 +368,7 @@ def register(
         stages += [("non-rigid", s, n) for s, n in zip(settings.nonrigid.levels_mm, settings.nonrigid.iterations)]
     total = sum(n for _, _, n in stages)
     done = 0
+    channels: dict[tuple[Any, ...], torch.Tensor] = {}
     records: list[LevelRecord] = []
     residual: torch.Tensor | None = None
     previous_grid: Grid | None = None
@@ -382,7 +390,7 @@ def register(
             use_image = settings.nonrigid.image_weight > 0
             level_classes = classes if settings.nonrigid.label_weight > 0 else None
         level = Level(spacing, region, reference, floating_crop, reference_labels if classes else None,
-                      floating_labels_crop, level_classes, device, use_image=use_image)
+                      floating_labels_crop, level_classes, device, use_image=use_image, cache=channels)
         if stage == "affine":
             affine, losses = _affine_level(level, affine, settings, iterations, tick)
         else:
