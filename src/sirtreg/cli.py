@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -43,7 +44,7 @@ def refusals_as_messages(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except SirtregError as exc:
-            error_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            error_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_BAD_INPUT) from None
 
     return wrapper  # type: ignore[return-value]
@@ -464,3 +465,7 @@ def train_segmenter(
     first, last = result.losses[0], result.losses[-1]
     console.print(f"{result.steps} steps, Dice loss {first:.3f} -> {last:.3f}; checkpoint {result.checkpoint}",
                   highlight=False)
+
+
+# The cohort-study commands (`phantom-cohort`, `study ...`) live in their own module, which adds them to `app`.
+import sirtreg.cli_study  # noqa: F401

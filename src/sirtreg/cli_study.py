@@ -1,0 +1,434 @@
+"""The cohort-study commands: ``sirtreg phantom-cohort`` and ``sirtreg study check|register|tune|evaluate``.
+
+They parse options, call :mod:`sirtreg.study` and :mod:`sirtreg.report.study_figures`,
+and print. Importing this module adds them to :data:`sirtreg.cli.app`; ``sirtreg.cli``
+imports it at its end.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Column, Table
+
+from sirtreg.cli import app, console, progress_bar, refusals_as_messages
+from sirtreg.errors import InputError
+
+if TYPE_CHECKING:
+    from sirtreg.register import RegistrationSettings
+    from sirtreg.study import Cohort, GridSearch, Method
+
+log = logging.getLogger("sirtreg")
+
+study_app = typer.Typer(help="Cohort studies: check a manifest, register a cohort, tune the weights, compare "
+                             "the paper's methods.", no_args_is_help=True)
+app.add_typer(study_app, name="study")
+
+#: ``--grid`` names of the weights, as in the paper, and the method fields they set.
+GRID_WEIGHTS = {"wi": "image_weight", "ws": "label_weight", "rigidity": "rigidity"}
+
+Manifest = Annotated[Path, typer.Argument(help="The cohort manifest (cohort.yaml).")]
+Results = Annotated[Path, typer.Option("--output", "-o", help="Results table (CSV): created, or resumed.")]
+Workers = Annotated[int | None, typer.Option(help="Worker processes of a local Dask cluster (default 1).")]
+Scheduler = Annotated[str | None, typer.Option(help="Address of a running Dask scheduler (tcp://host:8786) "
+                                                    "instead of a local cluster.")]
+Quick = Annotated[bool, typer.Option(help="One coarse pyramid level and few iterations: checks in seconds that "
+                                          "every registration runs. Not for reporting; its results need a table "
+                                          "of their own.")]
+Device = Annotated[str, typer.Option(help="cpu or cuda, on every worker.")]
+
+
+# --- helpers ----------------------------------------------------------------------------
+@contextmanager
+def _progress_from_first_report(description: str) -> Iterator[Callable[[str, float], None]]:
+    """A progress bar that appears at the first report, so a refusal before the work prints only its error."""
+    with ExitStack() as stack:
+        bar: list[Callable[[str, float], None]] = []
+
+        def update(step: str, fraction: float) -> None:
+            if not bar:
+                bar.append(stack.enter_context(progress_bar(description)))
+            bar[0](step, fraction)
+
+        yield update
+
+
+def _engine_settings(quick: bool, device: str) -> RegistrationSettings:
+    """The engine's settings, or the quick ones (one 8 mm level, 15 affine and 5 non-rigid iterations)."""
+    from sirtreg.register import AffineSettings, NonRigidSettings, RegistrationSettings
+
+    if not quick:
+        return RegistrationSettings(device=device)
+    return RegistrationSettings(affine=AffineSettings(levels_mm=(8.0,), iterations=(15,)),
+                                nonrigid=NonRigidSettings(levels_mm=(8.0,), iterations=(5,)), device=device)
+
+
+def _part(progress: Callable[[str, float], None], start: float, end: float) -> Callable[[str, float], None]:
+    """A progress callback for one part of the work: its fractions 0..1 map onto ``start``..``end`` of ``progress``."""
+    return lambda step, fraction: progress(step, start + fraction * (end - start))
+
+
+def _prepare_cluster(workers: int | None, scheduler: str | None) -> None:
+    """Refuse --workers with --scheduler; leave Dask's messages (cluster start and stop) to --verbose."""
+    if workers is not None and scheduler is not None:
+        raise InputError("give --workers (a local cluster) or --scheduler (a running one), not both")
+    import distributed  # noqa: F401 - sets the level of its loggers on import, so after it is imported
+
+    if not log.isEnabledFor(logging.DEBUG):
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+
+
+def _rows_in(path: Path) -> int:
+    """The number of rows in a results table (0 if there is none yet): a run appends one per registration."""
+    if not path.is_file():
+        return 0
+    with path.open(encoding="utf-8") as handle:
+        return max(sum(1 for line in handle if line.strip()) - 1, 0)
+
+
+def _print_resumed(computed: int, total: int, path: Path) -> None:
+    console.print(f"computed {computed} of {total} registrations; {total - computed} were already in {path.name}",
+                  highlight=False)
+
+
+def _weights(method: Method, *, named: bool = True) -> str:
+    """``wI=1, wS=0.5, rigidity=1`` (or ``1, 0.5, 1`` for a table column), or "affine only"."""
+    if method.affine_only:
+        return "affine only"
+    values = [f"{value:g}" for value in (method.image_weight, method.label_weight, method.rigidity)]
+    if named:
+        values = [f"{name}={value}" for name, value in zip(("wI", "wS", "rigidity"), values, strict=True)]
+    return ", ".join(values)
+
+
+def _number(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _summary_table(summary: Sequence[Mapping[str, Any]], *, title: str, methods: Sequence[Method] = ()) -> Table:
+    """Rows of :func:`sirtreg.study.summarise`, by split and modality or, given their ``methods``, by method.
+
+    Narrow enough for 80 columns; the results table holds the other statistics.
+    """
+    by_key = {method.key: method for method in methods}
+    leading: list[Column | str] = ["split", "modality"]
+    if methods:
+        leading = [Column("method", no_wrap=True), "wI, wS, rigidity"]
+    table = Table(*leading, "n", "failed", "RRMSD (mm)", "median RMSD (mm)", "median DSC", title=title)
+    for row in summary:
+        first = ([row["method_name"], _weights(by_key[row["method"]], named=False)] if methods
+                 else [row["split"], row["modality"]])
+        table.add_row(*first, str(row["n"]), str(row["failed"]), _number(row["rrmsd_mm"]),
+                      _number(row["median_rmsd_mm"]), _number(row["median_dsc"], 3))
+    return table
+
+
+# --- phantom-cohort ---------------------------------------------------------------------
+@app.command("phantom-cohort")
+@refusals_as_messages
+def phantom_cohort(
+    outdir: Annotated[Path, typer.Argument(help="Folder to write the cohort into (new or empty).")],
+    patients: Annotated[int, typer.Option(help="Number of digital patients.")],
+    resolution: Annotated[str, typer.Option(help="'full' (realistic grids) or 'fast' (coarse, for tests).")] = "full",
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same cohort.")] = 0,
+    train_fraction: Annotated[float, typer.Option(help="Fraction of the patients in the train split.")] = 0.5,
+    overwrite: Annotated[bool, typer.Option(help="Write into a non-empty folder.")] = False,
+) -> None:
+    """Write a cohort of digital patients (MAA CT, SPECT, contrast CT, MR and their truth) and its cohort.yaml."""
+    from sirtreg.io import check_output_folder
+    from sirtreg.study import write_phantom_cohort
+
+    check_output_folder(outdir, overwrite=overwrite)
+    with _progress_from_first_report("phantom cohort") as progress:
+        path = write_phantom_cohort(outdir, patients=patients, resolution=resolution, seed=seed,
+                                    train_fraction=train_fraction, overwrite=overwrite, progress=progress)
+    console.print(f"wrote {patients} patients (seed {seed}) to {outdir}; manifest {path}", highlight=False,
+                  soft_wrap=True)
+
+
+# --- study check ------------------------------------------------------------------------
+@study_app.command("check")
+@refusals_as_messages
+def study_check(manifest: Manifest) -> None:
+    """Read and check a cohort manifest: one line per split, or one error listing every problem."""
+    from sirtreg.study import SPLITS, read_manifest
+
+    cohort = read_manifest(manifest)
+    console.print(f"{manifest.name}: {cohort.name or 'cohort'}, {len(cohort.patients)} patients", highlight=False)
+    for split in SPLITS:
+        patients = sum(patient.split == split for patient in cohort.patients)
+        counts = cohort.registration_counts(split=split)
+        console.print(f"{split}: {patients} patient{'s' if patients != 1 else ''}, "
+                      + ", ".join(f"{n} {modality}" for modality, n in counts.items()) + " registrations",
+                      highlight=False)
+
+
+# --- study register ---------------------------------------------------------------------
+def _method(guidance: str, image_weight: float | None, label_weight: float | None, rigidity: float | None,
+            affine_only: bool) -> Method:
+    """The guidance preset with the weights given; ``affine_only`` gives the paper's affine methods."""
+    from sirtreg.study import IMAGE, LIVER, LIVER_LANDMARKS
+
+    presets = {method.guidance: method for method in (IMAGE, LIVER, LIVER_LANDMARKS)}
+    if guidance not in presets:
+        raise InputError(f"--guidance must be one of {', '.join(presets)}, got {guidance!r}")
+    weights = {name: value for name, value in (("image_weight", image_weight), ("label_weight", label_weight),
+                                               ("rigidity", rigidity)) if value is not None}
+    if affine_only:
+        if weights:
+            raise InputError("--affine-only runs no non-rigid stage: leave out --wi, --ws and --rigidity")
+        return replace(presets[guidance], name=f"{guidance}-affine", image_weight=0.0, label_weight=0.0)
+    return replace(presets[guidance], **weights)
+
+
+@study_app.command("register")
+@refusals_as_messages
+def study_register(
+    manifest: Manifest,
+    output: Results,
+    guidance: Annotated[str, typer.Option(help="image, liver or liver+landmarks.")] = "liver",
+    image_weight: Annotated[float | None, typer.Option("--wi", help="Weight wI of mutual information.")] = None,
+    label_weight: Annotated[float | None, typer.Option("--ws", help="Weight wS of the label SSD.")] = None,
+    rigidity: Annotated[float | None, typer.Option(help="Spring rigidity.")] = None,
+    affine_only: Annotated[bool, typer.Option(help="Stop after the affine stage (wI = wS = 0).")] = False,
+    split: Annotated[str | None, typer.Option(help="train or test (default: every patient).")] = None,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    quick: Quick = False,
+    device: Device = "cpu",
+) -> None:
+    """Register every floating image of the cohort with one method; rerun to resume. Prints RRMSD per modality."""
+    from sirtreg.study import read_manifest, run_study, summarise
+
+    method = _method(guidance, image_weight, label_weight, rigidity, affine_only)
+    _prepare_cluster(workers, scheduler)
+    cohort = read_manifest(manifest)
+    before = _rows_in(output)
+    with _progress_from_first_report(f"study register ({method.name})") as progress:
+        rows = run_study(cohort, [method], output, split=split, settings=_engine_settings(quick, device),
+                         workers=workers, scheduler=scheduler, progress=progress)
+    console.print(_summary_table(summarise(rows), title=escape(method.key)))
+    _print_resumed(_rows_in(output) - before, len(rows), output)
+
+
+# --- study tune -------------------------------------------------------------------------
+def _parse_grid(items: Sequence[str]) -> dict[str, list[float]]:
+    """``["wI=0,0.5,1", "wS=0,1"]`` -> ``{"image_weight": [0, 0.5, 1], "label_weight": [0, 1]}``."""
+    grid: dict[str, list[float]] = {}
+    for item in items:
+        name, equals, text = item.partition("=")
+        weight = GRID_WEIGHTS.get(name.strip().lower())
+        if not equals:
+            raise InputError(f"--grid takes WEIGHT=V1,V2,... (e.g. wI=0,0.5,1), got {item!r}")
+        if weight is None:
+            raise InputError(f"unknown grid weight {name.strip()!r} in --grid {item}; use wI, wS or rigidity")
+        if weight in grid:
+            raise InputError(f"--grid {name.strip()} is given twice; list all its values in one --grid")
+        values = []
+        for value in text.split(","):
+            try:
+                values.append(float(value))
+            except ValueError:
+                raise InputError(f"--grid {item}: {value.strip()!r} is not a number") from None
+        grid[weight] = values
+    return grid
+
+
+def _grid_table(search: GridSearch, *, title: str) -> Table:
+    """RRMSD per grid point (rows) and modality (columns); the chosen point of each modality is starred."""
+    modalities = list(dict.fromkeys(row["modality"] for row in search.summary))
+    cells = {(row["method"], row["modality"]): row for row in search.summary}
+    table = Table("wI", "wS", "rigidity", *(f"{modality} RRMSD (mm)" for modality in modalities), title=title)
+    for method in search.methods:
+        values = []
+        for modality in modalities:
+            row = cells.get((method.key, modality))
+            text = "-" if row is None else _number(row["rrmsd_mm"])
+            if row is not None and row["failed"]:
+                text += f" ({row['failed']} failed)"
+            values.append(text + (" *" if search.best.get(modality) == method else ""))
+        table.add_row(f"{method.image_weight:g}", f"{method.label_weight:g}", f"{method.rigidity:g}", *values)
+    return table
+
+
+@study_app.command("tune")
+@refusals_as_messages
+def study_tune(
+    manifest: Manifest,
+    output: Results,
+    grid: Annotated[list[str], typer.Option(help="A weight and its values, e.g. wI=0,0.5,1 (repeat for wS, "
+                                                 "rigidity; a weight left out is 0, rigidity its default).")],
+    guidance: Annotated[str, typer.Option(help="image, liver or liver+landmarks.")] = "liver",
+    name: Annotated[str | None, typer.Option(help="Name of the grid's method (default: the guidance); the paper "
+                                                  "method it tunes for `study evaluate`.")] = None,
+    split: Annotated[str, typer.Option(help="The split to tune on.")] = "train",
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    quick: Quick = False,
+    device: Device = "cpu",
+) -> None:
+    """The paper's grid search: the weights with the lowest RRMSD per modality.
+
+    Writes a heat map of RRMSD over (wI, wS) beside the results table (RESULTS_rrmsd.png, replaced at every run).
+    """
+    from sirtreg.report.study_figures import plot_grid_rrmsd
+    from sirtreg.study import grid_methods, grid_search, read_manifest
+
+    weights = _parse_grid(grid)
+    grid_methods(weights, guidance=guidance, name=name)  # refuses a bad grid before the manifest is read
+    _prepare_cluster(workers, scheduler)
+    cohort = read_manifest(manifest)
+    before = _rows_in(output)
+    with _progress_from_first_report(f"study tune ({name or guidance})") as progress:
+        search = grid_search(cohort, weights, output, guidance=guidance, name=name, split=split,
+                             settings=_engine_settings(quick, device), workers=workers, scheduler=scheduler,
+                             progress=progress)
+    figure = plot_grid_rrmsd(search.summary, output.with_name(f"{output.stem}_rrmsd.png"),
+                             best={modality: method.key for modality, method in search.best.items()}, overwrite=True)
+    console.print(_grid_table(search, title=f"RRMSD on the {split} split ({name or guidance}; * chosen)"))
+    for modality, method in search.best.items():
+        rrmsd = next(row["rrmsd_mm"] for row in search.summary
+                     if row["method"] == method.key and row["modality"] == modality)
+        console.print(f"chosen for {modality}: {_weights(method)} (RRMSD {rrmsd:.2f} mm)", highlight=False)
+    _print_resumed(_rows_in(output) - before, len(search.methods) * len(cohort.registrations(split=split)), output)
+    console.print(f"wrote {figure}", highlight=False, soft_wrap=True)
+
+
+# --- study evaluate ---------------------------------------------------------------------
+def _tuned(path: Path) -> tuple[Method, dict[str, Method]]:
+    """The paper method that a grid-search table tunes, and that method with the best weights per modality."""
+    from sirtreg.study import PAPER_METHODS, Method, best_methods, read_results, summarise
+
+    tunable = {method.name: method for method in PAPER_METHODS if not method.affine_only}
+    rows = read_results(path)
+    names = sorted({(row["method_name"], row["guidance"]) for row in rows})
+    if len(names) != 1:
+        found = ", ".join(name for name, _ in names) or "none"
+        raise InputError(f"{path.name} is not the table of one grid search (`sirtreg study tune`): its methods are "
+                         f"{found}")
+    [(name, guidance)] = names
+    paper = tunable.get(name)
+    if paper is None or paper.guidance != guidance:
+        raise InputError(f"{path.name} tunes {name} ({guidance} guidance), not one of the paper's non-rigid methods "
+                         f"({', '.join(tunable)}); name the grid search with `sirtreg study tune --name`")
+    grid = tuple(dict.fromkeys(Method(name=name, guidance=guidance, image_weight=row["image_weight"],
+                                      label_weight=row["label_weight"], rigidity=row["rigidity"]) for row in rows))
+    best = best_methods(summarise(rows), grid, split="train")
+    return paper, {modality: replace(paper, image_weight=method.image_weight, label_weight=method.label_weight,
+                                     rigidity=method.rigidity) for modality, method in best.items()}
+
+
+def _evaluated_methods(tune_tables: Sequence[Path]) -> dict[str, tuple[Method, ...]]:
+    """Per modality, the paper's methods, with the weights chosen in the grid-search tables where given."""
+    from sirtreg.study import MODALITIES, PAPER_METHODS
+
+    tuned: dict[str, dict[str, Method]] = {}
+    for path in tune_tables:
+        paper, best = _tuned(path)
+        if paper.name in tuned:
+            raise InputError(f"two --weights-from tables tune {paper.name}; give one")
+        tuned[paper.name] = best
+        for modality in MODALITIES:
+            if modality not in best:
+                log.warning("%s chose no %s weights for %s: its default weights are used", path.name, modality,
+                            paper.name)
+    return {modality: tuple(tuned.get(method.name, {}).get(modality, method) for method in PAPER_METHODS)
+            for modality in MODALITIES}
+
+
+def _refuse_other_methods(path: Path, methods: Sequence[Method]) -> None:
+    """Refuse a results table that holds rows of methods other than ``methods`` (one table, one evaluation)."""
+    from sirtreg.study import read_results
+
+    if not path.exists():
+        return
+    keys = {method.key for method in methods}
+    others = list(dict.fromkeys(row["method"] for row in read_results(path) if row["method"] not in keys))
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise InputError(f"{path.name} holds results of methods this evaluation does not run ({shown}); "
+                         f"write the evaluation to a new table")
+
+
+def _with_modalities(cohort: Cohort, modalities: Sequence[str]) -> Cohort:
+    """The cohort with only its floating images of these modalities; patients left with none are left out."""
+    patients = tuple(replace(patient, floating=kept) for patient in cohort.patients
+                     if (kept := tuple(image for image in patient.floating if image.modality in modalities)))
+    return replace(cohort, patients=patients)
+
+
+def _write_csv(rows: Sequence[Mapping[str, Any]], path: Path, *, overwrite: bool) -> Path:
+    """Write rows (dicts with the same keys) as a CSV table with a header; empty fields for None."""
+    from sirtreg.io import prepare_output
+
+    path = prepare_output(path, overwrite=overwrite)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+@study_app.command("evaluate")
+@refusals_as_messages
+def study_evaluate(
+    manifest: Manifest,
+    results: Annotated[Path, typer.Option(help="Results table of the registrations (CSV): created, or resumed.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (new or empty).")],
+    weights_from: Annotated[list[Path] | None, typer.Option(help="Table of a `study tune` grid search: its method "
+                                                                 "(image, liver, ...) gets the chosen weights per "
+                                                                 "modality (repeatable).")] = None,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    quick: Quick = False,
+    device: Device = "cpu",
+    overwrite: Annotated[bool, typer.Option(help="Write into a non-empty folder.")] = False,
+) -> None:
+    """Compare the paper's methods on the test split: RMSD/RRMSD per method and modality, box plots (Figs. 6-7)."""
+    from sirtreg.io import check_output_folder
+    from sirtreg.report.study_figures import plot_rmsd_boxes
+    from sirtreg.study import MODALITIES, PAPER_METHODS, read_manifest, run_study, study_tasks, summarise
+
+    check_output_folder(output, overwrite=overwrite)
+    _prepare_cluster(workers, scheduler)
+    by_modality = _evaluated_methods(weights_from or [])
+    every_method = [method for group in by_modality.values() for method in group]
+    _refuse_other_methods(results, every_method)
+    cohort = read_manifest(manifest)
+    counts = cohort.registration_counts(split="test")
+    groups: dict[tuple[Method, ...], list[str]] = {}  # modalities evaluated with the same methods run together
+    for modality in MODALITIES:
+        if counts[modality]:
+            groups.setdefault(by_modality[modality], []).append(modality)
+    if not groups:
+        raise InputError("the cohort has no registrations in the test split")
+    runs = [(_with_modalities(cohort, modalities), group) for group, modalities in groups.items()]
+    sizes = [len(study_tasks(part, group, split="test")) for part, group in runs]
+    total = sum(sizes)
+    settings = _engine_settings(quick, device)
+    before = _rows_in(results)
+    rows = []
+    with _progress_from_first_report("study evaluate") as progress:
+        for (part, group), start, size in zip(runs, itertools.accumulate(sizes, initial=0), sizes):
+            rows += run_study(part, group, results, split="test", settings=settings, workers=workers,
+                              scheduler=scheduler, progress=_part(progress, start / total, (start + size) / total))
+    names = [method.name for method in PAPER_METHODS]
+    summary = sorted(summarise(rows), key=lambda row: (MODALITIES.index(row["modality"]),
+                                                       names.index(row["method_name"])))
+    table = _write_csv(summary, output / "evaluation.csv", overwrite=overwrite)
+    figure = plot_rmsd_boxes(rows, output / "rmsd_boxplot.png", methods=names, overwrite=overwrite)
+    for modality in MODALITIES:
+        rows_of_modality = [row for row in summary if row["modality"] == modality]
+        if rows_of_modality:
+            console.print(_summary_table(rows_of_modality, title=f"{modality}, test split", methods=every_method))
+    _print_resumed(_rows_in(results) - before, len(rows), results)
+    console.print(f"wrote {table} and {figure}", highlight=False, soft_wrap=True)
