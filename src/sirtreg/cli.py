@@ -178,6 +178,33 @@ def demo(
     console.print(table)
 
 
+@app.command("run")
+@refusals_as_messages
+def run_command(
+    plan: Annotated[Path, typer.Argument(help="The patient's plan (YAML): MAA CT, SPECT and floating images.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (new or empty).")],
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace a non-empty output folder, once the run is complete.")] = False,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Run a patient's plan: segment, register, carry lesions onto the MAA CT, dose; tables, DICOM, HTML report."""
+    from sirtreg.io import check_output_folder
+    from sirtreg.pipeline import read_plan, run_plan
+
+    check_output_folder(output, overwrite=overwrite)
+    patient = read_plan(plan)
+    with progress_bar("run") as progress:
+        result = run_plan(patient, output, overwrite=overwrite, device=device, progress=progress)
+    table = Table("image", "structure", "volume (mL)", "mean (Gy)", "V70 (%)", "V100 (%)", "note",
+                  title="absorbed dose")
+    for row in result.doses:
+        table.add_row(*(_cell(row.get(key)) for key in
+                        ("source", "structure", "volume_ml", "mean_gy", "V70_percent", "V100_percent", "error")))
+    console.print(table)
+    console.print(f"wrote {result.out_dir} in {result.seconds:.0f} s; report: {result.report}", highlight=False,
+                  soft_wrap=True)
+
+
 def _read_structures(path: Path, segments: list[str]) -> list[Any]:
     """Label maps from a file: the named segments of a Slicer segmentation or labels of a label map."""
     from sirtreg.geometry import LabelVolume

@@ -1,8 +1,10 @@
-"""One patient end to end: the plan that names every input of ``sirtreg run``, and its checks.
+"""One patient end to end: the plan that names every input of ``sirtreg run``, its checks, and the run.
 
 :mod:`.plan` reads, checks and writes the YAML plan of one patient: the MAA CT
 (the reference), the MAA SPECT with the activity to administer, and the
-floating CT/MR images with their contours and guidance.
+floating CT/MR images with their contours and guidance. :mod:`.run` runs a
+plan: liver segmentation where needed, registration, lesions carried onto the
+MAA CT, dose, and one output folder with tables, DICOM and an HTML report.
 """
 
 from sirtreg.pipeline.plan import (
@@ -17,6 +19,7 @@ from sirtreg.pipeline.plan import (
     read_plan,
     write_plan,
 )
+from sirtreg.pipeline.run import RunResult, check_run, run_plan
 
 __all__ = [
     "FORMAT",
@@ -25,8 +28,11 @@ __all__ = [
     "FloatingInput",
     "Plan",
     "ReferenceInput",
+    "RunResult",
     "SpectInput",
     "check_plan",
+    "check_run",
     "read_plan",
+    "run_plan",
     "write_plan",
 ]

@@ -1,0 +1,797 @@
+"""One patient end to end: from a plan to one output folder (``sirtreg run``).
+
+:func:`run_plan` checks everything it can before any long work (the output folder, the
+device, the plan's files from their headers, contour formats), then reads every image and
+contour, segments the liver with the CNN where the plan gives no liver contour, registers
+each floating image to the MAA CT with its guidance, carries its lesions, liver and
+landmarks onto the MAA CT, computes the local-deposition dose map on the SPECT grid and the
+dose statistics of the liver and of every lesion, and writes the results.
+
+Lesions keep the image they were drawn on: those of floating image ``ct1`` are named
+``ct1/<lesion name>``, those drawn on the MAA CT itself ``MAA CT/<lesion name>``; lesions of
+several floating images are never merged. Where the MAA CT holds a lesion of the same name,
+the registered lesion is compared to it (DSC, mass-centre distance).
+
+The output folder (built as ``.<name>.partial`` beside it and renamed into place at the
+end, so an interrupted run leaves no half-written folder; a leftover ``.<name>.partial``
+of a killed run is removed by the next run)::
+
+    results.json                 everything: plan, dose summary, tables, settings, timings, files
+    doses.csv                    one row per structure (liver, lesions): volume, mean dose, Vx, Dx, DSC
+    registrations.csv            one row per floating image: guidance, time, quality where truth exists
+    report.html                  self-contained report (pictures embedded)
+    dose.nii.gz                  absorbed dose (Gy) on the SPECT grid
+    maa_ct/liver.nii.gz          the MAA CT liver used (given or CNN)
+    maa_ct/dvh.png               DVHs of the liver and the lesions drawn on the MAA CT
+    floating/<id>/               per floating image: registered_image, registered_liver,
+                                 registered_lesions, registered_landmarks (.nii.gz, on the MAA CT grid),
+                                 liver_cnn.nii.gz (its CNN liver, on its own grid), transform/
+                                 (affine.tfm, displacement.nii.gz, registration.json), overlays.png,
+                                 checkerboard.png, dvh.png
+    dicom/                       where the MAA CT is a DICOM series: rt_dose.dcm (on the SPECT grid,
+                                 frame of reference of the MAA CT), floating/<id>/lesions_seg.dcm
+                                 (SEG on the MAA CT series), floating/<id>/registered/ (the registered
+                                 image as a new series in the MAA CT's frame of reference and study)
+
+RTSTRUCT contours cannot be read yet: a plan that uses one is refused at the start.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import torch
+from pydicom.errors import InvalidDicomError
+
+from sirtreg import __version__
+from sirtreg.dosimetry import DoseReport, dose_report, plot_dvh
+from sirtreg.errors import InputError, OutputExistsError, SirtregError
+from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Volume
+from sirtreg.io import (
+    check_output_folder,
+    has_image_suffix,
+    is_segmentation_file,
+    orient_like,
+    read_dicom_seg,
+    read_image,
+    read_labels,
+    read_segmentation,
+    write_dicom_seg,
+    write_dicom_series,
+    write_image,
+    write_rt_dose,
+)
+from sirtreg.io.dicom_seg import read_series_headers
+from sirtreg.metrics import dice
+from sirtreg.pipeline.plan import CONTOUR_ROLES, ContourInput, FloatingInput, Plan, check_plan
+from sirtreg.register import (
+    AffineTransform,
+    RegistrationResult,
+    guidance_labels,
+    map_reference_points,
+    preset,
+    register,
+    registration_quality,
+    warp,
+    write_registration,
+)
+from sirtreg.register.engine import check_inputs as check_registration_inputs
+from sirtreg.report.html import Picture, Section, Table, Text, write_html
+from sirtreg.report.overlays import Contours, OverlayRow, mass_centre_mm, save_contour_overlays
+from sirtreg.report.views import save_registration_views
+from sirtreg.resample import resample
+from sirtreg.segment import segment_liver
+from sirtreg.yaml_input import refusal
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, float], None]
+RESULTS_FORMAT = "sirtreg-run"
+RESULTS_VERSION = 1
+RESULTS_NAME = "results.json"
+REPORT_NAME = "report.html"
+DOSES_NAME = "doses.csv"
+REGISTRATIONS_NAME = "registrations.csv"
+REFERENCE_SOURCE = "MAA CT"  # the source of structures drawn on the MAA CT; not a valid floating id
+REFERENCE_COLOUR, REGISTERED_COLOUR, BEFORE_COLOUR = "#ff3b30", "#34c759", "#ffcc00"
+_STAGE_WEIGHTS = {"check": 0.2, "read": 1.0, "segment": 3.0, "register": 7.0, "dose": 1.0, "write": 1.0,
+                  "report": 1.0}  # relative durations; segment and register once per image
+_REGISTRATION_SHARE = 0.85  # of a floating image's stage: the registration; the rest carries and writes
+
+
+# --- what a run returns -----------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class RunResult:
+    """What :func:`run_plan` wrote.
+
+    Attributes
+    ----------
+    out_dir : the output folder (absolute).
+    files : output name -> absolute path of every file or folder written (see the module docstring).
+    results : the document written as ``results.json``.
+    seconds : wall-clock time of the whole run, s.
+    """
+
+    out_dir: Path
+    files: Mapping[str, Path]
+    results: Mapping[str, Any]
+    seconds: float
+
+    @property
+    def report(self) -> Path:
+        """The HTML report."""
+        return self.out_dir / REPORT_NAME
+
+    @property
+    def doses(self) -> list[dict[str, Any]]:
+        """One row per structure (liver and lesions): ``source``, ``structure``, dose statistics."""
+        return list(self.results["doses"])
+
+
+# --- inputs -----------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class _Image:
+    """One CT or MR image of the plan with its contours, all on the image's own grid."""
+
+    name: str  # the floating id, or REFERENCE_SOURCE
+    volume: Volume
+    modality: str
+    liver: LabelVolume | None
+    lesions: LabelVolume | None
+    landmarks: LabelVolume | None
+    liver_source: str = "given"  # "given" or "CNN"
+
+
+@dataclass(frozen=True, eq=False)
+class _Carried:
+    """A floating image after registration: what was carried onto the MAA CT grid, and how well."""
+
+    entry: FloatingInput
+    guidance: str
+    liver_source: str
+    result: RegistrationResult
+    image: Volume
+    liver_before: LabelVolume  # the floating liver on the MAA CT grid without any transform
+    liver: LabelVolume
+    lesions: LabelVolume | None  # names "<id>/<lesion name>"
+    landmarks: LabelVolume | None
+    quality: dict[str, dict[str, Any]] = field(default_factory=dict)  # "before"/"after" -> metrics
+    lesion_overlap: dict[str, dict[str, float | None]] = field(default_factory=dict)  # structure -> dsc, mcd_mm
+
+
+# --- progress and timing ----------------------------------------------------------------
+class _Stages:
+    """Maps the progress of weighted stages (some repeated, e.g. one registration per image) onto 0..1."""
+
+    def __init__(self, progress: Progress | None, counts: Mapping[str, int]) -> None:
+        self._progress = progress
+        weights = {stage: weight * counts.get(stage, 1) for stage, weight in _STAGE_WEIGHTS.items()}
+        total = sum(weights.values())
+        self._span = {stage: weight / total for stage, weight in weights.items()}
+        self._start, start = {}, 0.0
+        for stage, span in self._span.items():
+            self._start[stage] = start
+            start += span
+        self._counts = dict(counts)
+
+    def report(self, stage: str, fraction: float = 0.0, *, step: str = "", index: int = 0) -> None:
+        """Stage ``stage`` (its ``index``-th repetition) is ``fraction`` done."""
+        if self._progress is None:
+            return
+        count = max(1, self._counts.get(stage, 1))
+        done = (index + min(max(fraction, 0.0), 1.0)) / count
+        self._progress(f"{stage}: {step}" if step else stage, self._start[stage] + self._span[stage] * done)
+
+    def callback(self, stage: str, *, index: int = 0, label: str = "", share: float = 1.0) -> Progress:
+        """A ``progress(step, fraction)`` callback for library code doing the first ``share`` of a stage."""
+        return lambda step, fraction: self.report(stage, share * fraction, step=f"{label} {step}".strip(),
+                                                  index=index)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], name: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = round(time.perf_counter() - start, 3)
+
+
+# --- checks before any long work --------------------------------------------------------
+def _contours(plan: Plan) -> list[tuple[str, ContourInput]]:
+    """(where, contour) of every contour in the plan."""
+    entries = [("reference", plan.reference), *((f"floating {f.id}", f) for f in plan.floating)]
+    return [(f"{where}, {role}", getattr(entry, role)) for where, entry in entries for role in CONTOUR_ROLES
+            if getattr(entry, role) is not None]
+
+
+def _input_paths(plan: Plan) -> list[Path]:
+    images = [plan.reference.image, plan.spect.image, *(f.image for f in plan.floating)]
+    return [Path(os.path.abspath(p)) for p in [*images, *(c.path for _, c in _contours(plan))]]
+
+
+def _is_rtstruct(path: Path) -> bool:
+    if path.is_dir() or has_image_suffix(path) or is_segmentation_file(path):
+        return False
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"])
+    except (InvalidDicomError, OSError):
+        return False  # check_plan reports unreadable files
+    return str(header.get("Modality", "")).upper() == "RTSTRUCT"
+
+
+def _check_device(device: str) -> None:
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        raise InputError(f"device must be 'cpu' or 'cuda', got {device!r}") from None
+    if kind not in ("cpu", "cuda"):
+        raise InputError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' was asked for but PyTorch sees no CUDA GPU; use --device cpu")
+
+
+def check_run(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = False, device: str = "cpu") -> Path:
+    """Everything :func:`run_plan` checks before any long work; returns the absolute output folder.
+
+    Refuses (:class:`~sirtreg.errors.OutputExistsError`) an output folder that is a file, is not
+    empty (unless ``overwrite``), holds an input or lies inside an input folder; refuses
+    (:class:`~sirtreg.errors.InputError`) an unknown or missing device, and a plan whose files do not
+    pass :func:`~sirtreg.pipeline.plan.check_plan` or that uses RTSTRUCT contours (not readable yet).
+    """
+    out_dir = Path(os.path.abspath(out_dir))
+    check_output_folder(out_dir, overwrite=overwrite)
+    for path in _input_paths(plan):
+        if path == out_dir or out_dir in path.parents:
+            raise OutputExistsError(f"the output folder {out_dir} holds the input {path}; choose another folder")
+        if path.is_dir() and path in out_dir.parents:
+            raise OutputExistsError(f"the output folder {out_dir} lies inside the input folder {path}")
+    _check_device(device)
+    check_plan(plan)
+    problems = [f"{where}: {contour.path.name} is an RTSTRUCT, which sirtreg cannot read yet; export the "
+                "contours as a DICOM SEG or a label map (e.g. with 3D Slicer)"
+                for where, contour in _contours(plan) if _is_rtstruct(contour.path)]
+    if problems:
+        raise refusal(problems, what="plan")
+    return out_dir
+
+
+# --- reading ----------------------------------------------------------------------------
+def _selected(labels: LabelVolume, segments: Sequence[str], path: Path) -> LabelVolume:
+    """Only the labels named ``segments`` (all if empty), values kept."""
+    if not segments:
+        return labels
+    values = {value for value, name in labels.labels.items() if name in segments}
+    missing = [name for name in segments if name not in labels.labels.values()]
+    if missing:
+        raise InputError(f"{path.name} holds no segment {', '.join(map(repr, missing))}")
+    array = np.where(np.isin(labels.array, list(values)), labels.array, 0).astype(labels.array.dtype)
+    return LabelVolume(array, labels.grid, labels={v: n for v, n in labels.labels.items() if v in values})
+
+
+def _read_contour(contour: ContourInput, image: Volume, role: str) -> LabelVolume:
+    """A contour file on the voxels of ``image``: a label map, a Slicer segmentation or a DICOM SEG."""
+    path = contour.path
+    if is_segmentation_file(path):
+        segmentation = read_segmentation(path)
+        names = list(contour.segments) or segmentation.names
+        masks = {name: segmentation.mask(name) for name in names}
+        array = np.zeros(segmentation.grid.shape, np.uint16)
+        for value, (name, mask) in enumerate(masks.items(), start=1):
+            if role != "liver" and np.any(array[mask]):
+                raise InputError(f"{path.name}: segment {name!r} overlaps another; {role} segments must not overlap")
+            array[mask] = value
+        labels = LabelVolume(array, segmentation.grid, labels=dict(enumerate(names, start=1)))
+    elif has_image_suffix(path):
+        plain = read_labels(path)
+        labels = LabelVolume(plain.array, plain.grid, labels={v: f"{role.rstrip('s')} {v}"
+                                                              for v in plain.present_labels()})
+    else:
+        labels = _selected(read_dicom_seg(path, reference=image), contour.segments, path)
+    labels = orient_like(labels, image.grid)
+    if role == "liver":
+        return LabelVolume.from_mask(labels.array > 0, image.grid, name="liver")
+    return labels
+
+
+def _read_image(name: str, path: Path, series: str | None, modality: str,
+                contours: Mapping[str, ContourInput | None]) -> _Image:
+    volume = read_image(path, modality=modality, series=series)
+    read = {role: _read_contour(c, volume, role) if c is not None else None for role, c in contours.items()}
+    return _Image(name, volume, modality, read["liver"], read["lesions"], read["landmarks"])
+
+
+def _read_inputs(plan: Plan) -> tuple[_Image, Volume, list[_Image]]:
+    """The MAA CT, the SPECT and the floating images, with their contours."""
+    def contours(entry: Any) -> dict[str, ContourInput | None]:
+        return {role: getattr(entry, role) for role in CONTOUR_ROLES}
+
+    reference = _read_image(REFERENCE_SOURCE, plan.reference.image, plan.reference.series, "CT",
+                            contours(plan.reference))
+    spect = read_image(plan.spect.image, modality="NM", series=plan.spect.series)
+    floating = [_read_image(f.id, f.image, f.series, f.modality, contours(f)) for f in plan.floating]
+    return reference, spect, floating
+
+
+def _check_inputs(plan: Plan, reference: _Image, floating: Sequence[_Image]) -> None:
+    """What the voxels tell, before any long work: empty contours, images the engine refuses."""
+    problems = []
+    for image in (reference, *floating):
+        where = "reference" if image is reference else f"floating {image.name}"
+        if image.liver is not None and not image.liver.array.any():
+            problems.append(f"{where}, liver: the liver contour is empty")
+    for entry, image in zip(plan.floating, floating):
+        if plan.guidance(entry) == "liver+landmarks":
+            problems += [f"{where}, landmarks: no landmark voxel, which liver+landmarks guidance needs"
+                         for where, marks in (("reference", reference.landmarks), (f"floating {entry.id}",
+                                                                                      image.landmarks))
+                         if marks is not None and not marks.array.any()]
+        try:
+            check_registration_inputs(reference.volume, image.volume, preset("image"), None, None)
+        except SirtregError as exc:
+            problems.append(f"floating {entry.id}, image: {exc}")
+    if problems:
+        raise refusal(sorted(set(problems), key=problems.index), what="plan")
+
+
+# --- registration and carrying ----------------------------------------------------------
+def _register(reference: _Image, floating: _Image, guidance: str, device: str,
+              progress: Progress) -> RegistrationResult:
+    settings = replace(preset(guidance), device=device)  # type: ignore[arg-type]
+    with_landmarks = guidance == "liver+landmarks"
+    reference_labels = guidance_labels(reference.liver, reference.landmarks if with_landmarks else None)
+    floating_labels = None if guidance == "image" else guidance_labels(
+        floating.liver, floating.landmarks if with_landmarks else None)
+    return register(reference.volume, floating.volume, settings=settings, reference_labels=reference_labels,
+                    floating_labels=floating_labels, progress=progress)
+
+
+def _lesion_overlap(reference: LabelVolume | None, carried: LabelVolume, names: Mapping[int, str]
+                    ) -> dict[str, dict[str, float | None]]:
+    """DSC and mass-centre distance (mm) of each carried lesion to the MAA CT lesion of the same name."""
+    if reference is None:
+        return {}
+    by_name = {name: value for value, name in reference.labels.items()}
+    overlap = {}
+    for value, structure in carried.labels.items():
+        name = names[value]
+        if name not in by_name:
+            continue
+        mask = carried.array == value
+        reference_mask = reference.array == by_name[name]
+        centres = [mass_centre_mm(LabelVolume.from_mask(m, carried.grid)) for m in (reference_mask, mask)]
+        distance = float(np.linalg.norm(centres[0] - centres[1])) if all(c is not None for c in centres) else None
+        overlap[structure] = {"dsc": dice(reference_mask, mask), "mcd_mm": distance}
+    return overlap
+
+
+def _dense_on(transform: AffineTransform | DisplacementField, grid: Grid) -> DisplacementField:
+    """The transform as a displacement field on ``grid``: every warp onto that grid then reuses T(x)."""
+    points = grid.world_coordinates(np.float64)
+    return DisplacementField((map_reference_points(transform, points) - points).astype(np.float32), grid)
+
+
+def _carry(reference: _Image, floating: _Image, entry: FloatingInput, guidance: str,
+           result: RegistrationResult) -> _Carried:
+    """Warp the floating image and its contours onto the MAA CT grid; measure what can be measured."""
+    grid = reference.volume.grid
+    transform = _dense_on(result.transform, grid)
+    image = warp(floating.volume, transform, grid, fill_value=float(floating.volume.array.min()))
+    liver = warp(floating.liver, transform, grid, label_mode="one-hot")
+    liver_before = resample(floating.liver, grid, label_mode="one-hot")
+    lesions = overlap = None
+    if floating.lesions is not None:
+        warped = warp(floating.lesions, transform, grid, label_mode="one-hot")
+        lesions = LabelVolume(warped.array, grid, labels={v: f"{entry.id}/{n}" for v, n in floating.lesions.labels.items()})
+        overlap = _lesion_overlap(reference.lesions, lesions, floating.lesions.labels)
+    landmarks = None if floating.landmarks is None else warp(floating.landmarks, transform, grid, label_mode="one-hot")
+    quality = {}
+    if reference.liver_source == "given" and floating.liver_source == "given":  # truth exists
+        with_landmarks = reference.landmarks is not None and floating.landmarks is not None
+        for when, applied in (("before", AffineTransform.identity()), ("after", result.transform)):
+            quality[when] = registration_quality(
+                applied, reference_liver=reference.liver, floating_liver=floating.liver,
+                reference_landmarks=reference.landmarks if with_landmarks else None,
+                floating_landmarks=floating.landmarks if with_landmarks else None).as_dict()
+    return _Carried(entry, guidance, floating.liver_source, result, image, liver_before, liver, lesions, landmarks,
+                    quality, overlap or {})
+
+
+# --- dose -------------------------------------------------------------------------------
+def _dose(plan: Plan, reference: _Image, spect: Volume, carried: Sequence[_Carried]) -> DoseReport:
+    lesions = [item.lesions for item in carried if item.lesions is not None]
+    if reference.lesions is not None:
+        named = LabelVolume(reference.lesions.array, reference.lesions.grid,
+                            labels={v: f"{REFERENCE_SOURCE}/{n}" for v, n in reference.lesions.labels.items()})
+        lesions.insert(0, named)
+    return dose_report(spect, reference.liver, plan.spect.activity_gbq, isotope=plan.spect.isotope,
+                       lesions=lesions, lung_shunt_fraction=plan.spect.lung_shunt_fraction or 0.0)
+
+
+def _dose_rows(report: DoseReport, carried: Sequence[_Carried]) -> list[dict[str, Any]]:
+    """The structure table with its source (the image it was drawn on) and the DSC to the MAA CT lesion."""
+    overlap = {name: values for item in carried for name, values in item.lesion_overlap.items()}
+    rows = []
+    for structure, row in zip(report.structures, report.rows()):
+        is_liver = structure is report.structures[0]
+        source = REFERENCE_SOURCE if is_liver else structure.name.split("/", 1)[0]
+        match = overlap.get(structure.name, {})
+        rows.append({"source": source, "role": "liver" if is_liver else "lesion", **row,
+                     "dsc_to_maa_ct_lesion": match.get("dsc"), "mcd_mm_to_maa_ct_lesion": match.get("mcd_mm")})
+    return rows
+
+
+# --- writing ----------------------------------------------------------------------------
+def _write_csv(rows: Sequence[Mapping[str, Any]], path: Path, columns: Sequence[str]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows({k: ("" if row.get(k) is None else row.get(k)) for k in columns} for row in rows)
+    return path
+
+
+def _registration_row(item: _Carried) -> dict[str, Any]:
+    row: dict[str, Any] = {"floating": item.entry.id, "modality": item.entry.modality, "role": item.entry.role,
+                           "guidance": item.guidance, "liver": item.liver_source,
+                           "seconds": round(item.result.seconds, 3), "nonrigid": item.result.displacement is not None}
+    for when in ("before", "after"):
+        metrics = item.quality.get(when, {})
+        for key in ("liver_dsc", "liver_msd_mm", "mean_mcd_mm", "rmsd_mm"):
+            row[f"{key}_{when}"] = metrics.get(key)
+    dscs = [v["dsc"] for v in item.lesion_overlap.values()]
+    row["lesions"] = len(item.lesions.labels) if item.lesions is not None else 0
+    row["mean_lesion_dsc_to_maa_ct"] = float(np.mean(dscs)) if dscs else None
+    return row
+
+
+def _dicom_reference(plan: Plan, reference: Volume) -> tuple[Path, str] | None:
+    """(folder, SeriesInstanceUID) of the MAA CT when it is a DICOM series, else None."""
+    uid = str(reference.meta.get("SeriesInstanceUID", ""))
+    if not uid:
+        return None
+    path = plan.reference.image
+    return (path if path.is_dir() else path.parent), uid
+
+
+def _write_dicom(plan: Plan, reference: _Image, dose: Volume, carried: Sequence[_Carried], staging: Path,
+                 files: dict[str, Path]) -> None:
+    """RT Dose, lesion SEGs and registered series, all in the MAA CT's frame of reference and study."""
+    found = _dicom_reference(plan, reference.volume)
+    if found is None:
+        log.info("the MAA CT is not a DICOM series: no DICOM outputs")
+        return
+    folder, uid = found
+    header = read_series_headers(folder, series=uid)[0]
+    files["dicom rt dose"] = write_rt_dose(dose, staging / "dicom" / "rt_dose.dcm", reference=folder, series=uid,
+                                           series_description="sirtreg MAA dose (local deposition)")
+    for item in carried:
+        where = staging / "dicom" / "floating" / item.entry.id
+        if item.lesions is not None and item.lesions.present_labels():
+            files[f"{item.entry.id} dicom seg"] = write_dicom_seg(
+                item.lesions, folder, where / "lesions_seg.dcm", series=uid,
+                series_description=f"sirtreg lesions of {item.entry.id}"[:64], algorithm_name="sirtreg registration")
+        elif item.lesions is not None:
+            log.warning("floating %s: no lesion voxel left on the MAA CT; no DICOM SEG written", item.entry.id)
+        files[f"{item.entry.id} dicom series"] = write_dicom_series(
+            item.image, where / "registered", modality=item.entry.modality,
+            series_description=f"sirtreg {item.entry.id} registered to MAA CT"[:64],
+            frame_of_reference_uid=str(header.FrameOfReferenceUID),
+            study_instance_uid=str(header.get("StudyInstanceUID", "")) or None,
+            patient_name=str(header.get("PatientName", "")), patient_id=str(header.get("PatientID", "")))
+
+
+def _largest_lesion_centre(lesions: LabelVolume | None) -> np.ndarray | None:
+    if lesions is None or not lesions.array.any():
+        return None
+    counts = np.bincount(lesions.array.ravel().astype(np.int64))
+    counts[0] = 0
+    return mass_centre_mm(LabelVolume.from_mask(lesions.array == int(np.argmax(counts)), lesions.grid))
+
+
+def _write_floating(item: _Carried, floating: _Image, reference: _Image, spect_on_ct: Volume, folder: Path,
+                    files: dict[str, Path]) -> None:
+    """The NIfTI files, transform and pictures of one floating image."""
+    key = item.entry.id
+    files[f"{key} registered image"] = write_image(item.image, folder / "registered_image.nii.gz")
+    files[f"{key} registered liver"] = write_image(item.liver, folder / "registered_liver.nii.gz")
+    if item.lesions is not None:
+        files[f"{key} registered lesions"] = write_image(item.lesions, folder / "registered_lesions.nii.gz")
+    if item.landmarks is not None:
+        files[f"{key} registered landmarks"] = write_image(item.landmarks, folder / "registered_landmarks.nii.gz")
+    if floating.liver_source == "CNN":
+        files[f"{key} CNN liver"] = write_image(floating.liver, folder / "liver_cnn.nii.gz")
+    files[f"{key} transform"] = folder / "transform"
+    write_registration(item.result, folder / "transform", extra={"floating": key, "guidance": item.guidance})
+    lesion_sets = [Contours("lesions drawn on the MAA CT", reference.lesions, REFERENCE_COLOUR),
+                   Contours(f"lesions of {key}, registered", item.lesions, REGISTERED_COLOUR)]
+    centre = _largest_lesion_centre(item.lesions)
+    liver_centre = mass_centre_mm(reference.liver)
+    rows = [OverlayRow("MAA CT, lesions", reference.volume, lesion_sets, centre),
+            OverlayRow("SPECT, lesions", spect_on_ct, lesion_sets, centre),
+            OverlayRow("MAA CT, liver before registration", reference.volume,
+                       [Contours("MAA CT liver", reference.liver, REFERENCE_COLOUR),
+                        Contours(f"{key} liver, not registered", item.liver_before, BEFORE_COLOUR, "dashed")],
+                       liver_centre),
+            OverlayRow("MAA CT, liver after registration", reference.volume,
+                       [Contours("MAA CT liver", reference.liver, REFERENCE_COLOUR),
+                        Contours(f"{key} liver, registered", item.liver, REGISTERED_COLOUR)], liver_centre)]
+    files[f"{key} overlays"] = save_contour_overlays(rows, folder / "overlays.png")
+    files[f"{key} checkerboard"] = save_registration_views(reference.volume, item.image, folder / "checkerboard.png",
+                                                           reference_labels=reference.liver, warped_labels=item.liver)
+
+
+def _write_dvh(report: DoseReport, source: str, path: Path) -> Path | None:
+    structures = [report.structures[0], *(s for s in report.structures[1:] if s.name.split("/", 1)[0] == source)]
+    if len(structures) == 1:
+        return None
+    return plot_dvh(structures, path, title=f"{source}: {report.dose_map.isotope.name} local deposition",
+                    thresholds_gy=report.vx_gy)
+
+
+def _swap_into_place(staging: Path, out_dir: Path) -> None:
+    """Rename the finished staging folder to ``out_dir``, replacing an existing (checked) one."""
+    if not out_dir.exists():
+        os.replace(staging, out_dir)
+        return
+    previous = out_dir.with_name(f".{out_dir.name}.old")
+    if previous.exists():
+        shutil.rmtree(previous)
+    os.replace(out_dir, previous)
+    try:
+        os.replace(staging, out_dir)
+    except BaseException:
+        os.replace(previous, out_dir)  # put the earlier results back
+        raise
+    shutil.rmtree(previous)
+
+
+# --- the report -------------------------------------------------------------------------
+_DOSE_FORMATS = {"volume (mL)": ".2f", "mean (Gy)": ".1f", "V70 (%)": ".1f", "V100 (%)": ".1f",
+                 "DSC to MAA CT lesion": ".2f", "MCD (mm)": ".1f"}
+
+
+def _dose_table(rows: Sequence[Mapping[str, Any]], source: str | None = None) -> Table:
+    chosen = [r for r in rows if source is None or r["source"] == source or r["role"] == "liver"]
+    return Table(
+        ["image", "structure", "volume (mL)", "mean (Gy)", "V70 (%)", "V100 (%)", "DSC to MAA CT lesion",
+         "MCD (mm)", "note"],
+        [[r["source"], r["structure"], r["volume_ml"], r["mean_gy"], r.get("V70_percent"), r.get("V100_percent"),
+          r["dsc_to_maa_ct_lesion"], r["mcd_mm_to_maa_ct_lesion"], r["error"]] for r in chosen],
+        formats=_DOSE_FORMATS,
+        note="Vx: % of the structure's volume receiving at least x Gy. DSC and MCD (mass-centre distance) compare "
+             "a registered lesion with the lesion of the same name drawn on the MAA CT, where there is one.")
+
+
+def _quality_table(item: _Carried) -> Table:
+    rows = []
+    for key, label in (("liver_dsc", "liver DSC"), ("liver_msd_mm", "liver MSD (mm)"),
+                       ("mean_mcd_mm", "mean landmark MCD (mm)"), ("rmsd_mm", "RMSD (mm)")):
+        rows.append([label, item.quality["before"].get(key), item.quality["after"].get(key)])
+    guided = "the liver" + (" and landmarks" if item.guidance == "liver+landmarks" else "")
+    return Table(["metric", "before registration", "after registration"], rows, title="registration quality",
+                 formats={"before registration": ".3g", "after registration": ".3g"},
+                 note=f"Against the contours given in the plan. With {item.guidance} guidance these contours "
+                      f"({guided}) also guided the registration, so they are not an independent test."
+                      if item.guidance != "image" else "Against the contours given in the plan.")
+
+
+def _parameter_rows(plan: Plan, carried: Sequence[_Carried], reference: _Image, device: str) -> list[list[Any]]:
+    spect = plan.spect
+    rows: list[list[Any]] = [
+        ["isotope", spect.isotope], ["activity (GBq)", spect.activity_gbq],
+        ["lung shunt fraction", spect.lung_shunt_fraction if spect.lung_shunt_fraction is not None else "not given (0)"],
+        ["MAA CT liver", reference.liver_source], ["device", device],
+    ]
+    for item in carried:
+        nonrigid = item.result.settings.get("nonrigid", {})
+        chosen = "chosen" if item.entry.guidance is not None else "default"
+        weights = ", ".join(f"{k} {nonrigid.get(k)}" for k in ("image_weight", "label_weight", "rigidity",
+                                                                "folding_weight"))
+        rows.append([f"{item.entry.id}: guidance", f"{item.guidance} ({chosen}); liver {item.liver_source}"])
+        rows.append([f"{item.entry.id}: non-rigid weights", weights])
+    return rows
+
+
+def _report_sections(plan: Plan, reference: _Image, report: DoseReport, rows: Sequence[Mapping[str, Any]],
+                     carried: Sequence[_Carried], files: Mapping[str, Path], timings: Mapping[str, float],
+                     device: str) -> list[Section]:
+    summary = report.summary()
+    liver = report.structures[0]
+    mean = f"{liver.mean_gy:.1f} Gy" if liver.mean_gy is not None else "not evaluated"
+    facts = (f"{summary['isotope']}, {plan.spect.activity_gbq:.4g} GBq administered, "
+             f"{summary['liver_activity_gbq']:.4g} GBq to the liver; liver {liver.volume_ml:.0f} mL "
+             f"({reference.liver_source}), mean liver dose {mean}, lung dose {summary['lung_dose_gy']:.1f} Gy; "
+             f"{100 * summary['counts_inside_fraction']:.1f} % of the SPECT counts inside the liver.")
+    items: list[Any] = [Text(facts), _dose_table(rows)]
+    items += [Text(f"warning: {w}") for w in summary["warnings"]]
+    if "MAA CT dvh" in files:
+        items.append(Picture.from_file(files["MAA CT dvh"], title="DVH: lesions drawn on the MAA CT"))
+    sections = [Section("Absorbed dose (local deposition)", items)]
+    for item in carried:
+        key = item.entry.id
+        described = f"{item.entry.modality}" + (f", {item.entry.role}" if item.entry.role else "")
+        parts: list[Any] = [Text(f"{item.guidance} guidance, liver {item.liver_source}, registered in "
+                                 f"{item.result.seconds:.1f} s.")]
+        if item.quality:
+            parts.append(_quality_table(item))
+        parts.append(Picture.from_file(
+            files[f"{key} overlays"], title="contours",
+            caption="Red: drawn on the MAA CT; green: carried over by the registration; yellow dashed: the "
+                    "floating liver where it lies without registration. Slices through the largest registered "
+                    "lesion (lesion rows) and the MAA CT liver (liver rows); the SPECT is shown on the MAA CT grid."))
+        if item.lesions is not None:
+            parts.append(_dose_table(rows, key))
+        if f"{key} dvh" in files:
+            parts.append(Picture.from_file(files[f"{key} dvh"], title="DVH"))
+        parts.append(Picture.from_file(files[f"{key} checkerboard"], title="checkerboard",
+                                       caption="Top: MAA CT and registered image in alternate tiles; bottom: the "
+                                               "registered image with the MAA CT liver (red) and its own (green)."))
+        sections.append(Section(f"Floating image {key} ({described})", parts))
+    sections.append(Section("Parameters", [Table(["parameter", "value"],
+                                                 _parameter_rows(plan, carried, reference, device))]))
+    timing_rows = [[name, seconds] for name, seconds in timings.items()]
+    sections.append(Section("Software and timings", [
+        Table(["software", "version"], [["sirtreg", __version__], ["Python", platform.python_version()],
+                                        ["PyTorch", torch.__version__], ["NumPy", np.__version__]]),
+        Table(["step", "seconds"], timing_rows, formats={"seconds": ".1f"}),
+    ]))
+    return sections
+
+
+# --- the run ----------------------------------------------------------------------------
+def _relative(files: Mapping[str, Path], folder: Path) -> dict[str, str]:
+    return {name: path.relative_to(folder).as_posix() for name, path in files.items()}
+
+
+def _segment_missing(images: Sequence[_Image], device: str, stages: _Stages,
+                     timings: dict[str, float]) -> list[_Image]:
+    """The images, each with a liver: where the plan gives none, the CNN's."""
+    done, index = [], 0
+    for image in images:
+        if image.liver is None:
+            with _timed(timings, f"segment {image.name}"):
+                liver = segment_liver(image.volume, modality=image.modality.lower(), device=device,
+                                      progress=stages.callback("segment", index=index, label=f"{image.name} liver"))
+            log.info("%s: liver segmented by the CNN (%.0f mL)", image.name, liver.volume_ml(1))
+            image, index = replace(image, liver=liver, liver_source="CNN"), index + 1
+        done.append(image)
+    return done
+
+
+def _register_all(plan: Plan, reference: _Image, floating: Sequence[_Image], spect: Volume, staging: Path,
+                  files: dict[str, Path], device: str, stages: _Stages, timings: dict[str, float]) -> list[_Carried]:
+    """Register every floating image, carry its contours onto the MAA CT and write its outputs."""
+    spect_on_ct = resample(spect, reference.volume.grid)
+    carried = []
+    for index, (entry, image) in enumerate(zip(plan.floating, floating)):
+        guidance = plan.guidance(entry)
+        with _timed(timings, f"register {entry.id}"):
+            result = _register(reference, image, guidance, device,
+                               stages.callback("register", index=index, label=entry.id, share=_REGISTRATION_SHARE))
+        log.info("floating %s: %s registration in %.1f s", entry.id, guidance, result.seconds)
+        with _timed(timings, f"carry {entry.id}"):
+            item = _carry(reference, image, entry, guidance, result)
+            _write_floating(item, image, reference, spect_on_ct, staging / "floating" / entry.id, files)
+        carried.append(item)
+        stages.report("register", 1.0, step=f"{entry.id} carried", index=index)
+    return carried
+
+
+def _write_tables(plan: Plan, reference: _Image, report: DoseReport, rows: list[dict[str, Any]],
+                  carried: Sequence[_Carried], staging: Path, files: dict[str, Path]) -> None:
+    """Dose map, MAA CT liver, DVHs, DICOM outputs and the two CSV tables."""
+    files["dose"] = write_image(report.dose, staging / "dose.nii.gz")
+    files["MAA CT liver"] = write_image(reference.liver, staging / "maa_ct" / "liver.nii.gz")
+    for source, path in [(REFERENCE_SOURCE, staging / "maa_ct" / "dvh.png"),
+                         *((e.id, staging / "floating" / e.id / "dvh.png") for e in plan.floating)]:
+        written = _write_dvh(report, source, path)
+        if written is not None:
+            files[f"{source} dvh"] = written
+    _write_dicom(plan, reference, report.dose, carried, staging, files)
+    files["doses"] = _write_csv(rows, staging / DOSES_NAME, list(rows[0]))
+    registration_rows = [_registration_row(item) for item in carried]
+    columns = list(registration_rows[0]) if registration_rows else ["floating"]
+    files["registrations"] = _write_csv(registration_rows, staging / REGISTRATIONS_NAME, columns)
+
+
+def _results(plan: Plan, reference: _Image, report: DoseReport, rows: list[dict[str, Any]],
+             carried: Sequence[_Carried], device: str, started_utc: datetime) -> dict[str, Any]:
+    """The results.json document, less timings and files."""
+    return {
+        "format": RESULTS_FORMAT, "version": RESULTS_VERSION,
+        "software": {"sirtreg": __version__, "python": platform.python_version(), "torch": torch.__version__},
+        "started_utc": started_utc.isoformat(timespec="seconds"),
+        "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"), "device": device,
+        "plan": plan.to_dict(),
+        "reference": {"grid": reference.volume.grid.describe(), "liver": reference.liver_source},
+        "dose": report.summary(), "doses": rows,
+        "dvh": [{"structure": s.name, "dose_gy": s.dvh.dose_gy.tolist(),
+                 "cumulative_percent": s.dvh.cumulative_percent.tolist()}
+                for s in report.structures if s.dvh is not None],
+        "registrations": [{**_registration_row(item), "quality": item.quality,
+                           "lesion_overlap": item.lesion_overlap, "registration": item.result.summary()}
+                          for item in carried],
+    }
+
+
+def run_plan(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = False, device: str = "cpu",
+             progress: Progress | None = None) -> RunResult:
+    """Run one patient's plan end to end and write every output into ``out_dir`` (see the module docstring).
+
+    Parameters
+    ----------
+    plan : the patient's inputs (:func:`~sirtreg.pipeline.plan.read_plan`).
+    out_dir : the output folder: new or empty; with ``overwrite``, a non-empty one is replaced as a
+        whole once the new results are complete.
+    overwrite : replace a non-empty output folder.
+    device : "cpu" or "cuda", for the CNN and the registration.
+    progress : called as ``progress(step, fraction)``, fraction of the whole run in [0, 1].
+
+    Returns
+    -------
+    What was written (:class:`RunResult`).
+
+    Raises :class:`~sirtreg.errors.SirtregError` subclasses for bad input before any long work
+    (see :func:`check_run`; empty contours and images the registration refuses are found right
+    after reading, before the CNN and the registrations). On any error or interruption the
+    output folder is left as it was.
+    """
+    started, started_utc = time.perf_counter(), datetime.now(UTC)
+    timings: dict[str, float] = {}
+    with _timed(timings, "check"):
+        out_dir = check_run(plan, out_dir, overwrite=overwrite, device=device)
+    missing = sum(entry.liver is None for entry in (plan.reference, *plan.floating))
+    stages = _Stages(progress, {"segment": missing, "register": len(plan.floating)})
+    stages.report("check", 1.0)
+    staging = out_dir.with_name(f".{out_dir.name}.partial")
+    if staging.exists():
+        log.warning("removing %s, left by an interrupted run", staging)
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        files: dict[str, Path] = {}
+        with _timed(timings, "read"):
+            reference, spect, floating = _read_inputs(plan)
+            _check_inputs(plan, reference, floating)
+        stages.report("read", 1.0)
+        reference, *floating = _segment_missing([reference, *floating], device, stages, timings)
+        carried = _register_all(plan, reference, floating, spect, staging, files, device, stages, timings)
+        with _timed(timings, "dose"):
+            report = _dose(plan, reference, spect, carried)
+            rows = _dose_rows(report, carried)
+        stages.report("dose", 1.0)
+        with _timed(timings, "write"):
+            _write_tables(plan, reference, report, rows, carried, staging, files)
+        stages.report("write", 1.0)
+        with _timed(timings, "report"):
+            sections = _report_sections(plan, reference, report, rows, carried, files, timings, device)
+            files["report"] = write_html(staging / REPORT_NAME, "sirtreg run report", sections,
+                                         subtitle=f"sirtreg {__version__}, {started_utc:%Y-%m-%d %H:%M} UTC, "
+                                                  f"{len(carried)} floating image(s)")
+        files["results"] = staging / RESULTS_NAME
+        seconds = round(time.perf_counter() - started, 3)
+        results = {**_results(plan, reference, report, rows, carried, device, started_utc),
+                   "timings_s": timings, "seconds": seconds, "files": _relative(files, staging)}
+        files["results"].write_text(json.dumps(results, indent=2, default=float) + "\n", encoding="utf-8")
+        _swap_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    stages.report("report", 1.0, step="done")
+    log.info("run finished in %.1f s; report %s", seconds, out_dir / REPORT_NAME)
+    return RunResult(out_dir, {name: out_dir / path for name, path in _relative(files, staging).items()},
+                     results, seconds)
