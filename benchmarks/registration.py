@@ -303,6 +303,11 @@ def evaluate(pair: Pair, field) -> dict:
             "folding_percent": jacobian.percent_folding}
 
 
+def _number(value: float, width: int, digits: int) -> str:
+    """``value`` right-aligned in ``width`` characters, or "-" where there is none (NaN)."""
+    return f"{'-':>{width}}" if np.isnan(value) else f"{value:{width}.{digits}f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     default_data = Path(os.environ.get("SIRTREG_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -337,7 +342,8 @@ def main() -> None:
             if method in PEERS:
                 fastest_peer = np.nanmin([fastest_peer, outcome["seconds"]])
             ratio = fastest_peer / outcome["seconds"] if method.startswith("ours") else float("nan")
-            print(f"{name:<11} {method:<21} {outcome['seconds']:7.1f} {ratio:7.1f} {outcome['peak_mb']:8.0f} "
+            print(f"{name:<11} {method:<21} {_number(outcome['seconds'], 7, 1)} {_number(ratio, 7, 1)} "
+                  f"{_number(outcome['peak_mb'], 8, 0)} "
                   f"{scores['dsc']:6.3f} {scores['msd_mm']:7.2f} {scores['mcd_mm']:7.2f} {scores['rmsd_mm']:8.2f} "
                   f"{scores['folding_percent']:7.2f}", flush=True)
         print()
