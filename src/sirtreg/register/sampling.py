@@ -8,8 +8,8 @@ point is then read from them, instead of back-propagating through
 This is the classic choice of ITK and elastix (the warped image's gradient is
 the image gradient at the warped point). Values and gradients are stored
 channels-last, so that each corner of a point is one contiguous row and one
-``index_select`` serves every channel: on CPU several times faster than the
-3D ``grid_sample`` over many channel planes.
+``index_select`` serves every channel: on CPU about twice as fast as the 3D
+``grid_sample`` over twelve channel planes.
 """
 
 from __future__ import annotations

@@ -2,12 +2,12 @@
 
 Springs oppose changes of length, and a mirror image keeps every length, so a
 spring network alone can fold (a voxel cell turned inside out costs little).
-This term penalises cells whose Jacobian determinant falls below a threshold:
+This term penalises voxels whose Jacobian determinant falls below a threshold:
 
-    E = mean over cells of relu(threshold - det(A + dv/dx))^2 / threshold^2
+    E = mean over voxels of relu(threshold - det(A + dv/dx))^2 / threshold^2
 
 with A the affine matrix and dv/dx the derivative of the non-affine
-displacement v (central differences, per mm). It is zero while every cell keeps
+displacement v (central differences, per mm). It is zero while every voxel keeps
 at least ``threshold`` of its volume, so it does not bias ordinary deformation.
 """
 
