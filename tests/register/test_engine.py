@@ -11,7 +11,7 @@ from scipy.spatial.transform import Rotation
 from sirtreg.errors import GeometryMismatchError, InputError
 from sirtreg.geometry import Grid, LabelVolume, Volume
 from sirtreg.register import AffineTransform, warp
-from sirtreg.register.config import preset
+from sirtreg.register.config import AffineSettings, NonRigidSettings, preset
 from sirtreg.register.engine import guidance_labels, register
 
 
@@ -118,6 +118,9 @@ def test_refuses_labels_on_another_grid():
     [
         ({"guidance": "bones"}, "guidance must be one of"),
         ({"margin_mm": -1.0}, "margin"),
+        ({"affine": AffineSettings(samples=10)}, "at least 1000 samples"),
+        ({"affine": AffineSettings(levels_mm=(8.0,), iterations=(10, 10))}, "one iteration count per pyramid level"),
+        ({"nonrigid": NonRigidSettings(levels_mm=(0.0,), iterations=(10,))}, "spacings must be > 0 mm"),
     ],
 )
 def test_settings_refuse_bad_values(change, message):
@@ -130,6 +133,8 @@ def test_preset_refusals():
         preset("image", label_weight=1.0)
     with pytest.raises(InputError, match=">= 0"):
         preset("liver", rigidity=-1.0)
+    with pytest.raises(InputError, match="folding weight must be >= 0"):
+        preset("liver", folding_weight=-1.0)
     with pytest.raises(InputError, match="unknown weight"):
         preset("liver", alpha=1.0)
 
