@@ -172,8 +172,13 @@ def demo(
     check_output_folder(outdir, overwrite=overwrite)
     with progress_bar("demo") as progress:
         summary = run_demo(outdir, seed=seed, overwrite=overwrite, progress=progress)
-    table = Table("output", "file", title=f"sirtreg demo (seed {seed})")
-    for name, path in summary.items():
+    _print_files(f"sirtreg demo (seed {seed})", summary)
+
+
+def _print_files(title: str, files: dict[str, Any]) -> None:
+    """A table of the files a command wrote: name, path."""
+    table = Table("output", "file", title=title)
+    for name, path in files.items():
         table.add_row(name, str(path))
     console.print(table)
 
@@ -427,10 +432,7 @@ def register_command(
             warped_liver = carried if name == "liver" else warped_liver
     written["overlay"] = save_registration_views(reference_image, warped, output / "overlay.png",
                                                  reference_labels=livers[0], warped_labels=warped_liver)
-    table = Table("output", "file", title=f"registration ({guidance}), {result.seconds:.1f} s")
-    for name, path in written.items():
-        table.add_row(name, str(path))
-    console.print(table)
+    _print_files(f"registration ({guidance}), {result.seconds:.1f} s", written)
 
 
 @app.command("warp")

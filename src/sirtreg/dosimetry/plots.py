@@ -13,17 +13,9 @@ from matplotlib.figure import Figure
 from sirtreg.dosimetry.compare import CohortComparison, MetricComparison
 from sirtreg.dosimetry.structures import StructureDose
 from sirtreg.errors import InputError
-from sirtreg.io import prepare_output
+from sirtreg.io.images import write_png
 
 _COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
-
-
-def _save(figure: Figure, path: str | os.PathLike[str], overwrite: bool) -> Path:
-    if Path(path).suffix.lower() != ".png":
-        raise InputError(f"figures are written as PNG; got {Path(path).name}")
-    path = prepare_output(path, overwrite=overwrite)
-    figure.savefig(path, dpi=120)
-    return path
 
 
 def _metric_title(comparison: MetricComparison) -> str:
@@ -58,7 +50,7 @@ def plot_difference_boxes(
         unit = "relative difference (%)" if comparisons[0].relative else "difference (percentage points)"
         axes.set_title(f"{chr(ord('a') + index)}  {metric}")
         axes.set_ylabel(unit)
-    return _save(figure, path, overwrite)
+    return write_png(figure, path, overwrite=overwrite)
 
 
 def plot_passing_bablok(
@@ -97,7 +89,7 @@ def plot_passing_bablok(
             axes.set_xlabel(f"{_metric_title(comparison)}, {reference_name}")
             axes.set_ylabel(f"{_metric_title(comparison)}, {group}")
             axes.legend(loc="lower right", fontsize=7)
-    return _save(figure, path, overwrite)
+    return write_png(figure, path, overwrite=overwrite)
 
 
 def plot_dvh(
@@ -128,4 +120,4 @@ def plot_dvh(
         axes.legend(fontsize=8)
     else:
         axes.text(0.5, 0.5, "no structure could be evaluated", ha="center", transform=axes.transAxes)
-    return _save(figure, path, overwrite)
+    return write_png(figure, path, overwrite=overwrite)

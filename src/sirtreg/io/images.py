@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -111,6 +112,15 @@ def prepare_output_folder(path: str | os.PathLike[str], *, overwrite: bool = Fal
     """:func:`check_output_folder`, then create the folder."""
     path = check_output_folder(path, overwrite=overwrite)
     path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_png(figure: Any, path: str | os.PathLike[str], *, overwrite: bool = False, dpi: int = 120) -> Path:
+    """Save a matplotlib ``figure`` as a PNG at ``path``, atomically; refuse another suffix or an existing file."""
+    if Path(path).suffix.lower() != ".png":
+        raise InputError(f"figures are written as PNG; got {Path(path).name}")
+    path = prepare_output(path, overwrite=overwrite)
+    figure.savefig(path, dpi=dpi)
     return path
 
 

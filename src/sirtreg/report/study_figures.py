@@ -19,18 +19,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from sirtreg.errors import InputError
-from sirtreg.io import prepare_output
+from sirtreg.io.images import write_png
 from sirtreg.metrics import rrmsd_mm
 
 _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
-
-
-def _save(figure: Figure, path: str | os.PathLike[str], overwrite: bool) -> Path:
-    if Path(path).suffix.lower() != ".png":
-        raise InputError(f"figures are written as PNG; got {Path(path).name}")
-    path = prepare_output(path, overwrite=overwrite)
-    figure.savefig(path, dpi=120)
-    return path
 
 
 def _weight(value: float) -> str:
@@ -101,7 +93,7 @@ def plot_grid_rrmsd(
             figure.colorbar(image, ax=axes, label="RRMSD (mm)")
     if best:
         figure.suptitle("RRMSD per grid point; outlined in red: the chosen weights", fontsize=10)
-    return _save(figure, path, overwrite)
+    return write_png(figure, path, overwrite=overwrite)
 
 
 def plot_rmsd_boxes(
@@ -158,4 +150,4 @@ def plot_rmsd_boxes(
         axes.set_title(f"{modality} ({len(images)} floating image{'s' if len(images) != 1 else ''})")
         axes.grid(axis="y", alpha=0.3)
         axes.legend(loc="best", fontsize=8)
-    return _save(figure, path, overwrite)
+    return write_png(figure, path, overwrite=overwrite)
