@@ -9,21 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 from sirtreg.dosimetry import dose_report, write_dose_outputs
 from sirtreg.io import prepare_output_folder, read_image, read_labels
+from sirtreg.progress import Progress, no_progress
 from sirtreg.report.views import Panel, save_orthogonal_views
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, float], None]
 DEMO_ACTIVITY_GBQ = 2.0
-
-
-def _no_progress(step: str, fraction: float) -> None:
-    del step, fraction
 
 
 def run_demo(
@@ -32,7 +27,7 @@ def run_demo(
     """Write the digital patient (seed) into ``outdir`` and an overview PNG; return the outputs by name."""
     from sirtreg.phantom import write_patient
 
-    progress = progress or _no_progress
+    progress = progress or no_progress
     outdir = prepare_output_folder(outdir, overwrite=overwrite)
     patient_dir = outdir / "patient"
     manifest = write_patient(

@@ -43,10 +43,10 @@ from sirtreg.phantom.deformation import Breathing, draw_breathing
 from sirtreg.phantom.points import ScanPoints
 from sirtreg.phantom.render import draw_appearance, render_ct, render_mr, render_spect
 from sirtreg.phantom.shapes import rotation
+from sirtreg.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, float], None]
 RESOLUTIONS = ("full", "fast")
 MANIFEST_NAME = "patient.json"
 DISPLACEMENT_CONVENTION = (
@@ -198,7 +198,7 @@ def make_patient(seed: int = 0, *, resolution: str = "full", progress: Progress 
     the anatomy, the deformations and the truth values do not depend on it.
     """
     factor = _check_resolution(resolution)
-    report = progress or (lambda step, fraction: None)
+    report = progress or no_progress
     rng = np.random.default_rng(seed)
     report("anatomy", 0.0)
     anatomy = draw_anatomy(rng)
@@ -319,7 +319,7 @@ def write_patient(out_dir: str | os.PathLike[str], *, seed: int = 0, resolution:
     _check_resolution(resolution)
     out_dir = Path(out_dir)
     prepare_output_folder(out_dir, overwrite=overwrite)
-    report = progress or (lambda step, fraction: None)
+    report = progress or no_progress
     patient = make_patient(seed, resolution=resolution, progress=lambda s, f: report(s, 0.85 * f))
     report("writing", 0.85)
     liver_ml = float(np.count_nonzero(patient.reference.liver.array)) * patient.reference.liver.grid.voxel_volume_ml

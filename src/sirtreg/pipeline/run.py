@@ -45,7 +45,7 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -78,6 +78,7 @@ from sirtreg.io import (
 from sirtreg.io.dicom_seg import read_series_headers
 from sirtreg.metrics import dice
 from sirtreg.pipeline.plan import CONTOUR_ROLES, ContourInput, FloatingInput, Plan, check_plan
+from sirtreg.progress import Progress
 from sirtreg.register import (
     AffineTransform,
     RegistrationResult,
@@ -99,7 +100,6 @@ from sirtreg.yaml_input import refusal
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, float], None]
 RESULTS_FORMAT = "sirtreg-run"
 RESULTS_VERSION = 1
 RESULTS_NAME = "results.json"

@@ -23,6 +23,7 @@ import torch
 from sirtreg.errors import InputError
 from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Volume
 from sirtreg.itk_bridge import to_sitk
+from sirtreg.progress import Progress, no_progress
 from sirtreg.register.config import RegistrationSettings
 from sirtreg.register.optimiser import AnnealedAdam
 from sirtreg.register.result import LevelRecord, RegistrationResult
@@ -34,16 +35,11 @@ from sirtreg.resample import empty_sitk_image, mask_box
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, float], None]
 FLOATING_MARGIN_MM = 60.0
 FLOATING_OVERSAMPLING = 1.5
 LIVER = 1
 LANDMARKS = 2
 STOP_WINDOW = 15
-
-
-def _no_progress(step: str, fraction: float) -> None:
-    del step, fraction
 
 
 def guidance_labels(liver: LabelVolume, landmarks: LabelVolume | None = None) -> LabelVolume:
@@ -353,7 +349,7 @@ def register(
     progress : optional callback ``progress(step, fraction)``.
     """
     settings = settings or RegistrationSettings()
-    progress = progress or _no_progress
+    progress = progress or no_progress
     classes = check_inputs(reference, floating, settings, reference_labels, floating_labels)
     torch.manual_seed(settings.seed)
     device = torch.device(settings.device)

@@ -24,18 +24,17 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from sirtreg.errors import InputError, SirtregError
+from sirtreg.progress import Progress
 from sirtreg.segment.network import LESION_SPEC, LIVER_SPEC, UNet3D, UNetSpec, convert_keras_weights
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, float], None]
 
 PACKAGE = "pyliverlesionseg==0.3"
 WHEEL_FILE = "pyliverlesionseg-0.3-py3-none-any.whl"

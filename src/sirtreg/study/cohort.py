@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +20,7 @@ import numpy as np
 from sirtreg.errors import InputError
 from sirtreg.io import prepare_output_folder
 from sirtreg.phantom import RESOLUTIONS, write_patient
+from sirtreg.progress import Progress, no_progress
 from sirtreg.study.manifest import (
     COMPUTE,
     Cohort,
@@ -33,15 +33,10 @@ from sirtreg.study.manifest import (
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, float], None]
 COHORT_MANIFEST_NAME = "cohort.yaml"
 PHANTOM_ISOTOPE = "Y-90"
 PHANTOM_ACTIVITY_GBQ = (1.0, 3.0)
 _ROLES = {"contrast_ct": "portal-venous contrast CT", "mr_t1": "T1-weighted MR"}
-
-
-def _no_progress(step: str, fraction: float) -> None:
-    del step, fraction
 
 
 def _check(*, patients: int, resolution: str, train_fraction: float, cnn_masks: str | None) -> None:
@@ -103,7 +98,7 @@ def write_phantom_cohort(
     ``progress(step, fraction)`` is called as the work advances.
     """
     _check(patients=patients, resolution=resolution, train_fraction=train_fraction, cnn_masks=cnn_masks)
-    report = progress or _no_progress
+    report = progress or no_progress
     out_dir = prepare_output_folder(Path(os.path.abspath(out_dir)), overwrite=overwrite)
     n_train = math.floor(train_fraction * patients + 0.5)
     train = set(np.random.default_rng(seed).permutation(patients)[:n_train].tolist())

@@ -41,6 +41,7 @@ import torch
 from sirtreg.errors import InputError
 from sirtreg.io import read_image, read_labels
 from sirtreg.metrics import rrmsd_mm
+from sirtreg.progress import Progress, no_progress
 from sirtreg.register import RegistrationSettings, guidance_labels, register, registration_quality
 from sirtreg.register.config import Guidance
 from sirtreg.study.manifest import COMPUTE, MODALITIES, Cohort, FloatingImage, ReferenceImage, read_manifest
@@ -48,7 +49,6 @@ from sirtreg.study.methods import Method, grid_methods
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, float], None]
 Row = dict[str, Any]
 TaskKey = tuple[str, str, str]
 
@@ -64,10 +64,6 @@ COLUMNS = ("patient", "floating", "method", "modality", "split", "method_name", 
 OK = "ok"
 FAILED = "failed"
 _ADDRESS_SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")
-
-
-def _no_progress(step: str, fraction: float) -> None:
-    del step, fraction
 
 
 def _now() -> str:
@@ -377,7 +373,7 @@ def run_study(
     done = {(r["patient"], r["floating"], r["method"]) for r in _prepare_table(path, engine_settings_id(settings))
             if r["status"] == OK}
     pending = [task for task in tasks if task.key not in done]
-    report = progress or _no_progress
+    report = progress or no_progress
     finished = len(tasks) - len(pending)
     report(f"{finished} of {len(tasks)} registrations already in {path.name}", finished / len(tasks))
     log.info("study of %d registrations: %d to run, %d already in %s", len(tasks), len(pending), finished, path)
