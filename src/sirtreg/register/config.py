@@ -50,7 +50,7 @@ class NonRigidSettings:
     rigidity: float = 1.0
     folding_weight: float = 1.0
     levels_mm: tuple[float, ...] = (8.0, 5.0)
-    iterations: tuple[int, ...] = (50, 30)
+    iterations: tuple[int, ...] = (40, 20)
     step_mm: float = 0.5
     connectivity: int = 26
 

@@ -358,6 +358,11 @@ def register(
     box = _box_around(floating, affine.transform_points(region.corners_mm()), FLOATING_MARGIN_MM)
     floating_crop = floating.crop(*box)
     floating_labels_crop = floating_labels.crop(*box) if classes and floating_labels is not None else None
+    # smoothing reads 3 sigma around the region: the rest of the reference is never looked at
+    levels_mm = (*settings.affine.levels_mm, *(settings.nonrigid.levels_mm if settings.nonrigid.enabled else ()))
+    box = _box_around(reference, region.corners_mm(), 1.5 * max(levels_mm) + max(reference.grid.spacing_mm))
+    reference_crop = reference.crop(*box)
+    reference_labels_crop = reference_labels.crop(*box) if classes and reference_labels is not None else None
 
     stages = [("affine", s, n) for s, n in zip(settings.affine.levels_mm, settings.affine.iterations)]
     if settings.nonrigid.enabled:
@@ -385,8 +390,8 @@ def register(
         else:
             use_image = settings.nonrigid.image_weight > 0
             level_classes = classes if settings.nonrigid.label_weight > 0 else None
-        level = Level(spacing, region, reference, floating_crop, reference_labels if classes else None,
-                      floating_labels_crop, level_classes, device, use_image=use_image, cache=channels)
+        level = Level(spacing, region, reference_crop, floating_crop, reference_labels_crop, floating_labels_crop,
+                      level_classes, device, use_image=use_image, cache=channels)
         if stage == "affine":
             affine, losses = _affine_level(level, affine, settings, iterations, tick)
         else:
