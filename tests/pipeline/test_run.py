@@ -17,13 +17,13 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from typer.testing import CliRunner
 
 from sirtreg.cli import app
 from sirtreg.errors import InputError, OutputExistsError
 from sirtreg.io import (
+    Segmentation,
+    orient_like,
     read_dicom_seg,
     read_image,
     read_labels,
@@ -31,6 +31,7 @@ from sirtreg.io import (
     write_dicom_nm,
     write_dicom_series,
     write_image,
+    write_rtstruct,
 )
 from sirtreg.metrics import dice
 from sirtreg.phantom import write_patient
@@ -48,7 +49,6 @@ from sirtreg.register import preset
 
 ACTIVITY_GBQ = 2.0
 IDS = {"contrast_ct": "ct", "mr_t1": "mr"}
-RTSTRUCT_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 
 
 @pytest.fixture(scope="module")
@@ -229,6 +229,28 @@ def test_missing_liver_contours_are_segmented(patient, tmp_path, monkeypatch, qu
     assert (result.out_dir / "floating" / "ct" / "liver_cnn.nii.gz").is_file()
 
 
+def test_rtstruct_contours_are_read(patient, tmp_path, quick):
+    """A floating CT as a DICOM series with its liver and lesions in one RTSTRUCT, overlapping as drawn."""
+    folder, manifest = patient
+    scan = next(s for s in manifest["floating"] if s["name"] == "contrast_ct")
+    ct = write_dicom_series(read_image(folder / scan["image"], modality="CT"), tmp_path / "ct")
+    liver, lesions = read_labels(folder / scan["liver"]), read_labels(folder / scan["lesions"])
+    names = {int(v): name for v, name in manifest["labels"]["lesions"].items()}
+    masks = {"Liver": liver.array > 0, **{name: lesions.array == v for v, name in names.items()}}
+    rtstruct = write_rtstruct(Segmentation.from_masks(liver.grid, masks), ct, tmp_path / "rtstruct.dcm")
+    plan = _plan(patient)
+    entry = replace(plan.floating[0], image=ct, liver=ContourInput(rtstruct, ("Liver",)),
+                    lesions=ContourInput(rtstruct, tuple(names.values())))
+    read = run_module._read_contour(entry.lesions, read_image(ct), "lesions")
+    assert list(read.labels.values()) == list(names.values())
+    np.testing.assert_array_equal(read.array > 0, orient_like(lesions, read.grid).array > 0)
+    result = run_plan(replace(plan, floating=(entry,)), tmp_path / "out")
+    rows = {(row["source"], row["structure"]): row for row in result.doses}
+    for name in names.values():
+        assert rows[("ct", f"ct/{name}")]["error"] == "" and rows[("ct", f"ct/{name}")]["mean_gy"] > 0
+    assert (result.out_dir / "floating" / "ct" / "registered_lesions.nii.gz").is_file()
+
+
 def test_an_interrupted_run_leaves_no_output(patient, tmp_path, monkeypatch):
     def interrupt(*args, **kwargs):
         assert (tmp_path / ".out.partial" / "dose.nii.gz").is_file()  # interrupted with files half-way
@@ -257,21 +279,6 @@ def test_overwrite_replaces_the_whole_folder(patient, tmp_path):
 
 
 # --- refusals before any work ---------------------------------------------------------------
-def _rtstruct(path: Path) -> Path:
-    """A minimal RTSTRUCT header (no contours)."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = RTSTRUCT_CLASS, generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID, ds.SOPInstanceUID = RTSTRUCT_CLASS, ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.SeriesInstanceUID = "RTSTRUCT", generate_uid()
-    roi = Dataset()
-    roi.ROINumber, roi.ROIName = 1, "Lesion 1"
-    ds.StructureSetROISequence = [roi]
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 @pytest.fixture()
 def no_reading(monkeypatch):
     """Fail the test if a run reads its images (so the refusal came before any long work)."""
@@ -279,14 +286,6 @@ def no_reading(monkeypatch):
         raise AssertionError("the run started reading images")
 
     monkeypatch.setattr(run_module, "_read_inputs", read)
-
-
-def test_rtstruct_contours_are_refused_before_any_work(patient, tmp_path, no_reading):
-    plan = _plan(patient)
-    entry = replace(plan.floating[0], lesions=ContourInput(_rtstruct(tmp_path / "rtstruct.dcm")))
-    with pytest.raises(InputError, match="floating ct, lesions: rtstruct.dcm is an RTSTRUCT"):
-        run_plan(replace(plan, floating=(entry,)), tmp_path / "out")
-    assert not (tmp_path / "out").exists()
 
 
 def test_an_empty_liver_contour_is_refused_before_registration(patient, tmp_path, monkeypatch):

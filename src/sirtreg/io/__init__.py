@@ -1,4 +1,4 @@
-"""Readers and writers: NIfTI/NRRD/MHA, DICOM series, multi-frame files, SEG and RT Dose, 3D Slicer segmentations."""
+"""Readers and writers: NIfTI/NRRD/MHA, DICOM series and multi-frame files, SEG, RTSTRUCT, RT Dose, Slicer files."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from sirtreg.io.images import (
 )
 from sirtreg.io.reorient import orient_like
 from sirtreg.io.rt_dose import read_rt_dose, write_rt_dose
+from sirtreg.io.rtstruct import read_rtstruct, write_rtstruct
 from sirtreg.io.slicer import (
     Segment,
     Segmentation,
@@ -94,6 +95,7 @@ __all__ = [
     "read_image",
     "read_labels",
     "read_rt_dose",
+    "read_rtstruct",
     "read_segmentation",
     "write_dicom_nm",
     "write_dicom_seg",
@@ -101,5 +103,6 @@ __all__ = [
     "write_displacement",
     "write_image",
     "write_rt_dose",
+    "write_rtstruct",
     "write_segmentation",
 ]

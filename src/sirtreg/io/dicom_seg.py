@@ -205,9 +205,12 @@ def _referenced_series(dataset: Dataset) -> list[str]:
             if "SeriesInstanceUID" in item]
 
 
-def _reference_facts(reference: Volume | str | os.PathLike[str], referenced: list[str]
+def _reference_facts(reference: Volume | str | os.PathLike[str], referenced: list[str], *, what: str = "the SEG"
                      ) -> tuple[Grid, str, str]:
-    """Grid, SeriesInstanceUID and FrameOfReferenceUID (empty when unknown) of the reference."""
+    """Grid, SeriesInstanceUID and FrameOfReferenceUID (empty when unknown) of the reference.
+
+    In a folder, the series ``referenced`` (by ``what``) is chosen; a folder that holds others only is refused.
+    """
     if isinstance(reference, Volume):
         return (reference.grid, str(reference.meta.get("SeriesInstanceUID", "")),
                 str(reference.meta.get("FrameOfReferenceUID", "")))
@@ -216,7 +219,7 @@ def _reference_facts(reference: Volume | str | os.PathLike[str], referenced: lis
     chosen = next((s.uid for s in found if s.uid in referenced), None)
     if chosen is None and referenced and found:
         listing = "; ".join(s.summary() for s in found)
-        raise InputError(f"{folder} does not hold the series the SEG references ({', '.join(referenced)}); "
+        raise InputError(f"{folder} does not hold the series {what} references ({', '.join(referenced)}); "
                          f"found: {listing}")
     headers = read_series_headers(folder, series=chosen)
     return (series_grid(headers), str(headers[0].get("SeriesInstanceUID", "")),

@@ -33,7 +33,8 @@ of a killed run is removed by the next run)::
                                  (SEG on the MAA CT series), floating/<id>/registered/ (the registered
                                  image as a new series in the MAA CT's frame of reference and study)
 
-RTSTRUCT contours cannot be read yet: a plan that uses one is refused at the start.
+Contours may be label maps, 3D Slicer segmentations, DICOM SEGs or RTSTRUCTs; an RTSTRUCT's ROIs are
+rasterised onto the voxels of the image they were drawn on (:func:`sirtreg.io.rtstruct.read_rtstruct`).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ from sirtreg.io import (
     write_rt_dose,
 )
 from sirtreg.io.dicom_seg import read_series_headers
+from sirtreg.io.rtstruct import read_rtstruct
 from sirtreg.metrics import dice
 from sirtreg.pipeline.plan import CONTOUR_ROLES, ContourInput, FloatingInput, Plan, check_plan
 from sirtreg.progress import Progress
@@ -251,7 +253,7 @@ def check_run(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = 
     Refuses (:class:`~sirtreg.errors.OutputExistsError`) an output folder that is a file, is not
     empty (unless ``overwrite``), holds an input or lies inside an input folder; refuses
     (:class:`~sirtreg.errors.InputError`) an unknown or missing device, and a plan whose files do not
-    pass :func:`~sirtreg.pipeline.plan.check_plan` or that uses RTSTRUCT contours (not readable yet).
+    pass :func:`~sirtreg.pipeline.plan.check_plan`.
     """
     out_dir = Path(os.path.abspath(out_dir))
     check_output_folder(out_dir, overwrite=overwrite)
@@ -262,11 +264,6 @@ def check_run(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = 
             raise OutputExistsError(f"the output folder {out_dir} lies inside the input folder {path}")
     _check_device(device)
     check_plan(plan)
-    problems = [f"{where}: {contour.path.name} is an RTSTRUCT, which sirtreg cannot read yet; export the "
-                "contours as a DICOM SEG or a label map (e.g. with 3D Slicer)"
-                for where, contour in _contours(plan) if _is_rtstruct(contour.path)]
-    if problems:
-        raise refusal(problems, what="plan")
     return out_dir
 
 
@@ -284,7 +281,7 @@ def _selected(labels: LabelVolume, segments: Sequence[str], path: Path) -> Label
 
 
 def _read_contour(contour: ContourInput, image: Volume, role: str) -> LabelVolume:
-    """A contour file on the voxels of ``image``: a label map, a Slicer segmentation or a DICOM SEG."""
+    """A contour file on the voxels of ``image``: a label map, a Slicer segmentation, a DICOM SEG or an RTSTRUCT."""
     path = contour.path
     if is_segmentation_file(path):
         segmentation = read_segmentation(path)
@@ -300,6 +297,8 @@ def _read_contour(contour: ContourInput, image: Volume, role: str) -> LabelVolum
         plain = read_labels(path)
         labels = LabelVolume(plain.array, plain.grid, labels={v: f"{role.rstrip('s')} {v}"
                                                               for v in plain.present_labels()})
+    elif _is_rtstruct(path):
+        labels = read_rtstruct(path, image, rois=contour.segments, allow_overlap=role == "liver")
     else:
         labels = _selected(read_dicom_seg(path, reference=image), contour.segments, path)
     labels = orient_like(labels, image.grid)
@@ -723,7 +722,8 @@ def _results(plan: Plan, reference: _Image, report: DoseReport, rows: list[dict[
                  "cumulative_percent": s.dvh.cumulative_percent.tolist()}
                 for s in report.structures if s.dvh is not None],
         "registrations": [{**_registration_row(item), "quality": item.quality,
-                           "lesion_overlap": item.lesion_overlap, "registration": item.result.summary()}
+                           "lesion_overlap": item.lesion_overlap, "registration": item.result.summary(),
+                           "landmarks": list(item.landmarks.labels.values()) if item.landmarks is not None else []}
                           for item in carried],
     }
 
