@@ -8,7 +8,7 @@ from scipy.spatial.transform import Rotation
 
 from sirtreg.errors import GeometryMismatchError, InputError
 from sirtreg.geometry import Grid, LabelVolume, Volume
-from sirtreg.resample import crop_to_mask, resample, sample_at
+from sirtreg.resample import crop_to_mask, one_hot_vote, resample, sample_at, sample_one_hot
 
 COEFFICIENTS = np.array([0.5, -1.25, 2.0])
 
@@ -93,3 +93,43 @@ def test_crop_to_mask_uses_a_margin_in_mm():
         crop_to_mask(Volume(np.zeros(grid.shape), grid), np.zeros(grid.shape, dtype=bool))
     with pytest.raises(InputError, match=">= 0 mm"):
         crop_to_mask(Volume(np.zeros(grid.shape), grid), mask, margin_mm=-1)
+
+
+def test_one_hot_sampling_at_points_equals_the_vote_over_every_label():
+    """The boxed one-hot sampler gives exactly the label-by-label vote over all points, on an oblique grid,
+    with points inside, at the edges and outside the field of view."""
+    rng = np.random.default_rng(0)
+    direction = tuple(Rotation.from_rotvec([0.3, -0.2, 0.5]).as_matrix().ravel())
+    grid = Grid((60, 50, 40), (1.5, 1.2, 2.0), (3.0, -4.0, 5.0), direction)
+    array = np.zeros(grid.shape, np.uint8)
+    array[5:30, 10:40, 20:50] = 1
+    array[10:20, 15:25, 25:35] = 2
+    array[25:35, 30:45, 40:58] = 3
+    array[0:3, 0:5, 0:4] = 7  # at the grid corner
+    labels = LabelVolume(array, grid, labels={1: "a", 2: "b", 3: "c", 7: "d"})
+    points = grid.world_coordinates(np.float64) + rng.normal(0.0, 2.0, (*grid.shape, 3))
+    points = np.concatenate([points, points + 40.0])  # a third of these fall outside
+    expected = one_hot_vote(labels, points.shape[:-1], lambda indicator: sample_at(indicator, points))
+    found = sample_one_hot(labels, points)
+    assert np.array_equal(found, expected)
+    assert set(np.unique(found)) == {0, 1, 2, 3, 7}
+    assert not np.any(sample_one_hot(labels.with_array(np.zeros_like(array)), points))
+    with pytest.raises(InputError, match="3 coordinates"):
+        sample_one_hot(labels, points[..., :2])
+
+
+def test_a_displacement_field_resampled_onto_a_finer_grid_equals_its_interpolation():
+    """resample_field (SimpleITK) gives displacement_at's trilinear values at every voxel of a finer oblique
+    grid covering the same extent, edge voxels included."""
+    from sirtreg.geometry import DisplacementField
+    from sirtreg.resample import resample_field
+
+    rng = np.random.default_rng(1)
+    direction = tuple(Rotation.from_rotvec([0.0, 0.1, 0.2]).as_matrix().ravel())
+    fine = Grid((60, 50, 20), (1.0, 1.2, 2.5), (-30.0, -20.0, -10.0), direction)
+    coarse = fine.with_spacing((5.0, 5.0, 5.0))
+    field = DisplacementField(rng.normal(0.0, 3.0, (*coarse.shape, 3)).astype(np.float32), coarse)
+    expected = field.displacement_at(fine.world_coordinates(np.float64))
+    found = resample_field(field, fine)
+    assert found.grid.same_as(fine)
+    np.testing.assert_allclose(found.array, expected, atol=1e-5)

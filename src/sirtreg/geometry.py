@@ -125,11 +125,12 @@ class Grid:
 
     def world_coordinates(self, dtype: Any = np.float32) -> np.ndarray:
         """LPS mm of every voxel centre, shape (z, y, x, 3)."""
-        k, j, i = np.meshgrid(
-            *(np.arange(n, dtype=float) for n in self.shape), indexing="ij"
-        )
-        points = self.index_to_world(np.stack([i, j, k], axis=-1))
-        return points.astype(dtype, copy=False)
+        affine = self.index_to_world_matrix
+        # origin + i * column_i + j * column_j + k * column_k, summed by broadcasting
+        steps = [(np.arange(n, dtype=float)[:, None] * affine[:3, axis]).astype(dtype)
+                 for axis, n in enumerate(self.size)]
+        origin = affine[:3, 3].astype(dtype)
+        return (steps[2][:, None, None] + origin) + (steps[1][None, :, None] + steps[0][None, None, :])
 
     def corners_mm(self) -> np.ndarray:
         """LPS mm of the 8 outer corners of the grid (voxel edges), shape (8, 3)."""

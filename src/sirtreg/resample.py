@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from sirtreg.errors import InputError
-from sirtreg.geometry import Grid, LabelVolume, Volume
+from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Volume
 from sirtreg.itk_bridge import apply_grid, to_sitk
 
 LabelMode = Literal["nearest", "one-hot"]
@@ -57,6 +57,19 @@ def resample(volume: Volume, onto: Grid, *, fill_value: float = 0.0, label_mode:
     return volume.on_grid(sitk.GetArrayFromImage(out), onto)
 
 
+def resample_field(field: DisplacementField, onto: Grid) -> DisplacementField:
+    """The displacement field interpolated linearly onto ``onto``, in SimpleITK's threaded resampler.
+
+    The values equal ``field.displacement_at`` at the voxel centres of ``onto``
+    wherever they lie within one voxel of the field's grid (edge values beyond
+    its outer voxel centres); points further out get zero.
+    """
+    image = sitk.GetImageFromArray(np.ascontiguousarray(field.array, dtype=np.float32), isVector=True)
+    padded = sitk.ZeroFluxNeumannPad(apply_grid(image, field.grid), [1] * 3, [1] * 3)  # one voxel of edge values
+    out = sitk.Resample(padded, empty_sitk_image(onto), sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat32)
+    return DisplacementField(sitk.GetArrayFromImage(out), onto)
+
+
 def one_hot_vote(
     labels: LabelVolume, shape: tuple[int, int, int], fraction: Callable[[Volume], np.ndarray]
 ) -> np.ndarray:
@@ -75,6 +88,55 @@ def one_hot_vote(
         total += share
     result[best <= 1.0 - total] = 0
     return result
+
+
+def sample_one_hot(labels: LabelVolume, points_mm: Any) -> np.ndarray:
+    """Labels at LPS points (..., 3) in mm by one-hot interpolation (as :func:`one_hot_vote` with
+    :func:`sample_at` fractions), of shape ``points_mm.shape[:-1]``.
+
+    Each label is interpolated only at the points whose trilinear neighbours can
+    touch it (inside its bounding box grown by one voxel) and from its box alone,
+    so the cost follows the labels' size, not the number of labels times the points.
+    """
+    points = np.asarray(points_mm, dtype=float)
+    if points.shape[-1] != 3:
+        raise InputError(f"points must have 3 coordinates in the last axis, got shape {points.shape}")
+    index = labels.grid.world_to_index(points.reshape(-1, 3))
+    upper = np.asarray(labels.grid.size, dtype=float) - 1.0
+    inside = np.all((index >= -0.5) & (index <= upper + 0.5), axis=1)  # as sample_at
+    index = np.clip(index, 0.0, upper)
+    result = np.zeros(index.shape[0], dtype=labels.array.dtype)
+    if not np.any(labels.array):
+        return result.reshape(points.shape[:-1])
+
+    def near(box: tuple[np.ndarray, np.ndarray], where: np.ndarray) -> np.ndarray:
+        """Points (indices into ``index``, among ``where``) within one voxel of the voxel box [start, stop)."""
+        start, stop = box
+        return where[np.all((index[where] > start - 1.0) & (index[where] < stop), axis=1)]
+
+    start, stop = bounding_box(labels.array > 0)
+    candidates = np.flatnonzero(inside & np.all((index > start - 1.0) & (index < stop), axis=1))
+    best = np.zeros(candidates.size, dtype=np.float32)
+    total = np.zeros(candidates.size, dtype=np.float32)
+    chosen = np.zeros(candidates.size, dtype=labels.array.dtype)
+    position = np.full(index.shape[0], -1)
+    position[candidates] = np.arange(candidates.size)
+    for value in labels.present_labels():
+        mask = labels.array == value
+        start, stop = bounding_box(mask)
+        points_near = near((start, stop), candidates)
+        low, high = np.maximum(start - 1, 0), np.minimum(stop + 1, labels.grid.size)
+        box = mask[low[2]:high[2], low[1]:high[1], low[0]:high[0]].astype(np.float32)
+        coords = (index[points_near] - low)[:, ::-1].T  # (k, j, i) rows within the box
+        share = ndimage.map_coordinates(box, coords, order=1, mode="nearest", prefilter=False)
+        at = position[points_near]
+        wins = share > best[at]
+        chosen[at[wins]] = value
+        best[at] = np.maximum(best[at], share)
+        total[at] += share
+    chosen[best <= 1.0 - total] = 0
+    result[candidates] = chosen
+    return result.reshape(points.shape[:-1])
 
 
 def sample_at(volume: Volume, points_mm: Any, *, fill_value: float = 0.0) -> np.ndarray:
@@ -99,12 +161,10 @@ def sample_at(volume: Volume, points_mm: Any, *, fill_value: float = 0.0) -> np.
 
 def bounding_box(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(start, stop) voxel indices in (i, j, k) order of the non-zero voxels of a (z, y, x) mask."""
-    nonzero = np.argwhere(mask)
-    if nonzero.size == 0:
+    occupied = [np.flatnonzero(np.any(mask, axis=tuple(a for a in range(3) if a != axis))) for axis in (2, 1, 0)]
+    if occupied[0].size == 0:
         raise InputError("the mask is empty: no voxel to crop to")
-    start = nonzero.min(axis=0)[::-1]
-    stop = nonzero.max(axis=0)[::-1] + 1
-    return start, stop
+    return np.array([o[0] for o in occupied]), np.array([o[-1] + 1 for o in occupied])
 
 
 def crop_to_mask(volume: Volume, mask: np.ndarray, *, margin_mm: float = 0.0) -> Volume:

@@ -228,6 +228,14 @@ def test_missing_liver_contours_are_segmented(patient, tmp_path, monkeypatch, qu
     assert registration["liver"] == "CNN" and registration["quality"] == {}  # no truth: no quality metrics
     assert (result.out_dir / "floating" / "ct" / "liver_cnn.nii.gz").is_file()
 
+    # one scan listed twice (two guidance presets to compare) is segmented once
+    calls.clear()
+    plan = _plan(patient, livers=False)
+    twice = (replace(plan.floating[0], guidance="liver"), replace(plan.floating[0], id="ct-again", guidance="image"))
+    result = run_plan(replace(plan, floating=twice), tmp_path / "twice")
+    assert calls == ["ct", "ct"]
+    assert [row["liver"] for row in result.results["registrations"]] == ["CNN", "CNN"]
+
 
 def test_rtstruct_contours_are_read(patient, tmp_path, quick):
     """A floating CT as a DICOM series with its liver and lesions in one RTSTRUCT, overlapping as drawn."""

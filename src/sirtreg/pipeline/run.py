@@ -86,6 +86,7 @@ from sirtreg.register import (
     RegistrationResult,
     guidance_labels,
     map_reference_points,
+    mapped_points,
     preset,
     register,
     registration_quality,
@@ -96,7 +97,7 @@ from sirtreg.register.engine import check_inputs as check_registration_inputs
 from sirtreg.report.html import Picture, Section, Table, Text, write_html
 from sirtreg.report.overlays import Contours, OverlayRow, mass_centre_mm, save_contour_overlays
 from sirtreg.report.views import save_registration_views
-from sirtreg.resample import resample
+from sirtreg.resample import resample, resample_field
 from sirtreg.segment import segment_liver
 from sirtreg.yaml_input import refusal
 
@@ -379,7 +380,9 @@ def _lesion_overlap(reference: LabelVolume | None, carried: LabelVolume, names: 
 
 
 def _dense_on(transform: AffineTransform | DisplacementField, grid: Grid) -> DisplacementField:
-    """The transform as a displacement field on ``grid``: every warp onto that grid then reuses T(x)."""
+    """The transform as a displacement field on ``grid`` (the MAA CT's, which the field's grid covers)."""
+    if isinstance(transform, DisplacementField):
+        return resample_field(transform, grid)
     points = grid.world_coordinates(np.float64)
     return DisplacementField((map_reference_points(transform, points) - points).astype(np.float32), grid)
 
@@ -389,15 +392,18 @@ def _carry(reference: _Image, floating: _Image, entry: FloatingInput, guidance: 
     """Warp the floating image and its contours onto the MAA CT grid; measure what can be measured."""
     grid = reference.volume.grid
     transform = _dense_on(result.transform, grid)
-    image = warp(floating.volume, transform, grid, fill_value=float(floating.volume.array.min()))
-    liver = warp(floating.liver, transform, grid, label_mode="one-hot")
+    points = mapped_points(transform, grid)  # T(x) once for every warp onto the MAA CT
+    image = warp(floating.volume, transform, grid, fill_value=float(floating.volume.array.min()), points=points)
+    liver = warp(floating.liver, transform, grid, label_mode="one-hot", points=points)
     liver_before = resample(floating.liver, grid, label_mode="one-hot")
     lesions = overlap = None
     if floating.lesions is not None:
-        warped = warp(floating.lesions, transform, grid, label_mode="one-hot")
-        lesions = LabelVolume(warped.array, grid, labels={v: f"{entry.id}/{n}" for v, n in floating.lesions.labels.items()})
+        warped = warp(floating.lesions, transform, grid, label_mode="one-hot", points=points)
+        lesions = LabelVolume(warped.array, grid,
+                              labels={v: f"{entry.id}/{n}" for v, n in floating.lesions.labels.items()})
         overlap = _lesion_overlap(reference.lesions, lesions, floating.lesions.labels)
-    landmarks = None if floating.landmarks is None else warp(floating.landmarks, transform, grid, label_mode="one-hot")
+    landmarks = (None if floating.landmarks is None
+                 else warp(floating.landmarks, transform, grid, label_mode="one-hot", points=points))
     quality = {}
     if reference.liver_source == "given" and floating.liver_source == "given":  # truth exists
         with_landmarks = reference.landmarks is not None and floating.landmarks is not None
@@ -656,17 +662,26 @@ def _relative(files: Mapping[str, Path], folder: Path) -> dict[str, str]:
     return {name: path.relative_to(folder).as_posix() for name, path in files.items()}
 
 
-def _segment_missing(images: Sequence[_Image], device: str, stages: _Stages,
-                     timings: dict[str, float]) -> list[_Image]:
-    """The images, each with a liver: where the plan gives none, the CNN's."""
-    done, index = [], 0
-    for image in images:
+def _image_sources(plan: Plan) -> list[tuple[str, str | None]]:
+    """(absolute path, series) of the MAA CT and of each floating image, in plan order: equal for one scan
+    listed several times (e.g. to compare guidance presets)."""
+    return [(os.path.abspath(entry.image), entry.series) for entry in (plan.reference, *plan.floating)]
+
+
+def _segment_missing(images: Sequence[_Image], sources: Sequence[tuple[str, str | None]], device: str,
+                     stages: _Stages, timings: dict[str, float]) -> list[_Image]:
+    """The images, each with a liver: where the plan gives none, the CNN's (once per scan)."""
+    done: list[_Image] = []
+    livers: dict[tuple[str, str | None], LabelVolume] = {}
+    for image, source in zip(images, sources):
         if image.liver is None:
-            with _timed(timings, f"segment {image.name}"):
-                liver = segment_liver(image.volume, modality=image.modality.lower(), device=device,
-                                      progress=stages.callback("segment", index=index, label=f"{image.name} liver"))
-            log.info("%s: liver segmented by the CNN (%.0f mL)", image.name, liver.volume_ml(1))
-            image, index = replace(image, liver=liver, liver_source="CNN"), index + 1
+            if source not in livers:
+                with _timed(timings, f"segment {image.name}"):
+                    livers[source] = segment_liver(
+                        image.volume, modality=image.modality.lower(), device=device,
+                        progress=stages.callback("segment", index=len(livers), label=f"{image.name} liver"))
+                log.info("%s: liver segmented by the CNN (%.0f mL)", image.name, livers[source].volume_ml(1))
+            image = replace(image, liver=livers[source], liver_source="CNN")
         done.append(image)
     return done
 
@@ -754,7 +769,8 @@ def run_plan(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = F
     timings: dict[str, float] = {}
     with _timed(timings, "check"):
         out_dir = check_run(plan, out_dir, overwrite=overwrite, device=device)
-    missing = sum(entry.liver is None for entry in (plan.reference, *plan.floating))
+    sources = _image_sources(plan)
+    missing = len({source for source, entry in zip(sources, (plan.reference, *plan.floating)) if entry.liver is None})
     stages = _Stages(progress, {"segment": missing, "register": len(plan.floating)})
     stages.report("check", 1.0)
     staging = out_dir.with_name(f".{out_dir.name}.partial")
@@ -768,7 +784,7 @@ def run_plan(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = F
             reference, spect, floating = _read_inputs(plan)
             _check_inputs(plan, reference, floating)
         stages.report("read", 1.0)
-        reference, *floating = _segment_missing([reference, *floating], device, stages, timings)
+        reference, *floating = _segment_missing([reference, *floating], sources, device, stages, timings)
         carried = _register_all(plan, reference, floating, spect, staging, files, device, stages, timings)
         with _timed(timings, "dose"):
             report = _dose(plan, reference, spect, carried)

@@ -6,7 +6,7 @@ from sirtreg.register.quality import RegistrationQuality, registration_quality
 from sirtreg.register.result import LevelRecord, RegistrationResult
 from sirtreg.register.storage import read_transform, write_registration
 from sirtreg.register.transforms import AffineTransform, compose_displacements, read_affine, write_affine
-from sirtreg.register.warp import map_floating_points, map_reference_points, warp
+from sirtreg.register.warp import map_floating_points, map_reference_points, mapped_points, warp
 
 __all__ = [
     "AffineSettings",
@@ -20,6 +20,7 @@ __all__ = [
     "guidance_labels",
     "map_floating_points",
     "map_reference_points",
+    "mapped_points",
     "preset",
     "read_affine",
     "read_transform",
