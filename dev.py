@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import time
 import venv
 from pathlib import Path
 
@@ -27,6 +29,8 @@ PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 TORCH = "torch==2.13.0"
 STAMP = VENV / ".sirtreg-installed"
 NO_TESTS_COLLECTED = 5
+BROWSER_PACKAGES = ("chromium", "chromium-driver")  # Debian's, for the review page's browser test
+BROWSER_INSTALL_S = 600  # at most, for apt-get update and install together
 
 
 def _fingerprint() -> str:
@@ -55,6 +59,28 @@ def ensure_environment() -> None:
     STAMP.write_text(_fingerprint())
 
 
+def ensure_browser() -> None:
+    """In CI, install Chromium and its driver with apt-get when missing (best effort: without them a test skips)."""
+    in_ci = os.environ.get("CI", "").lower() not in ("", "0", "false")
+    missing = not (shutil.which("chromium") and shutil.which("chromedriver"))
+    as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    if not (in_ci and missing and as_root and shutil.which("apt-get")):
+        return
+    print("installing chromium and chromium-driver for the browser test", flush=True)
+    deadline = time.monotonic() + BROWSER_INSTALL_S
+    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        for command in (["apt-get", "update", "-qq"],
+                        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *BROWSER_PACKAGES]):
+            subprocess.run(command, check=True, env=environment, timeout=max(1.0, deadline - time.monotonic()),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        stderr = exc.stderr if isinstance(exc, subprocess.CalledProcessError) and exc.stderr else ""
+        detail = stderr.strip().splitlines()[-1:]
+        print(f"could not install chromium ({exc}{'; ' + detail[0] if detail else ''}); the browser test will skip",
+              file=sys.stderr, flush=True)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"demo", "test"}:
         print(__doc__)
@@ -63,6 +89,7 @@ def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     if command == "demo":
         return subprocess.run([str(BIN / "sirtreg"), "demo", *rest], cwd=ROOT).returncode
+    ensure_browser()
     code = subprocess.run([str(PYTHON), "-m", "pytest", *rest], cwd=ROOT).returncode
     if code == NO_TESTS_COLLECTED:
         print("pytest collected no tests: the test suite is missing or was filtered away", file=sys.stderr)

@@ -210,6 +210,41 @@ def run_command(
                   soft_wrap=True)
 
 
+@app.command()
+@refusals_as_messages
+def review(
+    outdir: Annotated[Path, typer.Argument(help="Output folder of `sirtreg run` (results.json, report.html).")],
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1; 0 picks a free one.")] = 0,
+    reviewer: Annotated[str, typer.Option(help="Your name, filled in on the page.")] = "",
+    no_browser: Annotated[bool, typer.Option("--no-browser", help="Only print the address.")] = False,
+    export: Annotated[Path | None, typer.Option(
+        help="Write the scores to this CSV file (new) and exit, without serving.")] = None,
+) -> None:
+    """Score each carried landmark (Likert 1-5, the paper's Table 2) in the report; scores go to review.sqlite."""
+    from sirtreg.review import ScoreStore, export_csv, make_server, read_review_folder
+
+    if export is not None:
+        folder = read_review_folder(outdir)
+        path, count = export_csv(ScoreStore(folder.store_path), export)
+        console.print(f"wrote {count} score(s) to {path}", highlight=False)
+        return
+    server = make_server(outdir, port=port, reviewer=reviewer)
+    console.print(f"review of {server.folder.describe()}: {server.url}\n"
+                  f"scores are saved to {server.folder.store_path}; press Ctrl-C to stop", highlight=False,
+                  soft_wrap=True)
+    if not no_browser:
+        import webbrowser
+
+        webbrowser.open(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    console.print(f"stopped; {len(server.store.scores())} score(s) in {server.folder.store_path}", highlight=False)
+
+
 def _read_structures(path: Path, segments: list[str]) -> list[Any]:
     """Label maps from a file: the named segments of a Slicer segmentation or labels of a label map."""
     from sirtreg.geometry import LabelVolume
