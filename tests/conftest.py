@@ -15,3 +15,14 @@ def shared_data() -> Path:
     if not folder.is_dir():
         pytest.skip("real data folder not found: set SIRTREG_DATA")
     return folder
+
+
+@pytest.fixture(scope="session")
+def trained_models() -> None:
+    """Makes sure the converted CNN weights are in the user cache; skips when they cannot be downloaded."""
+    from sirtreg.segment.weights import ModelFetchError, fetch_models
+
+    try:
+        fetch_models()
+    except ModelFetchError as exc:
+        pytest.skip(f"trained weights unavailable (package index unreachable?): {exc}")

@@ -19,7 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sirtreg import __version__
-from sirtreg.errors import OutputExistsError, SirtregError
+from sirtreg.errors import InputError, OutputExistsError, SirtregError
 
 app = typer.Typer(
     name="sirtreg",
@@ -163,16 +163,25 @@ def phantom(
 def demo(
     outdir: Annotated[Path, typer.Argument(help="Output folder (new or empty).")] = Path("sirtreg-demo"),
     seed: Annotated[int, typer.Option(help="Seed of the digital patient.")] = 0,
+    resolution: Annotated[str, typer.Option(
+        help="full: realistic grids; fast: twice the voxel size, for a quick look.")] = "full",
     overwrite: Annotated[bool, typer.Option(help="Write into a non-empty folder.")] = False,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ) -> None:
-    """Run the pipeline on the built-in digital patient and show where the results are."""
+    """The whole pipeline on the built-in digital patient: CNN livers, CT and MR registered with each
+    guidance preset, lesions carried onto the MAA CT, doses and the HTML report."""
     from sirtreg.demo import run_demo
     from sirtreg.io import check_output_folder
+    from sirtreg.phantom.patient import RESOLUTIONS
 
+    if resolution not in RESOLUTIONS:
+        raise InputError(f"--resolution must be one of {', '.join(RESOLUTIONS)}, got {resolution!r}")
     check_output_folder(outdir, overwrite=overwrite)
     with progress_bar("demo") as progress:
-        summary = run_demo(outdir, seed=seed, overwrite=overwrite, progress=progress)
+        summary = run_demo(outdir, seed=seed, resolution=resolution, overwrite=overwrite, device=device,
+                           progress=progress)
     _print_files(f"sirtreg demo (seed {seed})", summary)
+    console.print(f"open the report: {summary['report']}", highlight=False, soft_wrap=True)
 
 
 def _print_files(title: str, files: dict[str, Any]) -> None:

