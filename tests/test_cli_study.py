@@ -181,6 +181,10 @@ def test_evaluate_writes_a_table_and_box_plots_of_the_paper_methods(evaluated):
         assert f"{float(row['rrmsd_mm']):.2f}" in result.stdout
     assert "computed 12 of 12 registrations" in result.stdout
     assert_png(evaluated["out"] / "rmsd_boxplot.png")
+    assert_png(evaluated["out"] / "tuning_liver.png")  # the heat map of the --weights-from grid search
+    report = (evaluated["out"] / "report.html").read_text(encoding="utf-8")
+    assert report.count('<img src="data:image/png;base64,') == 2 and "Weights tuned on the train split" in report
+    assert all(f"{float(row['rrmsd_mm']):.2f}" in report for row in table)  # every RRMSD of the table
 
 
 def test_evaluate_uses_the_tuned_weights_per_modality(evaluated, tuned):

@@ -141,16 +141,20 @@ def phantom_cohort(
     resolution: Annotated[str, typer.Option(help="'full' (realistic grids) or 'fast' (coarse, for tests).")] = "full",
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same cohort.")] = 0,
     train_fraction: Annotated[float, typer.Option(help="Fraction of the patients in the train split.")] = 0.5,
+    cnn_masks: Annotated[bool, typer.Option(
+        help="Guide registrations with CNN liver masks: the manifest says cnn_liver: compute, and studies "
+             "segment each image once, beside their results table.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Write into a non-empty folder.")] = False,
 ) -> None:
     """Write a cohort of digital patients (MAA CT, SPECT, contrast CT, MR and their truth) and its cohort.yaml."""
     from sirtreg.io import check_output_folder
-    from sirtreg.study import write_phantom_cohort
+    from sirtreg.study import COMPUTE, write_phantom_cohort
 
     check_output_folder(outdir, overwrite=overwrite)
     with _progress_from_first_report("phantom cohort") as progress:
         path = write_phantom_cohort(outdir, patients=patients, resolution=resolution, seed=seed,
-                                    train_fraction=train_fraction, overwrite=overwrite, progress=progress)
+                                    train_fraction=train_fraction, cnn_masks=COMPUTE if cnn_masks else None,
+                                    overwrite=overwrite, progress=progress)
     console.print(f"wrote {patients} patients (seed {seed}) to {outdir}; manifest {path}", highlight=False,
                   soft_wrap=True)
 
@@ -393,10 +397,21 @@ def study_evaluate(
     device: Device = "cpu",
     overwrite: Annotated[bool, typer.Option(help="Write into a non-empty folder.")] = False,
 ) -> None:
-    """Compare the paper's methods on the test split: RMSD/RRMSD per method and modality, box plots (Figs. 6-7)."""
+    """Compare the paper's methods on the test split: RMSD/RRMSD per method and modality, box plots (Figs. 6-7),
+    the tuning heat maps and an HTML report of them all."""
     from sirtreg.io import check_output_folder
-    from sirtreg.report.study_figures import plot_rmsd_boxes
-    from sirtreg.study import MODALITIES, PAPER_METHODS, read_manifest, run_study, study_tasks, summarise
+    from sirtreg.report.study_figures import plot_grid_rrmsd, plot_rmsd_boxes
+    from sirtreg.report.study_report import write_study_report
+    from sirtreg.study import (
+        MODALITIES,
+        PAPER_METHODS,
+        engine_settings_id,
+        read_manifest,
+        read_results,
+        run_study,
+        study_tasks,
+        summarise,
+    )
 
     check_output_folder(output, overwrite=overwrite)
     _prepare_cluster(workers, scheduler)
@@ -426,9 +441,22 @@ def study_evaluate(
                                                        names.index(row["method_name"])))
     table = _write_csv(summary, output / "evaluation.csv", overwrite=overwrite)
     figure = plot_rmsd_boxes(rows, output / "rmsd_boxplot.png", methods=names, overwrite=overwrite)
+    heat_maps = {}
+    for tune_table in weights_from or []:
+        paper, best = _tuned(tune_table)
+        heat_maps[paper.name] = plot_grid_rrmsd(
+            summarise(read_results(tune_table)), output / f"tuning_{paper.name}.png",
+            best={modality: method.key for modality, method in best.items()}, overwrite=overwrite)
+    tuned_by = ", ".join(path.name for path in weights_from or [])
+    facts = [f"{cohort.name or manifest.name}: {sum(p.split == 'test' for p in cohort.patients)} test patients, "
+             f"{total} registrations; engine settings {engine_settings_id(settings)}"
+             + (" (quick: not for reporting)" if quick else ""),
+             f"Weights tuned on the train split: {tuned_by}." if tuned_by else "Default weights (no --weights-from)."]
+    report = write_study_report(output / "report.html", summary, boxplot=figure, heat_maps=heat_maps, facts=facts,
+                                overwrite=overwrite)
     for modality in MODALITIES:
         rows_of_modality = [row for row in summary if row["modality"] == modality]
         if rows_of_modality:
             console.print(_summary_table(rows_of_modality, title=f"{modality}, test split", methods=every_method))
     _print_resumed(_rows_in(results) - before, len(rows), results)
-    console.print(f"wrote {table} and {figure}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {table}, {figure} and {report}", highlight=False, soft_wrap=True)

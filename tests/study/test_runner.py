@@ -10,6 +10,7 @@ import csv
 import math
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -283,12 +284,63 @@ def test_refuses_a_table_with_a_bad_number_or_no_table(cohort_path, tmp_path):
         run_study(cohort_path, [LIVER_AFFINE], tmp_path, settings=FAST)
 
 
-def test_refuses_cnn_masks_to_compute(cohort, tmp_path):
-    patient = cohort.patients[0]
-    computing = Cohort(patients=(replace(patient, floating=(replace(patient.floating[0], cnn_liver=COMPUTE),)),))
-    with pytest.raises(InputError, match="cnn_liver is 'compute'.*sirtreg segment"):
-        run_study(computing, [LIVER_AFFINE], tmp_path / "results.csv")
-    assert not (tmp_path / "results.csv").exists()
+def _computing(cohort, patient_index=0):
+    """The cohort's first patient alone, its reference and first floating image asking for CNN masks."""
+    patient = cohort.patients[patient_index]
+    return Cohort(patients=(replace(patient, reference=replace(patient.reference, cnn_liver=COMPUTE),
+                                    floating=(replace(patient.floating[0], cnn_liver=COMPUTE),)),))
+
+
+def test_cnn_masks_are_computed_once_and_failures_kept(cohort, tmp_path, monkeypatch):
+    """compute_cnn_masks segments each 'compute' image once into the cache, then reuses it; a failed
+    segmentation is reported per patient."""
+    import sirtreg.segment
+    from sirtreg.io import read_labels
+    from sirtreg.study.cnn_masks import compute_cnn_masks
+
+    calls = []
+    truths = [read_labels(image.liver) for image in (cohort.patients[0].reference, cohort.patients[0].floating[0])]
+
+    def fake_segment_liver(volume, *, modality, device):  # the manual contour of the image stands for the CNN's
+        calls.append(modality)
+        return next(truth for truth in truths if truth.grid.same_as(volume.grid))
+
+    def submit(function, *args, pure):  # in this process: Dask's submit and gather, without Dask
+        def run():
+            try:
+                return function(*args)
+            except Exception as exc:  # noqa: BLE001 - returned as Dask returns a failed future's exception
+                return exc
+        return run
+
+    monkeypatch.setattr(sirtreg.segment, "segment_liver", fake_segment_liver)
+    computing = _computing(cohort)
+    folder = tmp_path / "masks"
+    resolved, failures = compute_cnn_masks(computing, ["P01"], folder, submit, lambda futures: [f() for f in futures])
+    assert failures == {} and calls == ["ct", computing.patients[0].floating[0].modality.lower()]
+    patient = resolved.patients[0]
+    assert patient.reference.cnn_liver == folder / "P01" / "reference_liver_cnn.nii.gz"
+    assert read_labels(patient.reference.cnn_liver).array.any() and Path(patient.floating[0].cnn_liver).is_file()
+    again, _ = compute_cnn_masks(computing, ["P01"], folder, submit, lambda futures: [f() for f in futures])
+    assert len(calls) == 2 and again == resolved  # cached: nothing computed again
+
+    def broken(volume, *, modality, device):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(sirtreg.segment, "segment_liver", broken)
+    _, failures = compute_cnn_masks(computing, ["P01"], tmp_path / "other", submit,
+                                    lambda futures: [f() for f in futures])
+    assert failures == {"P01": "CNN liver segmentation failed: RuntimeError: out of memory"}
+
+
+def test_a_study_computes_cnn_masks_on_its_workers(cohort, scheduler, tmp_path, trained_models):
+    """run_study segments the 'compute' livers with the real CNN before registering, and guides with them."""
+    rows = run_study(_computing(cohort), [LIVER_AFFINE], tmp_path / "results.csv", settings=FAST,
+                     scheduler=scheduler)
+    assert [row["status"] for row in rows] == ["ok"] and rows[0]["guidance_liver"] == "cnn"
+    masks = sorted(path.name for path in (tmp_path / "results_cnn_livers" / "P01").iterdir())
+    assert masks == ["contrast_ct_liver_cnn.nii.gz", "reference_liver_cnn.nii.gz"]
+    assert rows[0]["liver_dsc"] > 0.8  # evaluated against the manual contours
 
 
 @pytest.mark.parametrize(("options", "message"), [

@@ -44,6 +44,7 @@ from sirtreg.metrics import rrmsd_mm
 from sirtreg.progress import Progress, no_progress
 from sirtreg.register import RegistrationSettings, guidance_labels, register, registration_quality
 from sirtreg.register.config import Guidance
+from sirtreg.study.cnn_masks import cnn_mask_folder, compute_cnn_masks
 from sirtreg.study.manifest import COMPUTE, MODALITIES, Cohort, FloatingImage, ReferenceImage, read_manifest
 from sirtreg.study.methods import Method, grid_methods
 
@@ -115,9 +116,8 @@ def engine_settings_id(settings: RegistrationSettings | None = None) -> str:
 # --- one task ----------------------------------------------------------------------
 def _guidance_liver(image: ReferenceImage | FloatingImage, what: str) -> tuple[Path, str]:
     """The liver mask that guides the registration: the CNN mask file if any, else the manual contour."""
-    if image.cnn_liver == COMPUTE:
-        raise InputError(f"{what}: cnn_liver is 'compute', which studies do not do yet; write the masks with "
-                         f"`sirtreg segment` and name the files in the manifest (or leave cnn_liver out)")
+    if image.cnn_liver == COMPUTE:  # run_study computes them first (sirtreg.study.cnn_masks)
+        raise InputError(f"{what}: cnn_liver is 'compute': run the task through run_study, which segments it")
     if image.cnn_liver is None:
         return image.liver, "manual"
     return Path(image.cnn_liver), "cnn"
@@ -358,17 +358,17 @@ def run_study(
     -------
     The latest row of every task of this study (see :data:`COLUMNS`), in task order.
 
-    Refuses (InputError) an empty or repeated method list, CNN masks to compute,
+    Images whose CNN mask is ``compute`` are segmented first, on the same workers, into a cache
+    folder beside the table (:mod:`sirtreg.study.cnn_masks`); where that fails, the patient's
+    registrations are recorded as failed with the error.
+
+    Refuses (InputError) an empty or repeated method list,
     a table with another header or of other engine settings, and bad workers or scheduler values.
     """
     _check_cluster(workers, scheduler)
     if not isinstance(cohort, Cohort):
         cohort = read_manifest(cohort)
     tasks = study_tasks(cohort, methods, split=split)
-    for task in tasks:
-        reference, floating = _lookup(cohort, task)
-        _guidance_liver(reference, f"patient {task.patient}, reference")
-        _guidance_liver(floating, f"patient {task.patient}, floating {floating.id}")
     path = Path(os.path.abspath(results_path))
     done = {(r["patient"], r["floating"], r["method"]) for r in _prepare_table(path, engine_settings_id(settings))
             if r["status"] == OK}
@@ -378,9 +378,21 @@ def run_study(
     report(f"{finished} of {len(tasks)} registrations already in {path.name}", finished / len(tasks))
     log.info("study of %d registrations: %d to run, %d already in %s", len(tasks), len(pending), finished, path)
     if pending:
-        from distributed import as_completed
+        from distributed import as_completed, wait
+
+        def gather(futures: list[Any]) -> list[Any]:
+            wait(futures)
+            return [future.exception() if future.status == "error" else future.result() for future in futures]
 
         with _client(workers, scheduler) as client, _appending(path) as append:
+            cohort, failures = compute_cnn_masks(
+                cohort, {task.patient for task in pending}, cnn_mask_folder(path), client.submit, gather,
+                device=(settings or RegistrationSettings()).device,
+                progress=lambda step, fraction: report(step, finished / len(tasks)))
+            for task in [task for task in pending if task.patient in failures]:
+                append(_failed(_new_row(cohort, task, settings), RuntimeError(failures[task.patient])))
+                finished += 1
+            pending = [task for task in pending if task.patient not in failures]
             futures = {client.submit(_run_on_worker, cohort, task, settings, pure=False): task for task in pending}
             try:
                 for future in as_completed(futures):

@@ -1,0 +1,64 @@
+"""The HTML report of a study evaluation: the paper's table of methods per modality and its figures.
+
+One self-contained page (:mod:`sirtreg.report.html`): per modality, the summary
+of every method on the test split (n, RRMSD, median RMSD, DSC, MSD, mean
+landmark MCD, time) with the weights it ran with, then the RMSD box plots
+(the paper's Figs. 6-7) and, for each tuned method, the grid-search heat map
+of RRMSD on the train split.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sirtreg.report.html import Picture, Section, Table, Text, write_html
+
+_COLUMNS = ("method", "wI", "wS", "rigidity", "n", "failed", "RRMSD (mm)", "median RMSD (mm)", "median DSC",
+            "median MSD (mm)", "mean MCD (mm)", "median time (s)")
+_FORMATS = {"wI": "g", "wS": "g", "rigidity": "g", "RRMSD (mm)": ".2f", "median RMSD (mm)": ".2f",
+            "median DSC": ".3f", "median MSD (mm)": ".2f", "mean MCD (mm)": ".2f", "median time (s)": ".1f"}
+
+
+def _summary_rows(summary: Sequence[Mapping[str, Any]], modality: str) -> list[list[Any]]:
+    return [[row["method_name"], row["image_weight"], row["label_weight"], row["rigidity"], row["n"], row["failed"],
+             row["rrmsd_mm"], row["median_rmsd_mm"], row["median_dsc"], row["median_msd_mm"], row["mean_mcd_mm"],
+             row["median_seconds"]]
+            for row in summary if row["modality"] == modality]
+
+
+def write_study_report(
+    path: str | os.PathLike[str],
+    summary: Sequence[Mapping[str, Any]],
+    *,
+    boxplot: Path,
+    heat_maps: Mapping[str, Path] | None = None,
+    facts: Sequence[str] = (),
+    overwrite: bool = False,
+) -> Path:
+    """Write the evaluation report (see the module docstring); returns its path.
+
+    Parameters
+    ----------
+    summary : rows of :func:`sirtreg.study.summarise` of the evaluation (test split).
+    boxplot : the PNG of :func:`~sirtreg.report.study_figures.plot_rmsd_boxes`.
+    heat_maps : tuned method name -> PNG of :func:`~sirtreg.report.study_figures.plot_grid_rrmsd`.
+    facts : lines about the study (cohort, settings), shown first.
+    overwrite : replace an existing file.
+    """
+    modalities = list(dict.fromkeys(row["modality"] for row in summary))
+    sections = [Section("Study", [Text(line) for line in facts])] if facts else []
+    sections.append(Section("Methods on the test split", [
+        Table(_COLUMNS, _summary_rows(summary, modality), title=modality, formats=_FORMATS,
+              note="RRMSD: root mean square of the RMSDs, sqrt((MSD^2 + sum of MCD^2) / (1 + landmarks)), of "
+                   "the registrations; DSC and MSD of the liver, MCD of the landmark mass centres, against the "
+                   "manual contours.")
+        for modality in modalities]))
+    sections.append(Section("RMSD per method", [Picture.from_file(
+        boxplot, title="RMSD per registration", caption="Boxes: quartiles; points: registrations; red: RRMSD.")]))
+    if heat_maps:
+        sections.append(Section("Weight tuning (train split)", [
+            Picture.from_file(png, title=f"grid search of {name}") for name, png in heat_maps.items()]))
+    return write_html(path, "sirtreg study evaluation", sections, overwrite=overwrite)
