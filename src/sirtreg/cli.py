@@ -200,15 +200,25 @@ def run_command(
     overwrite: Annotated[bool, typer.Option(
         help="Replace a non-empty output folder, once the run is complete.")] = False,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    deidentify: Annotated[bool, typer.Option(
+        "--deidentify", help="Strip patient identifiers from every output: DICOM (basic confidentiality profile, "
+                             "UIDs kept), results, tables and report (no input paths, no dates).")] = False,
+    pseudonym: Annotated[str | None, typer.Option(
+        help="With --deidentify: PatientName and PatientID of the DICOM outputs (default ANONYMOUS).")] = None,
 ) -> None:
     """Run a patient's plan: segment, register, carry lesions onto the MAA CT, dose; tables, DICOM, HTML report."""
-    from sirtreg.io import check_output_folder
+    from sirtreg.io import Deidentification, check_output_folder
     from sirtreg.pipeline import read_plan, run_plan
 
+    if pseudonym is not None:
+        if not deidentify:
+            raise InputError("--pseudonym is used only with --deidentify")
+        Deidentification(pseudonym)  # a bad pseudonym is refused before the plan is read
     check_output_folder(output, overwrite=overwrite)
     patient = read_plan(plan)
     with progress_bar("run") as progress:
-        result = run_plan(patient, output, overwrite=overwrite, device=device, progress=progress)
+        result = run_plan(patient, output, overwrite=overwrite, device=device, progress=progress,
+                          deidentify=deidentify, pseudonym=pseudonym)
     table = Table("image", "structure", "volume (mL)", "mean (Gy)", "V70 (%)", "V100 (%)", "note",
                   title="absorbed dose")
     for row in result.doses:

@@ -8,9 +8,11 @@ test the plumbing, not the registration.
 from __future__ import annotations
 
 import csv
+import gzip
 import json
+import logging
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import highdicom as hd
@@ -21,6 +23,7 @@ from typer.testing import CliRunner
 
 from sirtreg.cli import app
 from sirtreg.errors import InputError, OutputExistsError
+from sirtreg.geometry import LabelVolume, Volume
 from sirtreg.io import (
     Segmentation,
     orient_like,
@@ -29,6 +32,7 @@ from sirtreg.io import (
     read_labels,
     read_rt_dose,
     write_dicom_nm,
+    write_dicom_seg,
     write_dicom_series,
     write_image,
     write_rtstruct,
@@ -40,6 +44,7 @@ from sirtreg.pipeline import (
     FloatingInput,
     Plan,
     ReferenceInput,
+    RunResult,
     SpectInput,
     run_plan,
     write_plan,
@@ -259,6 +264,318 @@ def test_rtstruct_contours_are_read(patient, tmp_path, quick):
     assert (result.out_dir / "floating" / "ct" / "registered_lesions.nii.gz").is_file()
 
 
+# --- every input as DICOM, as a hospital sends it; de-identified outputs -----------------------
+PATIENT_NAME, PATIENT_ID, BIRTH_DATE = "Zyxwvut^Qwertyuiop", "PID8675309X", "19370412"
+HOSPITAL = {"PatientBirthDate": BIRTH_DATE, "PatientSex": "F", "PatientAge": "082Y", "AccessionNumber": "ACC5551212",
+            "StudyDate": "20190317", "ReferringPhysicianName": "Hippocrates^Kos",
+            "InstitutionName": "Saint Elsewhere Hospital", "StudyDescription": "SIRT work-up of Zyxwvut"}
+NAME_TEXTS = ("Zyxwvut", "Qwertyuiop", PATIENT_ID, "ACC5551212", "Hippocrates", "Elsewhere")
+DATE_TEXTS = (BIRTH_DATE, "20190317")  # not looked for in UIDs, whose random digits may hold them
+PSEUDONYM = "S-017"
+
+
+@dataclass(frozen=True)
+class _Export:
+    """The phantom as one hospital export folder of DICOM files, and a plan of it."""
+
+    folder: Path
+    plan: Plan
+    maa_ct: pydicom.Dataset  # header of the MAA CT's first file
+
+
+def _as_hospital(path: Path, target: Path) -> None:
+    """Move a file we wrote to ``target``, with the patient's birth date, study and institution facts."""
+    dataset = pydicom.dcmread(path)
+    for keyword, value in HOSPITAL.items():
+        setattr(dataset, keyword, value)
+    dataset.save_as(target)
+    path.unlink()
+
+
+def _series_into(folder: Path, volume, prefix: str, **kwargs) -> pydicom.Dataset:
+    """Write ``volume`` as the series ``prefix_*.dcm`` of hospital files in ``folder``; the header of its first file."""
+    written = write_dicom_series(volume, folder.parent / f"{prefix}-alone", patient_name=PATIENT_NAME,
+                                 patient_id=PATIENT_ID, **kwargs)
+    for path in sorted(written.iterdir()):
+        _as_hospital(path, folder / f"{prefix}_{path.name}")
+    written.rmdir()
+    return pydicom.dcmread(min(folder.glob(f"{prefix}_*.dcm")), stop_before_pixels=True)
+
+
+@pytest.fixture(scope="module")
+def dicom_export(patient, tmp_path_factory) -> _Export:
+    """Every input as DICOM in ONE folder named after the patient: MAA CT, SPECT (NM), CT and MR series, and
+    their contours as SEGs and RTSTRUCTs; series told apart by description or UID."""
+    folder, manifest = patient
+    export = tmp_path_factory.mktemp("pacs") / f"Zyxwvut_Qwertyuiop_{PATIENT_ID}"
+    export.mkdir()
+    lesion_names = {int(v): n for v, n in manifest["labels"]["lesions"].items()}
+    landmark_names = {int(v): n for v, n in manifest["labels"]["landmarks"].items()}
+    scans = {scan["name"]: scan for scan in (manifest["reference"], *manifest["floating"])}
+
+    def labels(scan: str, key: str):
+        return read_labels(folder / scans[scan][key])
+
+    ref = manifest["reference"]["name"]
+    maa = _series_into(export, read_image(folder / scans[ref]["image"], modality="CT"), "maa",
+                       series_description="MAA low-dose CT")
+    nm = write_dicom_nm(read_image(folder / manifest["spect"]["image"]), export.parent / "spect.dcm",
+                        series_description="MAA SPECT", frame_of_reference_uid=maa.FrameOfReferenceUID,
+                        study_instance_uid=maa.StudyInstanceUID, patient_name=PATIENT_NAME, patient_id=PATIENT_ID)
+    _as_hospital(nm, export / "spect.dcm")
+    ct = _series_into(export, read_image(folder / scans["contrast_ct"]["image"], modality="CT"), "ct",
+                      series_description="portal venous CT")
+    mr = _series_into(export, read_image(folder / scans["mr_t1"]["image"], modality="MR"), "mr", modality="MR",
+                      series_description="T1 MR")
+
+    def seg(labels_, header, name, names=None):
+        return write_dicom_seg(labels_, export, export / name, series=header.SeriesInstanceUID, segment_names=names)
+
+    def rtstruct(labels_, header, name, names=None):
+        return write_rtstruct(labels_, export, export / name, series=header.SeriesInstanceUID, roi_names=names)
+
+    liver, lesions = labels("contrast_ct", "liver"), labels("contrast_ct", "lesions")
+    present = [lesion_names[v] for v in lesions.present_labels()]
+    masks = {"Liver": liver.array > 0, **{lesion_names[v]: lesions.array == v for v in lesions.present_labels()}}
+    ct_rtstruct = write_rtstruct(Segmentation.from_masks(liver.grid, masks), export, export / "ct_rtstruct.dcm",
+                                 series=ct.SeriesInstanceUID)  # liver and lesions overlap, as drawn
+    reference = ReferenceInput(
+        export, series="MAA low-dose CT", liver=ContourInput(seg(labels(ref, "liver"), maa, "maa_liver_seg.dcm")),
+        lesions=ContourInput(rtstruct(labels(ref, "lesions"), maa, "maa_lesions_rtstruct.dcm", lesion_names)),
+        landmarks=ContourInput(seg(labels(ref, "landmark_map"), maa, "maa_landmarks_seg.dcm", landmark_names)))
+    spect = SpectInput(export, series="MAA SPECT", activity_gbq=ACTIVITY_GBQ, isotope="Y-90",
+                       lung_shunt_fraction=manifest["spect"]["lung_shunt_fraction"])
+    floating = (
+        FloatingInput(id="ct", modality="CT", image=export, series=str(ct.SeriesInstanceUID),
+                      liver=ContourInput(ct_rtstruct, ("Liver",)), lesions=ContourInput(ct_rtstruct, tuple(present)),
+                      landmarks=ContourInput(seg(labels("contrast_ct", "landmark_map"), ct, "ct_landmarks_seg.dcm",
+                                                 landmark_names))),
+        FloatingInput(id="mr", modality="MR", image=export, series="T1 MR",
+                      liver=ContourInput(seg(labels("mr_t1", "liver"), mr, "mr_liver_seg.dcm", {1: "Liver"})),
+                      lesions=ContourInput(seg(labels("mr_t1", "lesions"), mr, "mr_lesions_seg.dcm", lesion_names)),
+                      landmarks=ContourInput(rtstruct(labels("mr_t1", "landmark_map"), mr, "mr_landmarks_rtstruct.dcm",
+                                                      landmark_names))),
+    )
+    return _Export(export, Plan(reference=reference, spect=spect, floating=floating), maa)
+
+
+class _Messages(logging.Handler):
+    """Keeps the text of every log record."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture(scope="module")
+def dicom_runs(dicom_export, tmp_path_factory) -> tuple[RunResult, RunResult, list[str]]:
+    """The all-DICOM plan run plainly, and de-identified with its MR only (quick preset); and the de-identified
+    run's log messages."""
+    out = tmp_path_factory.mktemp("dicom_runs")
+    logger, messages = logging.getLogger("sirtreg"), _Messages()
+    level = logger.level
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run_module, "preset", _quick_preset)
+        plain = run_plan(dicom_export.plan, out / "plain")
+        logger.addHandler(messages)
+        logger.setLevel(logging.DEBUG)
+        try:
+            deidentified = run_plan(replace(dicom_export.plan, floating=dicom_export.plan.floating[1:]),
+                                    out / "deidentified", deidentify=True, pseudonym=PSEUDONYM)
+        finally:
+            logger.removeHandler(messages)
+            logger.setLevel(level)
+    return plain, deidentified, messages.messages
+
+
+def _dicom_texts(dataset: pydicom.Dataset) -> list[tuple[str, str]]:
+    """(VR, text) of every element, in every nested sequence and the file meta, pixels left out."""
+    texts = []
+    for element in [*getattr(dataset, "file_meta", []), *dataset]:
+        if element.VR == "SQ":
+            texts += [text for item in element.value for text in _dicom_texts(item)]
+        elif not isinstance(element.value, bytes):
+            texts.append((element.VR, str(element.value)))
+    return texts
+
+
+def _identifiers_in(folder: Path) -> dict[str, set[str]]:
+    """The identifying texts in each file under ``folder``: in its bytes (.gz unpacked) and, for DICOM, in every
+    element (read with pydicom)."""
+    found = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        hits = {text for text in NAME_TEXTS if text.encode() in data}
+        if path.suffix == ".dcm":
+            texts = _dicom_texts(pydicom.dcmread(path))
+            hits |= {text for _, value in texts for text in NAME_TEXTS if text.lower() in value.lower()}
+            hits |= {date for vr, value in texts for date in DATE_TEXTS if vr != "UI" and date in value}
+        else:
+            hits |= {date for date in DATE_TEXTS if date.encode() in data}
+        if hits:
+            found[path.relative_to(folder).as_posix()] = hits
+    return found
+
+
+def _check_dicom_outputs(result: RunResult, export: _Export) -> dict[str, pydicom.Dataset]:
+    """Every DICOM output reads with pydicom (SEGs with highdicom too) and lies in the MAA CT's study and frame of
+    reference, SEGs on its series; returns them by path relative to dicom/."""
+    dicom, maa = result.out_dir / "dicom", export.maa_ct
+    keys = [row["floating"] for row in result.results["registrations"]]
+    datasets = {p.relative_to(dicom).as_posix(): pydicom.dcmread(p) for p in sorted(dicom.rglob("*.dcm"))}
+    kinds = {name.rsplit("/", 1)[0] if "/registered/" in name else name for name in datasets}
+    assert kinds == {"rt_dose.dcm", *(f"floating/{key}/{kind}" for key in keys
+                                      for kind in ("lesions_seg.dcm", "registered"))}
+    for name, dataset in datasets.items():
+        assert dataset.FrameOfReferenceUID == maa.FrameOfReferenceUID, name
+        assert dataset.StudyInstanceUID == maa.StudyInstanceUID, name
+    for key in keys:
+        path = dicom / "floating" / key / "lesions_seg.dcm"
+        seg = hd.seg.Segmentation.from_dataset(datasets[f"floating/{key}/lesions_seg.dcm"])
+        assert [s.SeriesInstanceUID for s in seg.ReferencedSeriesSequence] == [maa.SeriesInstanceUID]
+        assert all(seg.get_segment_description(n).segment_label.startswith(f"{key}/") for n in seg.segment_numbers)
+        on_ct = read_dicom_seg(path, reference=export.folder)  # the folder of several series: the MAA CT is chosen
+        registered = read_labels(result.out_dir / "floating" / key / "registered_lesions.nii.gz")
+        np.testing.assert_array_equal(on_ct.array > 0, orient_like(registered, on_ct.grid).array > 0)
+        assert hd.seg.segread(path).SOPInstanceUID == seg.SOPInstanceUID
+    maa_ct = read_image(export.folder, series=maa.SeriesInstanceUID)
+    for key in keys:
+        series = read_image(dicom / "floating" / key / "registered")
+        assert series.modality == key.upper() and series.grid.same_as(maa_ct.grid, tolerance_mm=1e-2)
+    dose = read_rt_dose(dicom / "rt_dose.dcm")
+    assert dose.grid.same_as(read_image(export.folder, series="MAA SPECT").grid, tolerance_mm=1e-2)
+    return datasets
+
+
+def test_a_plan_of_dicom_files_only_runs_end_to_end(dicom_runs, dicom_export):
+    """MAA CT, SPECT, CT and MR series in one folder; contours as SEGs and RTSTRUCTs (liver, lesions, landmarks)."""
+    plain, _, _ = dicom_runs
+    assert {entry.image for entry in (dicom_export.plan.reference, dicom_export.plan.spect,
+                                      *dicom_export.plan.floating)} == {dicom_export.folder}
+    assert plain.results["reference"]["liver"] == "given"
+    assert [(r["floating"], r["guidance"], r["liver"]) for r in plain.results["registrations"]] == [
+        ("ct", "liver+landmarks", "given"), ("mr", "liver+landmarks", "given")]
+    rows = {(row["source"], row["structure"]): row for row in plain.doses}
+    assert {source for source, _ in rows} == {"MAA CT", "ct", "mr"}
+    for (source, structure), row in rows.items():
+        assert row["error"] == "" and row["mean_gy"] > 0, (source, structure)
+    assert any(row["dsc_to_maa_ct_lesion"] for row in plain.doses if row["source"] == "ct")  # names matched
+    datasets = _check_dicom_outputs(plain, dicom_export)
+    assert str(datasets["rt_dose.dcm"].PatientName) == PATIENT_NAME  # not de-identified: copied from the MAA CT
+
+
+def test_deidentified_outputs_hold_no_identifier(dicom_runs, dicom_export):
+    plain, deidentified, messages = dicom_runs
+    assert _identifiers_in(deidentified.out_dir) == {}
+    found = _identifiers_in(plain.out_dir)  # the same run without de-identification keeps them
+    assert {"Zyxwvut", PATIENT_ID, BIRTH_DATE} <= found["dicom/rt_dose.dcm"]
+    assert {"Zyxwvut", PATIENT_ID, BIRTH_DATE} <= found["dicom/floating/mr/lesions_seg.dcm"]
+    assert {"Zyxwvut", PATIENT_ID} <= found["dicom/floating/mr/registered/00001.dcm"]
+    assert {"Zyxwvut", PATIENT_ID} <= found["results.json"]  # the plan's paths name the patient
+    assert messages and not [m for m in messages if any(t in m for t in (*NAME_TEXTS, *DATE_TEXTS))]
+
+    for name, dataset in _check_dicom_outputs(deidentified, dicom_export).items():
+        assert (str(dataset.PatientName), dataset.PatientID) == (PSEUDONYM, PSEUDONYM), name
+        assert dataset.PatientIdentityRemoved == "YES" and dataset.PatientBirthDate == "", name
+        assert dataset.DeidentificationMethodCodeSequence[0].CodeValue == "113100", name
+    document = json.loads((deidentified.out_dir / "results.json").read_text())
+    assert document["deidentified"]["pseudonym"] == PSEUDONYM and document["started_utc"] is None
+    assert document["plan"]["reference"]["image"] == "<DICOM folder>"
+    assert document["plan"]["floating"][0]["lesions"] == "<DICOM file>"
+    same = [r for r in plain.doses if r["source"] != "ct"]  # the same images and registration, not de-identified
+    assert [r["mean_gy"] for r in deidentified.doses] == pytest.approx([r["mean_gy"] for r in same])
+
+
+def test_a_pseudonym_without_deidentify_is_refused(dicom_export, tmp_path, no_reading):
+    with pytest.raises(InputError, match="pseudonym"):
+        run_plan(dicom_export.plan, tmp_path / "out", pseudonym=PSEUDONYM)
+    with pytest.raises(InputError, match="pseudonym"):
+        run_plan(dicom_export.plan, tmp_path / "out", deidentify=True, pseudonym="Doe^John")
+    assert not (tmp_path / "out").exists()
+
+
+@dataclass(frozen=True)
+class _RealCT:
+    """dcmqi's 3 real CT slices and liver SEG, with a lesion SEG and a SPECT (NM) we make in that CT's frame."""
+
+    folder: Path
+    liver_seg: Path
+    lesion_seg: Path
+    spect: Path
+    header: pydicom.Dataset
+
+
+def _real_ct(shared_data: Path, tmp_path: Path) -> _RealCT:
+    dcmqi = shared_data / "dcmqi"
+    folder, liver_seg = dcmqi / "ct-3slice", dcmqi / "liver.dcm"
+    if not liver_seg.is_file() or not folder.is_dir():
+        pytest.skip(f"the dcmqi SEG and CT are not in {shared_data}")
+    grid = read_image(folder).grid
+    header = pydicom.dcmread(min(folder.iterdir()), stop_before_pixels=True)
+    liver = read_dicom_seg(liver_seg, reference=folder).array > 0
+    _, yy, xx = np.indices(grid.shape)
+    centre = [float(c[liver].mean()) for c in (yy, xx)]
+    (sx, sy, sz), factor = grid.spacing_mm, 4
+    lesion = liver & (np.hypot((yy - centre[0]) * sy, (xx - centre[1]) * sx) < 20)  # a cylinder of radius 20 mm
+    lesion_seg = write_dicom_seg(LabelVolume.from_mask(lesion, grid, name="lesion 1"), folder,
+                                 tmp_path / "lesion_seg.dcm")
+    coarse = replace(grid, size=(grid.size[0] // factor, grid.size[1] // factor, grid.size[2]),
+                     spacing_mm=(sx * factor, sy * factor, sz),
+                     origin_mm=tuple(grid.index_to_world([(factor - 1) / 2, (factor - 1) / 2, 0])))
+    uptake = 1.0 + 100.0 * liver + 300.0 * lesion  # counts on the CT's voxels, summed over 4 x 4 blocks
+    counts = uptake.reshape(grid.shape[0], coarse.shape[1], factor, coarse.shape[2], factor).sum(axis=(2, 4))
+    spect = write_dicom_nm(Volume(counts.astype(np.float32), coarse, "NM"), tmp_path / "spect.dcm",
+                           frame_of_reference_uid=header.FrameOfReferenceUID,
+                           study_instance_uid=header.StudyInstanceUID)
+    return _RealCT(folder, liver_seg, lesion_seg, spect, header)
+
+
+def test_a_real_dicom_seg_is_the_liver_contour_of_a_plan(shared_data, tmp_path):
+    """dcmqi's liver SEG (written by another tool) is the MAA CT liver of a plan whose MAA CT is its 3 real slices;
+    run de-identified. No floating image: the registration refuses a 3-slice image (see the next test)."""
+    real = _real_ct(shared_data, tmp_path)
+    plan = Plan(reference=ReferenceInput(real.folder, liver=ContourInput(real.liver_seg),
+                                         lesions=ContourInput(real.lesion_seg)),
+                spect=SpectInput(real.spect, activity_gbq=ACTIVITY_GBQ, isotope="Y-90"))
+    result = run_plan(plan, tmp_path / "out", deidentify=True)
+
+    liver = read_labels(result.out_dir / "maa_ct" / "liver.nii.gz")
+    same = read_labels(real.liver_seg.parent / "liver_seg.nrrd")  # dcmqi's label map of the same liver
+    assert np.count_nonzero(liver.array) == np.count_nonzero(same.array == 1)
+    rows = {row["structure"]: row for row in result.doses}
+    assert rows["MAA CT/lesion 1"]["mean_gy"] > rows["liver"]["mean_gy"] > 0
+    dose = read_rt_dose(result.out_dir / "dicom" / "rt_dose.dcm")
+    assert dose.meta["FrameOfReferenceUID"] == real.header.FrameOfReferenceUID
+    assert dose.meta["StudyInstanceUID"] == real.header.StudyInstanceUID
+    dataset = pydicom.dcmread(result.out_dir / "dicom" / "rt_dose.dcm")
+    assert (str(dataset.PatientName), dataset.PatientID, dataset.PatientIdentityRemoved) == (
+        "ANONYMOUS", "ANONYMOUS", "YES")
+    identifiers = {str(real.header.get(k, "")) for k in ("PatientName", "PatientID", "PatientBirthDate",
+                                                         "AccessionNumber", "StudyDate")} - {""}
+    assert identifiers and not [text for _, text in _dicom_texts(dataset) if text in identifiers]
+    name = str(real.header.PatientName).encode()
+    for path in (p for p in result.out_dir.rglob("*") if p.is_file()):
+        assert name not in (gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes())
+    seg = hd.seg.Segmentation.from_dataset(pydicom.dcmread(real.liver_seg))  # highdicom reads dcmqi's SEG too
+    assert [s.SeriesInstanceUID for s in seg.ReferencedSeriesSequence] == [real.header.SeriesInstanceUID]
+
+
+def test_a_three_slice_floating_image_is_refused_before_registration(shared_data, tmp_path):
+    """The dcmqi CT (3 real slices) as a floating image, its real SEG as the floating liver: the registration
+    cannot smooth 3 slices to its 8 mm level, so the run refuses it by its thickness and writes nothing."""
+    real = _real_ct(shared_data, tmp_path)
+    plan = Plan(reference=ReferenceInput(real.folder, liver=ContourInput(real.liver_seg)),
+                spect=SpectInput(real.spect, activity_gbq=ACTIVITY_GBQ, isotope="Y-90"),
+                floating=(FloatingInput(id="ct", modality="CT", image=real.folder, liver=ContourInput(real.liver_seg),
+                                        lesions=ContourInput(real.lesion_seg), guidance="liver"),))
+    with pytest.raises(InputError, match=r"floating ct.*spans only .* mm along one axis.*at least 32 mm"):
+        run_plan(plan, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_interrupted_run_leaves_no_output(patient, tmp_path, monkeypatch):
     def interrupt(*args, **kwargs):
         assert (tmp_path / ".out.partial" / "dose.nii.gz").is_file()  # interrupted with files half-way
@@ -338,3 +655,24 @@ def test_cli_run_writes_the_report_and_refuses_a_second_run(patient, tmp_path):
     assert (tmp_path / "out" / "report.html").is_file()
     again = runner.invoke(app, ["run", str(plan), "-o", str(tmp_path / "out")])
     assert again.exit_code == 2 and "not empty" in again.stderr
+
+
+def test_cli_run_passes_deidentify_and_refuses_a_lone_pseudonym(patient, tmp_path, monkeypatch):
+    plan = write_plan(_plan(patient, floating=()), tmp_path / "plan.yaml")
+    calls = []
+
+    def fake_run_plan(*args, **kwargs):
+        calls.append(kwargs)
+        raise InputError("stopped after the options were passed")
+
+    monkeypatch.setattr("sirtreg.pipeline.run_plan", fake_run_plan)
+    runner = CliRunner()
+    out = str(tmp_path / "out")
+    result = runner.invoke(app, ["run", str(plan), "-o", out, "--deidentify", "--pseudonym", "S-017"])
+    assert result.exit_code == 2 and "stopped after" in result.stderr
+    assert (calls[0]["deidentify"], calls[0]["pseudonym"]) == (True, "S-017")
+    for options, message in ((["--pseudonym", "S-017"], "only with --deidentify"),
+                             (["--deidentify", "--pseudonym", "Doe^John"], "pseudonym")):
+        result = runner.invoke(app, ["run", str(plan), "-o", out, *options])
+        assert result.exit_code == 2 and message in result.stderr, result.output
+    assert len(calls) == 1

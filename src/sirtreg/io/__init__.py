@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sirtreg.errors import InputError
 from sirtreg.geometry import LabelVolume, Volume
+from sirtreg.io.deidentify import DEFAULT_PSEUDONYM, Deidentification, deidentify
 from sirtreg.io.dicom import SeriesInfo, list_series, read_dicom
 from sirtreg.io.dicom_seg import read_dicom_seg, write_dicom_seg
 from sirtreg.io.dicom_write import write_dicom_nm, write_dicom_series
@@ -81,10 +82,13 @@ read_displacement = read_displacement_file
 write_displacement = write_displacement_file
 
 __all__ = [
+    "DEFAULT_PSEUDONYM",
+    "Deidentification",
     "Segment",
     "Segmentation",
     "SeriesInfo",
     "check_output_folder",
+    "deidentify",
     "list_series",
     "orient_like",
     "prepare_output",

@@ -28,6 +28,7 @@ from pydicom.uid import generate_uid
 from sirtreg import __version__
 from sirtreg.errors import GeometryMismatchError, InputError
 from sirtreg.geometry import Grid, LabelVolume, Volume
+from sirtreg.io.deidentify import Deidentification
 from sirtreg.io.dicom import _geometry, _slices_of, list_series, read_dicom_object, select_series
 from sirtreg.io.images import prepare_output, require_file
 from sirtreg.io.reorient import orient_like
@@ -134,7 +135,7 @@ def write_dicom_seg(labels: LabelVolume, reference: ReferenceSeries, path: str |
                     series: str | None = None, segment_names: Mapping[int, str] | None = None,
                     series_description: str = "sirtreg segmentation", algorithm_name: str | None = None,
                     patient_name: str | None = None, patient_id: str | None = None,
-                    overwrite: bool = False) -> Path:
+                    deidentification: Deidentification | None = None, overwrite: bool = False) -> Path:
     """Write a label map as a DICOM SEG (BINARY, one segment per label value) of the series it lies on.
 
     Parameters
@@ -148,7 +149,9 @@ def write_dicom_seg(labels: LabelVolume, reference: ReferenceSeries, path: str |
     segment_names : label value -> segment label, replacing the names of ``labels``.
     series_description : SeriesDescription of the SEG.
     algorithm_name : the program that made the labels (segments marked AUTOMATIC); None for manual contours.
-    patient_name, patient_id : replace those copied from the referenced series (de-identification).
+    patient_name, patient_id : replace those copied from the referenced series.
+    deidentification : applied last, to the patient and study attributes copied from the referenced series
+        too (its pseudonym replaces ``patient_name`` and ``patient_id``).
     overwrite : replace an existing file.
 
     Returns
@@ -181,6 +184,8 @@ def write_dicom_seg(labels: LabelVolume, reference: ReferenceSeries, path: str |
         segmentation.PatientName = patient_name
     if patient_id is not None:
         segmentation.PatientID = patient_id
+    if deidentification is not None:
+        deidentification.apply(segmentation)
     temporary = path.with_name(f".{path.stem}.partial{path.suffix}")
     try:
         segmentation.save_as(temporary)

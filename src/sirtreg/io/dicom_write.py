@@ -3,7 +3,8 @@
 Voxels are stored as 16-bit integers with a RescaleSlope/Intercept chosen so
 that they read back within half a rescale step (exactly for whole numbers
 that fit). Files carry new UIDs and anonymous patient placeholders unless
-others are given; outputs are written under a temporary name and renamed.
+others are given (a :class:`~sirtreg.io.deidentify.Deidentification` is applied
+last); outputs are written under a temporary name and renamed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pydicom.valuerep import format_number_as_ds
 
 from sirtreg.errors import InputError, OutputExistsError
 from sirtreg.geometry import Grid, Volume
+from sirtreg.io.deidentify import Deidentification
 from sirtreg.io.images import prepare_output
 
 log = logging.getLogger(__name__)
@@ -137,12 +139,15 @@ def _replaceable(folder: Path, overwrite: bool) -> None:
 def write_dicom_series(volume: Volume, folder: str | os.PathLike[str], *, modality: str = "",
                        series_description: str = "", frame_of_reference_uid: str | None = None,
                        study_instance_uid: str | None = None, patient_name: str = ANONYMOUS_NAME,
-                       patient_id: str = ANONYMOUS_ID, overwrite: bool = False) -> Path:
+                       patient_id: str = ANONYMOUS_ID, deidentification: Deidentification | None = None,
+                       overwrite: bool = False) -> Path:
     """Write a volume as a CT or MR series, one int16 file per slice, into a new folder.
 
     ``modality`` defaults to the volume's ("CT" when it has none). CT values
     are HU. The folder is built under a temporary name and renamed; an
     existing folder of DICOM files is replaced only with ``overwrite``.
+    ``deidentification``, if given, is applied to every file last (its
+    pseudonym replaces ``patient_name`` and ``patient_id``).
     """
     modality = (modality or volume.modality or "CT").upper()
     if modality not in ("CT", "MR"):
@@ -174,6 +179,8 @@ def write_dicom_series(volume: Volume, folder: str | os.PathLike[str], *, modali
                 ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions = "RM", "NONE", ""
                 ds.MRAcquisitionType, ds.EchoTime, ds.RepetitionTime, ds.EchoTrainLength = "3D", "", "", ""
             _set_pixels(ds, grid, stored[k], slope, intercept)
+            if deidentification is not None:
+                deidentification.apply(ds)
             ds.save_as(staging / f"{k + 1:05d}.dcm", enforce_file_format=True)
         if folder.exists():  # swap in the new folder before deleting the old one
             previous = staging.with_name(staging.name + ".old")
@@ -192,12 +199,13 @@ def write_dicom_series(volume: Volume, folder: str | os.PathLike[str], *, modali
 def write_dicom_nm(volume: Volume, path: str | os.PathLike[str], *, series_description: str = "",
                    frame_of_reference_uid: str | None = None, study_instance_uid: str | None = None,
                    patient_name: str = ANONYMOUS_NAME, patient_id: str = ANONYMOUS_ID,
-                   overwrite: bool = False) -> Path:
+                   deidentification: Deidentification | None = None, overwrite: bool = False) -> Path:
     """Write a volume (e.g. SPECT counts) as one NM multi-frame file, uint16 with a rescale slope.
 
     Geometry goes into DetectorInformationSequence (position of the first
     frame, orientation) and SpacingBetweenSlices, as reconstructed NM
     tomography is stored; values read back within slope / 2.
+    ``deidentification``, if given, is applied last.
     """
     path = prepare_output(path, overwrite=overwrite)
     volume = _right_handed(volume)
@@ -219,6 +227,8 @@ def write_dicom_nm(volume: Volume, path: str | os.PathLike[str], *, series_descr
     ds.DetectorInformationSequence = [detector]
     ds.SliceThickness = ds.SpacingBetweenSlices = _ds(grid.spacing_mm[2])
     _set_pixels(ds, grid, stored, slope, intercept)
+    if deidentification is not None:
+        deidentification.apply(ds)
     temporary = path.with_name(f".{path.stem}.partial{path.suffix}")
     ds.save_as(temporary, enforce_file_format=True)
     os.replace(temporary, path)

@@ -20,6 +20,7 @@ from pydicom.uid import generate_uid
 
 from sirtreg.errors import DicomSeriesError, InputError
 from sirtreg.geometry import Grid, Volume
+from sirtreg.io.deidentify import Deidentification
 from sirtreg.io.dicom import read_dicom_object
 from sirtreg.io.dicom_seg import ReferenceSeries, read_series_headers
 from sirtreg.io.dicom_write import ANONYMOUS_ID, ANONYMOUS_NAME, _ds, _ds_list, _file_dataset, _right_handed
@@ -68,7 +69,7 @@ def write_rt_dose(dose: Volume, path: str | os.PathLike[str], *, frame_of_refere
                   study_instance_uid: str | None = None, reference: ReferenceSeries | None = None,
                   series: str | None = None, patient_name: str | None = None, patient_id: str | None = None,
                   series_description: str = "sirtreg absorbed dose", dose_summation_type: str = "PLAN",
-                  overwrite: bool = False) -> Path:
+                  deidentification: Deidentification | None = None, overwrite: bool = False) -> Path:
     """Write an absorbed-dose map as a DICOM RT Dose file (DoseUnits GY, DoseType PHYSICAL).
 
     Parameters
@@ -84,6 +85,8 @@ def write_rt_dose(dose: Volume, path: str | os.PathLike[str], *, frame_of_refere
     patient_name, patient_id : replace those of ``reference`` (default: copied; anonymous without it).
     series_description : SeriesDescription of the RT Dose.
     dose_summation_type : DoseSummationType; "PLAN" for a predictive (MAA) dose. No RT Plan is referenced.
+    deidentification : applied last, to what is copied from ``reference`` too (its pseudonym replaces
+        ``patient_name`` and ``patient_id``).
     overwrite : replace an existing file.
 
     Returns
@@ -128,6 +131,8 @@ def write_rt_dose(dose: Volume, path: str | os.PathLike[str], *, frame_of_refere
     ds.DoseUnits, ds.DoseType, ds.DoseSummationType = "GY", "PHYSICAL", summation
     ds.DoseGridScaling = _ds(scaling)
     ds.PixelData = np.ascontiguousarray(stored).astype("<u4").tobytes()
+    if deidentification is not None:
+        deidentification.apply(ds)
     temporary = path.with_name(f".{path.stem}.partial{path.suffix}")
     try:
         ds.save_as(temporary, enforce_file_format=True)

@@ -37,6 +37,7 @@ from pydicom.valuerep import format_number_as_ds
 from sirtreg import __version__
 from sirtreg.errors import GeometryMismatchError, InputError
 from sirtreg.geometry import Grid, LabelVolume, Volume
+from sirtreg.io.deidentify import Deidentification
 from sirtreg.io.dicom import _slices_of, read_dicom_object
 from sirtreg.io.dicom_seg import ReferenceSeries, _reference_facts, read_series_headers, series_grid
 from sirtreg.io.images import prepare_output, require_file
@@ -408,7 +409,8 @@ def write_rtstruct(labels: LabelVolume | Segmentation, reference: ReferenceSerie
                    series: str | None = None, roi_names: Mapping[int, str] | None = None,
                    series_description: str = "sirtreg contours", structure_set_label: str = "sirtreg",
                    algorithm_name: str | None = None, patient_name: str | None = None,
-                   patient_id: str | None = None, overwrite: bool = False) -> Path:
+                   patient_id: str | None = None, deidentification: Deidentification | None = None,
+                   overwrite: bool = False) -> Path:
     """Write a label map, or segments that may overlap, as an RTSTRUCT of the DICOM series they lie on.
 
     Parameters
@@ -423,7 +425,9 @@ def write_rtstruct(labels: LabelVolume | Segmentation, reference: ReferenceSerie
     roi_names : label value -> ROI name, replacing the names of a label map.
     series_description, structure_set_label : of the RTSTRUCT (the label is cut to 16 characters).
     algorithm_name : the program that made the labels (ROIs marked AUTOMATIC); None for manual contours.
-    patient_name, patient_id : replace those copied from the referenced series (de-identification).
+    patient_name, patient_id : replace those copied from the referenced series.
+    deidentification : applied last, to the patient and study attributes copied from the referenced series
+        too (its pseudonym replaces ``patient_name`` and ``patient_id``).
     overwrite : replace an existing file.
 
     Returns
@@ -486,6 +490,8 @@ def write_rtstruct(labels: LabelVolume | Segmentation, reference: ReferenceSerie
     ds.StructureSetROISequence = structures
     ds.ROIContourSequence = contours
     ds.RTROIObservationsSequence = observations
+    if deidentification is not None:
+        deidentification.apply(ds)
 
     temporary = path.with_name(f".{path.stem}.partial{path.suffix}")
     try:

@@ -245,16 +245,21 @@ class Plan:
         both = self.reference.landmarks is not None and floating.landmarks is not None
         return "liver+landmarks" if both else "liver"
 
-    def to_dict(self, *, relative_to: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    def to_dict(self, *, relative_to: str | os.PathLike[str] | None = None,
+                withhold_paths: bool = False) -> dict[str, Any]:
         """The plan as the YAML mapping of the module docstring.
 
         Parameters
         ----------
         relative_to : folder to write paths relative to (where the plan file goes); None: paths as they are.
+        withhold_paths : write what each file is ("DICOM folder", "NIfTI file", ...) instead of its path,
+            whose folder and file names often hold the patient's name or ID (de-identified outputs).
         """
         folder = None if relative_to is None else Path(os.path.abspath(relative_to))
 
         def text(path: Path) -> str:
+            if withhold_paths:
+                return withheld(path)
             return str(path) if folder is None else relative(Path(os.path.abspath(path)), folder)
 
         def image(entry: ReferenceInput | SpectInput | FloatingInput) -> dict[str, Any]:
@@ -282,6 +287,20 @@ class Plan:
             floating.append(fields)
         return {"format": FORMAT, "version": VERSION, "reference": image(self.reference), "spect": spect,
                 "floating": floating}
+
+
+_FILE_KINDS = ((".seg.nrrd", "3D Slicer segmentation"), (".nii.gz", "NIfTI file"), (".nii", "NIfTI file"),
+               (".nrrd", "NRRD file"), (".nhdr", "NRRD file"), (".mha", "MetaImage file"), (".mhd", "MetaImage file"),
+               (".dcm", "DICOM file"))
+
+
+def withheld(path: str | os.PathLike[str]) -> str:
+    """What ``path`` is, without any of its names (which may hold the patient's name or ID), e.g. "<DICOM folder>"."""
+    path = Path(path)
+    if path.is_dir():
+        return "<DICOM folder>"
+    name = path.name.lower()
+    return f"<{next((kind for suffix, kind in _FILE_KINDS if name.endswith(suffix)), 'file')}>"
 
 
 # --- what the checks look at ------------------------------------------------------------

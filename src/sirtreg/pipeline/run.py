@@ -35,6 +35,12 @@ of a killed run is removed by the next run)::
 
 Contours may be label maps, 3D Slicer segmentations, DICOM SEGs or RTSTRUCTs; an RTSTRUCT's ROIs are
 rasterised onto the voxels of the image they were drawn on (:func:`sirtreg.io.rtstruct.read_rtstruct`).
+
+De-identified (``deidentify``): the DICOM outputs follow the basic confidentiality profile with the
+retain-UIDs option (:mod:`sirtreg.io.deidentify`; PatientName and PatientID are the pseudonym, they still
+reference the MAA CT series and frame of reference); results.json gives what each input is ("<DICOM
+folder>", "<NIfTI file>") instead of its path, whose names often hold the patient's name or ID, and has
+no start and end times; the report shows no date. No output holds a DICOM patient attribute otherwise.
 """
 
 from __future__ import annotations
@@ -63,6 +69,8 @@ from sirtreg.dosimetry import DoseReport, dose_report, plot_dvh
 from sirtreg.errors import InputError, OutputExistsError, SirtregError
 from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Volume
 from sirtreg.io import (
+    DEFAULT_PSEUDONYM,
+    Deidentification,
     check_output_folder,
     has_image_suffix,
     is_segmentation_file,
@@ -76,6 +84,7 @@ from sirtreg.io import (
     write_image,
     write_rt_dose,
 )
+from sirtreg.io.deidentify import METHOD as DEIDENTIFICATION_METHOD
 from sirtreg.io.dicom_seg import read_series_headers
 from sirtreg.io.rtstruct import read_rtstruct
 from sirtreg.metrics import dice
@@ -473,7 +482,7 @@ def _dicom_reference(plan: Plan, reference: Volume) -> tuple[Path, str] | None:
 
 
 def _write_dicom(plan: Plan, reference: _Image, dose: Volume, carried: Sequence[_Carried], staging: Path,
-                 files: dict[str, Path]) -> None:
+                 files: dict[str, Path], deidentification: Deidentification | None) -> None:
     """RT Dose, lesion SEGs and registered series, all in the MAA CT's frame of reference and study."""
     found = _dicom_reference(plan, reference.volume)
     if found is None:
@@ -482,13 +491,15 @@ def _write_dicom(plan: Plan, reference: _Image, dose: Volume, carried: Sequence[
     folder, uid = found
     header = read_series_headers(folder, series=uid)[0]
     files["dicom rt dose"] = write_rt_dose(dose, staging / "dicom" / "rt_dose.dcm", reference=folder, series=uid,
-                                           series_description="sirtreg MAA dose (local deposition)")
+                                           series_description="sirtreg MAA dose (local deposition)",
+                                           deidentification=deidentification)
     for item in carried:
         where = staging / "dicom" / "floating" / item.entry.id
         if item.lesions is not None and item.lesions.present_labels():
             files[f"{item.entry.id} dicom seg"] = write_dicom_seg(
                 item.lesions, folder, where / "lesions_seg.dcm", series=uid,
-                series_description=f"sirtreg lesions of {item.entry.id}"[:64], algorithm_name="sirtreg registration")
+                series_description=f"sirtreg lesions of {item.entry.id}"[:64], algorithm_name="sirtreg registration",
+                deidentification=deidentification)
         elif item.lesions is not None:
             log.warning("floating %s: no lesion voxel left on the MAA CT; no DICOM SEG written", item.entry.id)
         files[f"{item.entry.id} dicom series"] = write_dicom_series(
@@ -496,7 +507,8 @@ def _write_dicom(plan: Plan, reference: _Image, dose: Volume, carried: Sequence[
             series_description=f"sirtreg {item.entry.id} registered to MAA CT"[:64],
             frame_of_reference_uid=str(header.FrameOfReferenceUID),
             study_instance_uid=str(header.get("StudyInstanceUID", "")) or None,
-            patient_name=str(header.get("PatientName", "")), patient_id=str(header.get("PatientID", "")))
+            patient_name=str(header.get("PatientName", "")), patient_id=str(header.get("PatientID", "")),
+            deidentification=deidentification)
 
 
 def _largest_lesion_centre(lesions: LabelVolume | None) -> np.ndarray | None:
@@ -706,7 +718,8 @@ def _register_all(plan: Plan, reference: _Image, floating: Sequence[_Image], spe
 
 
 def _write_tables(plan: Plan, reference: _Image, report: DoseReport, rows: list[dict[str, Any]],
-                  carried: Sequence[_Carried], staging: Path, files: dict[str, Path]) -> None:
+                  carried: Sequence[_Carried], staging: Path, files: dict[str, Path],
+                  deidentification: Deidentification | None = None) -> None:
     """Dose map, MAA CT liver, DVHs, DICOM outputs and the two CSV tables."""
     files["dose"] = write_image(report.dose, staging / "dose.nii.gz")
     files["MAA CT liver"] = write_image(reference.liver, staging / "maa_ct" / "liver.nii.gz")
@@ -715,7 +728,7 @@ def _write_tables(plan: Plan, reference: _Image, report: DoseReport, rows: list[
         written = _write_dvh(report, source, path)
         if written is not None:
             files[f"{source} dvh"] = written
-    _write_dicom(plan, reference, report.dose, carried, staging, files)
+    _write_dicom(plan, reference, report.dose, carried, staging, files, deidentification)
     files["doses"] = _write_csv(rows, staging / DOSES_NAME, list(rows[0]))
     registration_rows = [_registration_row(item) for item in carried]
     columns = list(registration_rows[0]) if registration_rows else ["floating"]
@@ -723,14 +736,18 @@ def _write_tables(plan: Plan, reference: _Image, report: DoseReport, rows: list[
 
 
 def _results(plan: Plan, reference: _Image, report: DoseReport, rows: list[dict[str, Any]],
-             carried: Sequence[_Carried], device: str, started_utc: datetime) -> dict[str, Any]:
-    """The results.json document, less timings and files."""
+             carried: Sequence[_Carried], device: str, started_utc: datetime,
+             deidentification: Deidentification | None = None) -> dict[str, Any]:
+    """The results.json document, less timings and files (de-identified: no input paths, no dates)."""
+    hidden = deidentification is not None
     return {
         "format": RESULTS_FORMAT, "version": RESULTS_VERSION,
         "software": {"sirtreg": __version__, "python": platform.python_version(), "torch": torch.__version__},
-        "started_utc": started_utc.isoformat(timespec="seconds"),
-        "finished_utc": datetime.now(UTC).isoformat(timespec="seconds"), "device": device,
-        "plan": plan.to_dict(),
+        "started_utc": None if hidden else started_utc.isoformat(timespec="seconds"),
+        "finished_utc": None if hidden else datetime.now(UTC).isoformat(timespec="seconds"), "device": device,
+        "deidentified": None if deidentification is None else {"pseudonym": deidentification.pseudonym,
+                                                                "dicom": DEIDENTIFICATION_METHOD},
+        "plan": plan.to_dict(withhold_paths=hidden),
         "reference": {"grid": reference.volume.grid.describe(), "liver": reference.liver_source},
         "dose": report.summary(), "doses": rows,
         "dvh": [{"structure": s.name, "dose_gy": s.dvh.dose_gy.tolist(),
@@ -744,7 +761,7 @@ def _results(plan: Plan, reference: _Image, report: DoseReport, rows: list[dict[
 
 
 def run_plan(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = False, device: str = "cpu",
-             progress: Progress | None = None) -> RunResult:
+             progress: Progress | None = None, deidentify: bool = False, pseudonym: str | None = None) -> RunResult:
     """Run one patient's plan end to end and write every output into ``out_dir`` (see the module docstring).
 
     Parameters
@@ -755,6 +772,9 @@ def run_plan(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = F
     overwrite : replace a non-empty output folder.
     device : "cpu" or "cuda", for the CNN and the registration.
     progress : called as ``progress(step, fraction)``, fraction of the whole run in [0, 1].
+    deidentify : strip patient identifiers from every output (see the module docstring).
+    pseudonym : PatientName and PatientID of the de-identified DICOM outputs (default "ANONYMOUS");
+        only with ``deidentify``.
 
     Returns
     -------
@@ -767,6 +787,9 @@ def run_plan(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = F
     """
     started, started_utc = time.perf_counter(), datetime.now(UTC)
     timings: dict[str, float] = {}
+    if pseudonym is not None and not deidentify:
+        raise InputError("a pseudonym is used only to de-identify the outputs: pass deidentify too")
+    deidentification = Deidentification(DEFAULT_PSEUDONYM if pseudonym is None else pseudonym) if deidentify else None
     with _timed(timings, "check"):
         out_dir = check_run(plan, out_dir, overwrite=overwrite, device=device)
     sources = _image_sources(plan)
@@ -791,16 +814,17 @@ def run_plan(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = F
             rows = _dose_rows(report, carried)
         stages.report("dose", 1.0)
         with _timed(timings, "write"):
-            _write_tables(plan, reference, report, rows, carried, staging, files)
+            _write_tables(plan, reference, report, rows, carried, staging, files, deidentification)
         stages.report("write", 1.0)
         with _timed(timings, "report"):
             sections = _report_sections(plan, reference, report, rows, carried, files, timings, device)
+            when = (f"{started_utc:%Y-%m-%d %H:%M} UTC" if deidentification is None
+                    else f"de-identified ({deidentification.pseudonym})")
             files["report"] = write_html(staging / REPORT_NAME, "sirtreg run report", sections,
-                                         subtitle=f"sirtreg {__version__}, {started_utc:%Y-%m-%d %H:%M} UTC, "
-                                                  f"{len(carried)} floating image(s)")
+                                         subtitle=f"sirtreg {__version__}, {when}, {len(carried)} floating image(s)")
         files["results"] = staging / RESULTS_NAME
         seconds = round(time.perf_counter() - started, 3)
-        results = {**_results(plan, reference, report, rows, carried, device, started_utc),
+        results = {**_results(plan, reference, report, rows, carried, device, started_utc, deidentification),
                    "timings_s": timings, "seconds": seconds, "files": _relative(files, staging)}
         files["results"].write_text(json.dumps(results, indent=2, default=float) + "\n", encoding="utf-8")
         _swap_into_place(staging, out_dir)
