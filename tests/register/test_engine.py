@@ -88,6 +88,17 @@ def test_refuses_nan_voxels():
         register(_box(GRID), image, settings=preset("image"))
 
 
+def test_refuses_a_slab_thinner_than_four_coarse_voxels():
+    """A 3-slice CT cannot be smoothed to the 8 mm level: refused with its size, not a filter's error."""
+    slab = Grid((GRID.size[0], GRID.size[1], 3), GRID.spacing_mm, GRID.origin_mm)
+    three_slices = Volume(np.random.default_rng(0).normal(size=slab.shape).astype(np.float32), slab)
+    with pytest.raises(InputError, match=r"floating image spans only 6.0 mm .* at least 32 mm along every axis"):
+        register(_box(GRID), three_slices, settings=preset("image"))
+    coarse = dataclasses.replace(preset("image"), affine=AffineSettings(levels_mm=(20.0, 8.0), iterations=(5, 5)))
+    with pytest.raises(InputError, match="reference image spans only .* at least 80 mm"):
+        register(_box(GRID), _box(GRID), settings=coarse)
+
+
 def test_refuses_an_empty_label_map():
     empty = LabelVolume(np.zeros(GRID.shape, dtype=np.uint8), GRID)
     with pytest.raises(InputError, match="floating label map is empty"):

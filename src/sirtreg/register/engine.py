@@ -40,6 +40,7 @@ FLOATING_OVERSAMPLING = 1.5
 LIVER = 1
 LANDMARKS = 2
 STOP_WINDOW = 15
+MIN_COARSE_VOXELS = 4  # along every axis, each image spans at least this many voxels of the coarsest level
 
 
 def guidance_labels(liver: LabelVolume, landmarks: LabelVolume | None = None) -> LabelVolume:
@@ -66,6 +67,10 @@ def check_inputs(
 ) -> tuple[Classes, Classes] | None:
     """Refuse inputs the engine cannot use; return the guiding classes (label values per channel) of both sides.
 
+    Refused: NaN or infinite voxels, constant images, images thinner than four voxels of
+    the coarsest pyramid level along any axis (a slab of a few slices), images that do
+    not overlap, label maps off their image's grid, and labels the guidance cannot use.
+
     ``liver`` guidance: one class, every non-zero label (the liver mask).
     ``liver+landmarks``: the paper's two classes, liver (value 1) and landmarks (every value >= 2).
     ``image``: None.
@@ -75,6 +80,14 @@ def check_inputs(
             raise InputError(f"the {name} image has NaN or infinite voxels; fill or mask them first")
         if np.ptp(image.array) == 0:
             raise InputError(f"the {name} image is constant: nothing to register")
+    coarsest_mm = max((*settings.affine.levels_mm, *(settings.nonrigid.levels_mm if settings.nonrigid.enabled else ())))
+    for name, image in (("reference", reference), ("floating", floating)):
+        extent = np.asarray(image.grid.extent_mm)
+        if np.any(extent < MIN_COARSE_VOXELS * coarsest_mm):
+            raise InputError(
+                f"the {name} image spans only {extent.min():.1f} mm along one axis ({image.grid.describe()}); "
+                f"registration needs at least {MIN_COARSE_VOXELS * coarsest_mm:g} mm along every axis "
+                f"({MIN_COARSE_VOXELS} voxels of its coarsest level, {coarsest_mm:g} mm)")
     reference.grid.require_overlap(floating.grid, what="reference and floating images")
     for name, image, labels in (("reference", reference, reference_labels), ("floating", floating, floating_labels)):
         if labels is not None:
