@@ -8,8 +8,7 @@ folding) take the displacement (D, H, W, 3) in mm.
 
 from sirtreg.register.terms.folding import FoldingPenalty
 from sirtreg.register.terms.label_ssd import LabelSSD
-from sirtreg.register.terms.landmark_distance import LandmarkDistance
 from sirtreg.register.terms.mutual_information import MutualInformation
 from sirtreg.register.terms.spring import SpringRegulariser
 
-__all__ = ["FoldingPenalty", "LabelSSD", "LandmarkDistance", "MutualInformation", "SpringRegulariser"]
+__all__ = ["FoldingPenalty", "LabelSSD", "MutualInformation", "SpringRegulariser"]
