@@ -98,8 +98,7 @@ def sample_one_hot(labels: LabelVolume, points_mm: Any) -> np.ndarray:
     touch it (inside its bounding box grown by one voxel) and from its box alone,
     so the cost follows the labels' size, not the number of labels times the points.
     """
-    points = np.asarray(points_mm)
-    points = points if points.dtype == np.float32 else points.astype(float, copy=False)
+    points = np.asarray(points_mm, dtype=float)
     if points.shape[-1] != 3:
         raise InputError(f"points must have 3 coordinates in the last axis, got shape {points.shape}")
     index = labels.grid.world_to_index(points.reshape(-1, 3))
@@ -145,8 +144,7 @@ def sample_at(volume: Volume, points_mm: Any, *, fill_value: float = 0.0) -> np.
 
     Returns an array of shape ``points_mm.shape[:-1]``.
     """
-    points = np.asarray(points_mm)
-    points = points if points.dtype == np.float32 else points.astype(float, copy=False)
+    points = np.asarray(points_mm, dtype=float)
     if points.shape[-1] != 3:
         raise InputError(f"points must have 3 coordinates in the last axis, got shape {points.shape}")
     index = volume.grid.world_to_index(points.reshape(-1, 3))
