@@ -17,10 +17,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sirtreg.io import prepare_output_folder
 from sirtreg.progress import Progress, no_progress
 from sirtreg.register.config import GUIDANCES
+
+if TYPE_CHECKING:
+    from sirtreg.pipeline import Plan
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +34,7 @@ _PHANTOM_SHARE = 0.1  # of the demo's progress: writing the digital patient
 _SHORT = {"image": "image", "liver": "liver", "liver+landmarks": "landmarks"}  # guidance -> id suffix
 
 
-def demo_plan(patient_dir: Path, manifest: dict):
+def demo_plan(patient_dir: Path, manifest: dict) -> Plan:
     """The plan of the digital patient: CNN livers, every floating scan with each guidance preset."""
     from sirtreg.pipeline import ContourInput, FloatingInput, Plan, ReferenceInput, SpectInput
 

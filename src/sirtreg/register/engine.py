@@ -58,6 +58,11 @@ def guidance_labels(liver: LabelVolume, landmarks: LabelVolume | None = None) ->
 
 
 # --- input checks -----------------------------------------------------------------
+def _levels_mm(settings: RegistrationSettings) -> tuple[float, ...]:
+    """Spacings (mm) of every pyramid level the settings run, affine and non-rigid."""
+    return (*settings.affine.levels_mm, *(settings.nonrigid.levels_mm if settings.nonrigid.enabled else ()))
+
+
 Classes = list[tuple[int, ...]]
 
 
@@ -80,7 +85,7 @@ def check_inputs(
             raise InputError(f"the {name} image has NaN or infinite voxels; fill or mask them first")
         if np.ptp(image.array) == 0:
             raise InputError(f"the {name} image is constant: nothing to register")
-    coarsest_mm = max((*settings.affine.levels_mm, *(settings.nonrigid.levels_mm if settings.nonrigid.enabled else ())))
+    coarsest_mm = max(_levels_mm(settings))
     for name, image in (("reference", reference), ("floating", floating)):
         extent = np.asarray(image.grid.extent_mm)
         if np.any(extent < MIN_COARSE_VOXELS * coarsest_mm):
@@ -372,8 +377,7 @@ def register(
     floating_crop = floating.crop(*box)
     floating_labels_crop = floating_labels.crop(*box) if classes and floating_labels is not None else None
     # smoothing reads 3 sigma around the region: the rest of the reference is never looked at
-    levels_mm = (*settings.affine.levels_mm, *(settings.nonrigid.levels_mm if settings.nonrigid.enabled else ()))
-    box = _box_around(reference, region.corners_mm(), 1.5 * max(levels_mm) + max(reference.grid.spacing_mm))
+    box = _box_around(reference, region.corners_mm(), 1.5 * max(_levels_mm(settings)) + max(reference.grid.spacing_mm))
     reference_crop = reference.crop(*box)
     reference_labels_crop = reference_labels.crop(*box) if classes and reference_labels is not None else None
 
