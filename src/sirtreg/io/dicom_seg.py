@@ -30,6 +30,7 @@ from sirtreg.errors import GeometryMismatchError, InputError
 from sirtreg.geometry import Grid, LabelVolume, Volume
 from sirtreg.io.deidentify import Deidentification
 from sirtreg.io.dicom import _geometry, _slices_of, list_series, read_dicom_object, select_series
+from sirtreg.io.dicom_write import save_dataset
 from sirtreg.io.images import prepare_output, require_file
 from sirtreg.io.reorient import orient_like
 
@@ -184,14 +185,7 @@ def write_dicom_seg(labels: LabelVolume, reference: ReferenceSeries, path: str |
         segmentation.PatientName = patient_name
     if patient_id is not None:
         segmentation.PatientID = patient_id
-    if deidentification is not None:
-        deidentification.apply(segmentation)
-    temporary = path.with_name(f".{path.stem}.partial{path.suffix}")
-    try:
-        segmentation.save_as(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    save_dataset(segmentation, path, deidentification=deidentification, enforce_file_format=False)
     log.info("wrote DICOM SEG of %d segments on %s", len(values), grid.describe())
     return path
 

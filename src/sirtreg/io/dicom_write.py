@@ -227,10 +227,19 @@ def write_dicom_nm(volume: Volume, path: str | os.PathLike[str], *, series_descr
     ds.DetectorInformationSequence = [detector]
     ds.SliceThickness = ds.SpacingBetweenSlices = _ds(grid.spacing_mm[2])
     _set_pixels(ds, grid, stored, slope, intercept)
+    save_dataset(ds, path, deidentification=deidentification)
+    log.info("wrote NM %s as one multi-frame file (rescale slope %.6g)", grid.describe(), slope)
+    return path
+
+
+def save_dataset(ds: Dataset, path: Path, *, deidentification: Deidentification | None = None,
+                 enforce_file_format: bool = True) -> None:
+    """De-identify ``ds`` if asked, then write it to ``path`` under a temporary name and rename it there."""
     if deidentification is not None:
         deidentification.apply(ds)
     temporary = path.with_name(f".{path.stem}.partial{path.suffix}")
-    ds.save_as(temporary, enforce_file_format=True)
-    os.replace(temporary, path)
-    log.info("wrote NM %s as one multi-frame file (rescale slope %.6g)", grid.describe(), slope)
-    return path
+    try:
+        ds.save_as(temporary, enforce_file_format=enforce_file_format)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

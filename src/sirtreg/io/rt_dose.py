@@ -23,7 +23,15 @@ from sirtreg.geometry import Grid, Volume
 from sirtreg.io.deidentify import Deidentification
 from sirtreg.io.dicom import read_dicom_object
 from sirtreg.io.dicom_seg import ReferenceSeries, read_series_headers
-from sirtreg.io.dicom_write import ANONYMOUS_ID, ANONYMOUS_NAME, _ds, _ds_list, _file_dataset, _right_handed
+from sirtreg.io.dicom_write import (
+    ANONYMOUS_ID,
+    ANONYMOUS_NAME,
+    _ds,
+    _ds_list,
+    _file_dataset,
+    _right_handed,
+    save_dataset,
+)
 from sirtreg.io.images import prepare_output, require_file
 
 log = logging.getLogger(__name__)
@@ -131,14 +139,7 @@ def write_rt_dose(dose: Volume, path: str | os.PathLike[str], *, frame_of_refere
     ds.DoseUnits, ds.DoseType, ds.DoseSummationType = "GY", "PHYSICAL", summation
     ds.DoseGridScaling = _ds(scaling)
     ds.PixelData = np.ascontiguousarray(stored).astype("<u4").tobytes()
-    if deidentification is not None:
-        deidentification.apply(ds)
-    temporary = path.with_name(f".{path.stem}.partial{path.suffix}")
-    try:
-        ds.save_as(temporary, enforce_file_format=True)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    save_dataset(ds, path, deidentification=deidentification)
     log.info("wrote RT Dose %s (max %.4g Gy, scaling %.6g Gy)", grid.describe(), float(stored.max()) * scaling, scaling)
     return path
 

@@ -40,6 +40,7 @@ from sirtreg.geometry import Grid, LabelVolume, Volume
 from sirtreg.io.deidentify import Deidentification
 from sirtreg.io.dicom import _slices_of, read_dicom_object
 from sirtreg.io.dicom_seg import ReferenceSeries, _reference_facts, read_series_headers, series_grid
+from sirtreg.io.dicom_write import save_dataset
 from sirtreg.io.images import prepare_output, require_file
 from sirtreg.io.reorient import orient_like
 from sirtreg.io.slicer import Segmentation
@@ -490,14 +491,6 @@ def write_rtstruct(labels: LabelVolume | Segmentation, reference: ReferenceSerie
     ds.StructureSetROISequence = structures
     ds.ROIContourSequence = contours
     ds.RTROIObservationsSequence = observations
-    if deidentification is not None:
-        deidentification.apply(ds)
-
-    temporary = path.with_name(f".{path.stem}.partial{path.suffix}")
-    try:
-        ds.save_as(temporary, enforce_file_format=True)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    save_dataset(ds, path, deidentification=deidentification)
     log.info("wrote RTSTRUCT of %d ROIs on %s", len(masks), grid.describe())
     return path
