@@ -15,6 +15,7 @@ from sirtreg.register import (
     AffineTransform,
     compose_displacements,
     map_floating_points,
+    mapped_points,
     read_affine,
     warp,
     write_affine,
@@ -109,6 +110,11 @@ def test_warped_labels_follow_a_known_shift():
         assert isinstance(warped, LabelVolume) and warped.labels == {1: "lesion 1"}
         assert np.array_equal(warped.array.astype(bool), expected)
     np.testing.assert_allclose(map_floating_points(shift, [[2.0, -3.0, 4.0]]), [[0.0, 0.0, 0.0]])
+    # T(x) computed once serves several warps alike; points of another grid are refused
+    points = mapped_points(shift, grid)
+    assert np.array_equal(warp(floating, shift, grid, points=points).array, warped.array)
+    with pytest.raises(InputError, match=r"points must have shape \(40, 40, 40, 3\)"):
+        warp(floating, shift, grid, points=points[:-1])
 
 
 @pytest.mark.parametrize(
