@@ -251,3 +251,33 @@ def test_evaluate_refuses_weights_from_a_table_that_is_not_a_grid_search(manifes
     result = study("evaluate", manifest, "--results", tmp_path / "results.csv", "--weights-from",
                    registered["path"], "-o", tmp_path / "out")
     assert_refused(result, "results.csv tunes liver-affine (liver guidance), not one of the paper's non-rigid")
+
+
+def test_finetune_cnn_trains_on_the_train_split_and_names_the_weights(manifest, tmp_path, monkeypatch):
+    import sirtreg.segment
+    from sirtreg.segment import TrainingResult
+
+    seen = {}
+
+    def fake_train(cases, *, steps, checkpoint_dir, batch_size, device, progress):
+        seen.update(cases=len(cases), steps=steps, device=device)
+        progress("train", 1.0)
+        return TrainingResult(losses=(0.4, 0.1), steps=steps, checkpoint=checkpoint_dir / "checkpoint.pt")
+
+    monkeypatch.setattr(sirtreg.segment, "train", fake_train)
+    result = study("finetune-cnn", manifest, "-o", tmp_path / "cnn", "--steps", 5, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert seen == {"cases": 3, "steps": 5, "device": "cpu"}  # the train patient's MAA CT, CT and MR
+    assert "Dice loss 0.400 -> 0.100" in result.output and "checkpoint.pt" in result.output
+
+
+def test_study_commands_refuse_missing_cnn_weights(manifest, tmp_path):
+    result = study("register", manifest, "-o", tmp_path / "results.csv", "--cnn-weights", tmp_path / "none.pt",
+                   "--quick")
+    assert_refused(result, "none.pt: no such file")
+    weights = tmp_path / "tuned.pt"
+    weights.write_bytes(b"weights")
+    result = study("register", manifest, "-o", tmp_path / "results.csv", "--cnn-weights", weights, "--quick")
+    assert result.exit_code == 2 and "error: CNN weights" in result.stderr
+    assert "the manifest asks for no CNN mask (cnn_liver: compute)" in result.stderr
+    assert not (tmp_path / "results.csv").exists()

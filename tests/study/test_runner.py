@@ -182,7 +182,7 @@ def test_one_task_image_guided_from_the_manifest_path(cohort_path, cohort):
     patient = cohort.patients[1]
     row = run_registration_task(str(cohort_path), Task(patient=patient.id, floating="contrast_ct",
                                                        method=IMAGE_AFFINE), settings=FAST)
-    assert (row["status"], row["guidance_liver"], row["method"]) == ("ok", "manual", IMAGE_AFFINE.key)
+    assert (row["status"], row["guidance_liver"], row["method"]) == ("ok", "none", IMAGE_AFFINE.key)
 
 
 def test_a_task_that_cannot_run_is_a_failed_row(cohort):
@@ -301,7 +301,8 @@ def test_cnn_masks_are_computed_once_and_failures_kept(cohort, tmp_path, monkeyp
     calls = []
     truths = [read_labels(image.liver) for image in (cohort.patients[0].reference, cohort.patients[0].floating[0])]
 
-    def fake_segment_liver(volume, *, modality, device):  # the manual contour of the image stands for the CNN's
+    def fake_segment_liver(volume, *, modality, device, weights):  # the manual contour stands for the CNN's
+        assert weights is None
         calls.append(modality)
         return next(truth for truth in truths if truth.grid.same_as(volume.grid))
 
@@ -324,7 +325,7 @@ def test_cnn_masks_are_computed_once_and_failures_kept(cohort, tmp_path, monkeyp
     again, _ = compute_cnn_masks(computing, ["P01"], folder, submit, lambda futures: [f() for f in futures])
     assert len(calls) == 2 and again == resolved  # cached: nothing computed again
 
-    def broken(volume, *, modality, device):
+    def broken(volume, *, modality, device, weights):
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(sirtreg.segment, "segment_liver", broken)

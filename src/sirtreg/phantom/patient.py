@@ -7,7 +7,8 @@ byte-identical files. The scans are
 
 - ``maa_ct``: the reference, a low-dose non-contrast CT of the 99mTc-MAA SPECT/CT;
 - ``maa_spect``: the 99mTc-MAA SPECT in the reference frame, on its own 4.4 mm grid;
-- ``contrast_ct``: a portal-venous contrast CT, deformed by a known breathing motion;
+- ``contrast_ct``: a portal-venous contrast CT, deformed by a known motion (breathing,
+  the liver sliding 10-20 mm against the body, patient position);
 - ``mr_t1``: a T1 MR on a slightly oblique grid, deformed by another known motion.
 
 Every scan comes with its truth: liver mask, lesion label map ("lesion 1", ...),
@@ -39,7 +40,7 @@ from sirtreg.phantom.anatomy import (
     draw_anatomy,
     lesion_volume_ml,
 )
-from sirtreg.phantom.deformation import Breathing, draw_breathing
+from sirtreg.phantom.deformation import Breathing, draw_breathing, liver_sliding_weight
 from sirtreg.phantom.points import ScanPoints
 from sirtreg.phantom.render import draw_appearance, render_ct, render_mr, render_spect
 from sirtreg.phantom.shapes import rotation
@@ -213,7 +214,8 @@ def make_patient(seed: int = 0, *, resolution: str = "full", progress: Progress 
     mr_direction = rotation(tuple(rng.uniform(-5, 5, 2)) + (float(rng.uniform(-3, 3)),))
     mr_grid = _protocol_grid("mr_t1", body_center + rng.normal(0, [4, 4, 10]), factor, mr_direction)
     pivot = np.asarray(reference_grid.center_mm)
-    deformations = {"contrast_ct": draw_breathing(rng, pivot_mm=pivot), "mr_t1": draw_breathing(rng, pivot_mm=pivot)}
+    sliding = liver_sliding_weight(anatomy.liver_sdf, bounds_mm=anatomy.liver_bounds_mm())
+    deformations = {name: draw_breathing(rng, pivot_mm=pivot, liver_weight=sliding) for name in ("contrast_ct", "mr_t1")}
     appearance = draw_appearance(rng, n_lesions=len(lesion_names))
     tumour_to_normal = tuple(float(v) for v in rng.uniform(3, 8, len(lesion_names)))
     lung_shunt_fraction = float(rng.uniform(0.025, 0.075))

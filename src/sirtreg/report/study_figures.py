@@ -4,6 +4,7 @@
 (wI, wS), one panel per modality; :func:`plot_rmsd_boxes` draws the RMSDs of each
 method as a box plot with its RRMSD, one panel per modality (the paper's Figs. 6
 and 7). Both take the rows of :mod:`sirtreg.study` (results or summary rows).
+:func:`plot_cnn_dsc` draws the DSC of the CNN liver masks per modality (Fig. 5).
 """
 
 from __future__ import annotations
@@ -150,4 +151,28 @@ def plot_rmsd_boxes(
         axes.set_title(f"{modality} ({len(images)} floating image{'s' if len(images) != 1 else ''})")
         axes.grid(axis="y", alpha=0.3)
         axes.legend(loc="best", fontsize=8)
+    return write_png(figure, path, overwrite=overwrite)
+
+
+def plot_cnn_dsc(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    """Box plots of the DSC of the CNN liver masks against the manual contours, one box per modality and
+    split (the paper's Fig. 5). ``rows``: :func:`sirtreg.study.cnn_masks.cnn_mask_dsc` rows (``modality``,
+    ``split``, ``dsc``). Refuses an empty list (InputError)."""
+    if not rows:
+        raise InputError("nothing to plot: no CNN liver mask")
+    groups = sorted({(row["modality"], row["split"]) for row in rows})
+    figure = Figure(figsize=(1.6 + 1.3 * len(groups), 4.2), layout="constrained")
+    axes = figure.add_subplot(1, 1, 1)
+    values = [[row["dsc"] for row in rows if (row["modality"], row["split"]) == group] for group in groups]
+    axes.boxplot(values, positions=range(1, len(groups) + 1), showfliers=False, widths=0.5)
+    rng = np.random.default_rng(0)
+    for position, group_values in enumerate(values, start=1):
+        jitter = rng.uniform(-0.12, 0.12, len(group_values))
+        axes.plot(position + jitter, group_values, "o", ms=4, alpha=0.6, color=_COLOURS[(position - 1) % len(_COLOURS)])
+        median = float(np.median(group_values))
+        axes.text(position + 0.3, median, f"{median:.3f}", va="center", fontsize=8)
+    axes.set_xticks(range(1, len(groups) + 1), [f"{m} {s}\n(n={len(v)})" for (m, s), v in zip(groups, values)])
+    axes.set_ylabel("DSC (CNN vs manual liver)")
+    axes.set_title("CNN liver masks", fontsize=10)
+    axes.grid(axis="y", alpha=0.3)
     return write_png(figure, path, overwrite=overwrite)

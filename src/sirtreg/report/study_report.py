@@ -3,8 +3,8 @@
 One self-contained page (:mod:`sirtreg.report.html`): per modality, the summary
 of every method on the test split (n, RRMSD, median RMSD, DSC, MSD, mean
 landmark MCD, time) with the weights it ran with, then the RMSD box plots
-(the paper's Figs. 6-7) and, for each tuned method, the grid-search heat map
-of RRMSD on the train split.
+(the paper's Figs. 6-7), the DSC of the CNN liver masks (Fig. 5) and, for each
+tuned method, the grid-search heat map of RRMSD on the train split.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def write_study_report(
     *,
     boxplot: Path,
     heat_maps: Mapping[str, Path] | None = None,
+    cnn_dsc: Path | None = None,
     facts: Sequence[str] = (),
     overwrite: bool = False,
 ) -> Path:
@@ -45,6 +46,7 @@ def write_study_report(
     summary : rows of :func:`sirtreg.study.summarise` of the evaluation (test split).
     boxplot : the PNG of :func:`~sirtreg.report.study_figures.plot_rmsd_boxes`.
     heat_maps : tuned method name -> PNG of :func:`~sirtreg.report.study_figures.plot_grid_rrmsd`.
+    cnn_dsc : the PNG of :func:`~sirtreg.report.study_figures.plot_cnn_dsc`, if the study used CNN masks.
     facts : lines about the study (cohort, settings), shown first.
     overwrite : replace an existing file.
     """
@@ -58,6 +60,10 @@ def write_study_report(
         for modality in modalities]))
     sections.append(Section("RMSD per method", [Picture.from_file(
         boxplot, title="RMSD per registration", caption="Boxes: quartiles; points: registrations; red: RRMSD.")]))
+    if cnn_dsc is not None:
+        sections.append(Section("CNN liver masks", [Picture.from_file(
+            cnn_dsc, title="DSC of the CNN liver masks against the manual contours",
+            caption="Every image with a CNN mask of this study and of its grid searches; boxes: quartiles.")]))
     if heat_maps:
         sections.append(Section("Weight tuning (train split)", [
             Picture.from_file(png, title=f"grid search of {name}") for name, png in heat_maps.items()]))

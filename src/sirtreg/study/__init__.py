@@ -8,6 +8,7 @@ patients, images, annotations, activities and train/test split;
 results table, summarises it and tunes the weights by grid search.
 """
 
+from sirtreg.study.cnn_masks import finetune_cnn, training_cases
 from sirtreg.study.cohort import COHORT_MANIFEST_NAME, write_phantom_cohort
 from sirtreg.study.manifest import (
     COMPUTE,
@@ -69,6 +70,7 @@ __all__ = [
     "Task",
     "best_methods",
     "engine_settings_id",
+    "finetune_cnn",
     "grid_methods",
     "grid_search",
     "read_manifest",
@@ -77,6 +79,7 @@ __all__ = [
     "run_study",
     "study_tasks",
     "summarise",
+    "training_cases",
     "write_manifest",
     "write_phantom_cohort",
 ]

@@ -2,7 +2,9 @@
 
 A :class:`Method` is a guidance preset (``image``, ``liver``, ``liver+landmarks``)
 with its weights wI (mutual information), wS (label SSD) and the spring
-rigidity; ``wI = wS = 0`` stops after the affine stage. Its :attr:`Method.key`
+rigidity; ``wI = wS = 0`` stops after the affine stage. The image-based methods
+see no segmentation in a study, as in the paper: their working region is the
+whole reference (the study runner gives them no labels). Its :attr:`Method.key`
 names it in results tables. The paper's methods are the module constants
 (weights: the engine defaults, see :class:`~sirtreg.register.NonRigidSettings`;
 tune them with :func:`sirtreg.study.grid_search` and set the optimum with

@@ -5,6 +5,8 @@ A task registers one floating image of one patient to its reference with one
 liver contours and the landmark maps (:func:`sirtreg.register.registration_quality`).
 Guidance uses the CNN liver mask where the manifest names a mask file
 (``cnn_liver``), else the manual contour; the row says which (``guidance_liver``).
+Image-based methods use no mask at all, as in the paper: the whole reference is
+their working region (``guidance_liver`` "none").
 
 :func:`run_study` runs the tasks on a local cluster of worker processes, or on a
 running Dask scheduler, and appends every finished row to the results table at
@@ -39,6 +41,7 @@ import numpy as np
 import torch
 
 from sirtreg.errors import InputError
+from sirtreg.geometry import LabelVolume
 from sirtreg.io import read_image, read_labels
 from sirtreg.metrics import rrmsd_mm
 from sirtreg.progress import Progress, no_progress
@@ -152,24 +155,28 @@ def _failed(row: Row, error: BaseException) -> Row:
 def _register_and_evaluate(cohort: Cohort, task: Task, settings: RegistrationSettings | None) -> Row:
     reference, floating = _lookup(cohort, task)
     where = f"patient {task.patient}"
-    reference_guide, reference_source = _guidance_liver(reference, f"{where}, reference")
-    floating_guide, floating_source = _guidance_liver(floating, f"{where}, floating {floating.id}")
     livers = [read_labels(reference.liver), read_labels(floating.liver)]
     landmarks = [read_labels(reference.landmark_map), read_labels(floating.landmark_map)]
-    guides = [liver if path == image.liver else read_labels(path) for path, image, liver
-              in zip((reference_guide, floating_guide), (reference, floating), livers, strict=True)]
     guidance = task.method.guidance
-    labels = [guidance_labels(guide, marks if guidance == "liver+landmarks" else None)
-              for guide, marks in zip(guides, landmarks, strict=True)]
+    labels: list[LabelVolume | None] = [None, None]
+    source = "none"
+    if guidance != "image":
+        reference_guide, reference_source = _guidance_liver(reference, f"{where}, reference")
+        floating_guide, floating_source = _guidance_liver(floating, f"{where}, floating {floating.id}")
+        guides = [liver if path == image.liver else read_labels(path) for path, image, liver
+                  in zip((reference_guide, floating_guide), (reference, floating), livers, strict=True)]
+        labels = [guidance_labels(guide, marks if guidance == "liver+landmarks" else None)
+                  for guide, marks in zip(guides, landmarks, strict=True)]
+        source = reference_source if reference_source == floating_source else "mixed"
     start = time.perf_counter()
     result = register(read_image(reference.image), read_image(floating.image),
                       settings=task.method.settings(settings), reference_labels=labels[0],
-                      floating_labels=labels[1] if guidance != "image" else None)
+                      floating_labels=labels[1])
     seconds = time.perf_counter() - start
     quality = registration_quality(result.transform, reference_liver=livers[0], floating_liver=livers[1],
                                    reference_landmarks=landmarks[0], floating_landmarks=landmarks[1])
     mcd = list(quality.mcd_mm.values())
-    return {"guidance_liver": reference_source if reference_source == floating_source else "mixed",
+    return {"guidance_liver": source,
             "liver_dsc": float(quality.liver_dsc), "liver_msd_mm": float(quality.liver_msd_mm),
             "mean_mcd_mm": float(np.mean(mcd)) if mcd else None, "rmsd_mm": float(quality.rmsd_mm),
             "landmarks": len(mcd), "seconds": seconds}
@@ -329,6 +336,18 @@ def _client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
         yield client
 
 
+def _check_cnn_weights(cohort: Cohort, cnn_weights: str | os.PathLike[str] | None) -> None:
+    """Refuse fine-tuned weights that are not a file, or that no ``compute`` mask of the cohort would use."""
+    if cnn_weights is None:
+        return
+    if not Path(cnn_weights).is_file():
+        raise InputError(f"CNN weights {cnn_weights}: no such file")
+    if not any(image.cnn_liver == COMPUTE for patient in cohort.patients
+               for image in (patient.reference, *patient.floating)):
+        raise InputError(f"CNN weights {cnn_weights} given, but the manifest asks for no CNN mask "
+                         "(cnn_liver: compute)")
+
+
 def run_study(
     cohort: Cohort | str | os.PathLike[str],
     methods: Sequence[Method],
@@ -338,6 +357,7 @@ def run_study(
     settings: RegistrationSettings | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
+    cnn_weights: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
 ) -> list[Row]:
     """Register every floating image of a cohort (or of one split) with every method; rows in a CSV table.
@@ -352,6 +372,7 @@ def run_study(
     settings : engine settings (pyramids, iterations, device); guidance and weights come from each method.
     workers : worker processes of a new local Dask cluster (default 1, one thread each).
     scheduler : the address of a running Dask scheduler (e.g. ``tcp://127.0.0.1:8786``) instead.
+    cnn_weights : fine-tuned liver CNN weights for the ``compute`` masks (default: the published network).
     progress : called as ``progress(step, fraction)`` as rows finish.
 
     Returns
@@ -362,12 +383,14 @@ def run_study(
     folder beside the table (:mod:`sirtreg.study.cnn_masks`); where that fails, the patient's
     registrations are recorded as failed with the error.
 
-    Refuses (InputError) an empty or repeated method list,
-    a table with another header or of other engine settings, and bad workers or scheduler values.
+    Refuses (InputError) an empty or repeated method list, a table with another header or of
+    other engine settings, bad workers or scheduler values, and ``cnn_weights`` that are no file or
+    that no ``compute`` mask would use.
     """
     _check_cluster(workers, scheduler)
     if not isinstance(cohort, Cohort):
         cohort = read_manifest(cohort)
+    _check_cnn_weights(cohort, cnn_weights)
     tasks = study_tasks(cohort, methods, split=split)
     path = Path(os.path.abspath(results_path))
     done = {(r["patient"], r["floating"], r["method"]) for r in _prepare_table(path, engine_settings_id(settings))
@@ -388,6 +411,7 @@ def run_study(
             cohort, failures = compute_cnn_masks(
                 cohort, {task.patient for task in pending}, cnn_mask_folder(path), client.submit, gather,
                 device=(settings or RegistrationSettings()).device,
+                weights=Path(cnn_weights) if cnn_weights is not None else None,
                 progress=lambda step, fraction: report(step, finished / len(tasks)))
             for task in [task for task in pending if task.patient in failures]:
                 append(_failed(_new_row(cohort, task, settings), RuntimeError(failures[task.patient])))
@@ -494,6 +518,7 @@ def grid_search(
     settings: RegistrationSettings | None = None,
     workers: int | None = None,
     scheduler: str | None = None,
+    cnn_weights: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
 ) -> GridSearch:
     """The paper's 1D/2D grid search: the weights with the lowest RRMSD on ``split``, per modality (CT, MR).
@@ -505,7 +530,7 @@ def grid_search(
     """
     methods = grid_methods(grid, guidance=guidance, name=name)
     rows = run_study(cohort, methods, results_path, split=split, settings=settings, workers=workers,
-                     scheduler=scheduler, progress=progress)
+                     scheduler=scheduler, cnn_weights=cnn_weights, progress=progress)
     summary = summarise(rows)
     best = best_methods(summary, methods, split=split)
     for modality, method in best.items():
