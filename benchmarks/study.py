@@ -34,16 +34,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 DEFAULT_GRID = ("wI=0,0.25,0.5,1,2", "wS=0,0.5,1,2,4")
-_WEIGHT_NAMES = {"wI": "image_weight", "wS": "label_weight", "rigidity": "rigidity"}
-
-
-def parse_grid(items: list[str]) -> dict[str, list[float]]:
-    """``["wI=0,1", "wS=0,2"]`` -> ``{"image_weight": [0.0, 1.0], "label_weight": [0.0, 2.0]}``."""
-    grid = {}
-    for item in items:
-        name, _, values = item.partition("=")
-        grid[_WEIGHT_NAMES[name.strip()]] = [float(v) for v in values.split(",")]
-    return grid
 
 
 def _free_port() -> int:
@@ -102,6 +92,8 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", default=["loop", "local-1", "local-n", "external"],
                         choices=["loop", "local-1", "local-n", "external"])
     args = parser.parse_args()
+    from sirtreg.study.methods import parse_grid
+
     grid = parse_grid(args.grid or list(DEFAULT_GRID))
 
     from sirtreg.study import write_phantom_cohort

@@ -207,13 +207,10 @@ def run_command(
         help="With --deidentify: PatientName and PatientID of the DICOM outputs (default ANONYMOUS).")] = None,
 ) -> None:
     """Run a patient's plan: segment, register, carry lesions onto the MAA CT, dose; tables, DICOM, HTML report."""
-    from sirtreg.io import Deidentification, check_output_folder
+    from sirtreg.io import check_output_folder, deidentification_for
     from sirtreg.pipeline import read_plan, run_plan
 
-    if pseudonym is not None:
-        if not deidentify:
-            raise InputError("--pseudonym is used only with --deidentify")
-        Deidentification(pseudonym)  # a bad pseudonym is refused before the plan is read
+    deidentification_for(deidentify, pseudonym)  # a lone or bad pseudonym is refused before the plan is read
     check_output_folder(output, overwrite=overwrite)
     patient = read_plan(plan)
     with progress_bar("run") as progress:

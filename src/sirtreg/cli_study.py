@@ -33,8 +33,6 @@ study_app = typer.Typer(help="Cohort studies: check a manifest, register a cohor
                              "the paper's methods.", no_args_is_help=True)
 app.add_typer(study_app, name="study")
 
-#: ``--grid`` names of the weights, as in the paper, and the method fields they set.
-GRID_WEIGHTS = {"wi": "image_weight", "ws": "label_weight", "rigidity": "rigidity"}
 
 Manifest = Annotated[Path, typer.Argument(help="The cohort manifest (cohort.yaml).")]
 Results = Annotated[Path, typer.Option("--output", "-o", help="Results table (CSV): created, or resumed.")]
@@ -80,10 +78,12 @@ def _part(progress: Callable[[str, float], None], start: float, end: float) -> C
     return lambda step, fraction: progress(step, start + fraction * (end - start))
 
 
-def _check_weights_file(cnn_weights: Path | None) -> None:
-    """Refuse --cnn-weights that is no file before any work (run_study checks it against the manifest)."""
-    if cnn_weights is not None and not cnn_weights.is_file():
-        raise InputError(f"CNN weights {cnn_weights}: no such file")
+def _require_weights(cnn_weights: Path | None) -> None:
+    """Refuse --cnn-weights that is no file before the manifest is read (run_study checks it against it)."""
+    if cnn_weights is not None:
+        from sirtreg.study.cnn_masks import require_weights_file
+
+        require_weights_file(cnn_weights)
 
 
 def _prepare_cluster(workers: int | None, scheduler: str | None) -> None:
@@ -251,7 +251,7 @@ def study_register(
 
     method = _method(guidance, image_weight, label_weight, rigidity, affine_only)
     _prepare_cluster(workers, scheduler)
-    _check_weights_file(cnn_weights)
+    _require_weights(cnn_weights)
     cohort = read_manifest(manifest)
     before = _rows_in(output)
     with _progress_from_first_report(f"study register ({method.name})") as progress:
@@ -262,28 +262,6 @@ def study_register(
 
 
 # --- study tune -------------------------------------------------------------------------
-def _parse_grid(items: Sequence[str]) -> dict[str, list[float]]:
-    """``["wI=0,0.5,1", "wS=0,1"]`` -> ``{"image_weight": [0, 0.5, 1], "label_weight": [0, 1]}``."""
-    grid: dict[str, list[float]] = {}
-    for item in items:
-        name, equals, text = item.partition("=")
-        weight = GRID_WEIGHTS.get(name.strip().lower())
-        if not equals:
-            raise InputError(f"--grid takes WEIGHT=V1,V2,... (e.g. wI=0,0.5,1), got {item!r}")
-        if weight is None:
-            raise InputError(f"unknown grid weight {name.strip()!r} in --grid {item}; use wI, wS or rigidity")
-        if weight in grid:
-            raise InputError(f"--grid {name.strip()} is given twice; list all its values in one --grid")
-        values = []
-        for value in text.split(","):
-            try:
-                values.append(float(value))
-            except ValueError:
-                raise InputError(f"--grid {item}: {value.strip()!r} is not a number") from None
-        grid[weight] = values
-    return grid
-
-
 def _grid_table(search: GridSearch, *, title: str) -> Table:
     """RRMSD per grid point (rows) and modality (columns); the chosen point of each modality is starred."""
     modalities = list(dict.fromkeys(row["modality"] for row in search.summary))
@@ -324,11 +302,12 @@ def study_tune(
     """
     from sirtreg.report.study_figures import plot_grid_rrmsd
     from sirtreg.study import grid_methods, grid_search, read_manifest
+    from sirtreg.study.methods import parse_grid
 
-    weights = _parse_grid(grid)
+    weights = parse_grid(grid)
     grid_methods(weights, guidance=guidance, name=name)  # refuses a bad grid before the manifest is read
     _prepare_cluster(workers, scheduler)
-    _check_weights_file(cnn_weights)
+    _require_weights(cnn_weights)
     cohort = read_manifest(manifest)
     before = _rows_in(output)
     with _progress_from_first_report(f"study tune ({name or guidance})") as progress:
@@ -456,7 +435,7 @@ def study_evaluate(
 
     check_output_folder(output, overwrite=overwrite)
     _prepare_cluster(workers, scheduler)
-    _check_weights_file(cnn_weights)
+    _require_weights(cnn_weights)
     by_modality = _evaluated_methods(weights_from or [])
     every_method = [method for group in by_modality.values() for method in group]
     _refuse_other_methods(results, every_method)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sirtreg.errors import InputError
 from sirtreg.geometry import LabelVolume, Volume
-from sirtreg.io.deidentify import DEFAULT_PSEUDONYM, Deidentification, deidentify
+from sirtreg.io.deidentify import DEFAULT_PSEUDONYM, Deidentification, deidentification_for, deidentify
 from sirtreg.io.dicom import SeriesInfo, list_series, read_dicom
 from sirtreg.io.dicom_seg import read_dicom_seg, write_dicom_seg
 from sirtreg.io.dicom_write import write_dicom_nm, write_dicom_series
@@ -88,6 +88,7 @@ __all__ = [
     "Segmentation",
     "SeriesInfo",
     "check_output_folder",
+    "deidentification_for",
     "deidentify",
     "list_series",
     "orient_like",

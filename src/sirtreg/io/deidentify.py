@@ -148,3 +148,13 @@ class Deidentification:
 def deidentify(dataset: Dataset, *, pseudonym: str = DEFAULT_PSEUDONYM) -> Dataset:
     """De-identify ``dataset`` in place with :class:`Deidentification`; returns it."""
     return Deidentification(pseudonym).apply(dataset)
+
+
+def deidentification_for(deidentify: bool, pseudonym: str | None = None) -> Deidentification | None:
+    """The :class:`Deidentification` a run asks for (``pseudonym`` default "ANONYMOUS"), or None without
+    ``deidentify``; refuses a pseudonym without ``deidentify`` and a bad pseudonym (InputError)."""
+    if not deidentify:
+        if pseudonym is not None:
+            raise InputError("a pseudonym is used only with --deidentify (deidentify=True)")
+        return None
+    return Deidentification(DEFAULT_PSEUDONYM if pseudonym is None else pseudonym)

@@ -69,9 +69,9 @@ from sirtreg.dosimetry import DoseReport, dose_report, plot_dvh
 from sirtreg.errors import InputError, OutputExistsError, SirtregError
 from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Volume
 from sirtreg.io import (
-    DEFAULT_PSEUDONYM,
     Deidentification,
     check_output_folder,
+    deidentification_for,
     has_image_suffix,
     is_segmentation_file,
     orient_like,
@@ -787,9 +787,7 @@ def run_plan(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = F
     """
     started, started_utc = time.perf_counter(), datetime.now(UTC)
     timings: dict[str, float] = {}
-    if pseudonym is not None and not deidentify:
-        raise InputError("a pseudonym is used only to de-identify the outputs: pass deidentify too")
-    deidentification = Deidentification(DEFAULT_PSEUDONYM if pseudonym is None else pseudonym) if deidentify else None
+    deidentification = deidentification_for(deidentify, pseudonym)
     with _timed(timings, "check"):
         out_dir = check_run(plan, out_dir, overwrite=overwrite, device=device)
     sources = _image_sources(plan)

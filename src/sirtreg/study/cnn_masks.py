@@ -45,6 +45,11 @@ def cnn_mask_folder(results_path: Path) -> Path:
     return results_path.with_name(f"{results_path.stem}_cnn_livers")
 
 
+def _images(patient: Patient) -> list[tuple[str, ReferenceImage | FloatingImage, str]]:
+    """(id, image, modality) of the patient's reference (id "reference", a CT) and floating images."""
+    return [(REFERENCE_ID, patient.reference, "CT"), *((image.id, image, image.modality) for image in patient.floating)]
+
+
 def _mask_path(folder: Path, patient: str, image_id: str) -> Path:
     return folder / patient / f"{image_id}_liver_cnn.nii.gz"
 
@@ -59,13 +64,18 @@ def _segment_on_worker(image: Path, modality: str, out_path: Path, device: str, 
     return write_image(mask, out_path)
 
 
+def require_weights_file(weights: str | os.PathLike[str]) -> None:
+    """Refuse fine-tuned CNN weights that are no file (InputError)."""
+    if not Path(weights).is_file():
+        raise InputError(f"CNN weights {weights}: no such file")
+
+
 def _weights_id(weights: Path | None) -> str:
     """"published", or the SHA-256 of a fine-tuned network's parameters (names and float32 values, in
     order), so a full training checkpoint and the same model saved alone have one id."""
     if weights is None:
         return PUBLISHED
-    if not weights.is_file():
-        raise InputError(f"CNN weights {weights}: no such file")
+    require_weights_file(weights)
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model = state.get("model", state)
@@ -114,19 +124,17 @@ def _with_masks(patient: Patient, folder: Path) -> Patient:
 
 
 def needed_masks(cohort: Cohort, patients: Iterable[str], folder: Path
-                 ) -> list[tuple[str, ReferenceImage | FloatingImage, Path]]:
-    """(patient, image, mask path) of every ``compute`` image of ``patients`` whose mask is not cached yet."""
+                 ) -> list[tuple[str, ReferenceImage | FloatingImage, str, Path]]:
+    """(patient, image, modality, mask path) of every ``compute`` image of ``patients`` whose mask is not cached yet."""
     wanted = set(patients)
     needed = []
     for patient in cohort.patients:
         if patient.id not in wanted:
             continue
-        images: list[tuple[str, ReferenceImage | FloatingImage]] = [(REFERENCE_ID, patient.reference)]
-        images += [(image.id, image) for image in patient.floating]
-        for image_id, image in images:
+        for image_id, image, modality in _images(patient):
             path = _mask_path(folder, patient.id, image_id)
             if image.cnn_liver == COMPUTE and not path.is_file():
-                needed.append((patient.id, image, path))
+                needed.append((patient.id, image, modality, path))
     return needed
 
 
@@ -144,16 +152,16 @@ def compute_cnn_masks(cohort: Cohort, patients: Iterable[str], folder: Path, sub
     report = progress or no_progress
     patients = list(patients)
     if any(image.cnn_liver == COMPUTE for patient in cohort.patients if patient.id in patients
-           for image in (patient.reference, *patient.floating)):
+           for _, image, _ in _images(patient)):
         check_mask_weights(folder, weights)
     needed = needed_masks(cohort, patients, folder)
     failures: dict[str, str] = {}
     if needed:
         log.info("segmenting %d liver(s) with the CNN for the study", len(needed))
         report(f"CNN livers: {len(needed)} to segment", 0.0)
-        futures = [submit(_segment_on_worker, image.image, getattr(image, "modality", "CT"), path, device, weights,
-                          pure=False) for _, image, path in needed]
-        for (patient, _, path), outcome in zip(needed, gather(futures), strict=True):
+        futures = [submit(_segment_on_worker, image.image, modality, path, device, weights, pure=False)
+                   for _, image, modality, path in needed]
+        for (patient, *_), outcome in zip(needed, gather(futures), strict=True):
             if isinstance(outcome, BaseException):
                 failures.setdefault(patient, f"CNN liver segmentation failed: {type(outcome).__name__}: {outcome}")
                 log.warning("patient %s: CNN liver segmentation failed: %s", patient, outcome)
@@ -170,8 +178,7 @@ def training_cases(cohort: Cohort, *, split: str = "train") -> list[Any]:
     for patient in cohort.patients:
         if patient.split != split:
             continue
-        for image in (patient.reference, *patient.floating):
-            modality = getattr(image, "modality", "CT")
+        for _, image, modality in _images(patient):
             cases.append(TrainingCase(read_image(image.image, modality=modality), read_labels(image.liver),
                                       modality.lower()))
     if not cases:
@@ -205,9 +212,7 @@ def cnn_mask_dsc(cohort: Cohort, folder: Path) -> list[dict[str, Any]]:
 
     rows = []
     for patient in cohort.patients:
-        images: list[tuple[str, ReferenceImage | FloatingImage, str]] = [(REFERENCE_ID, patient.reference, "CT")]
-        images += [(image.id, image, image.modality) for image in patient.floating]
-        for image_id, image, modality in images:
+        for image_id, image, modality in _images(patient):
             path = _mask_path(folder, patient.id, image_id)
             if not path.is_file():
                 continue

@@ -2,13 +2,14 @@
 
 A :class:`Method` is a guidance preset (``image``, ``liver``, ``liver+landmarks``)
 with its weights wI (mutual information), wS (label SSD) and the spring
-rigidity; ``wI = wS = 0`` stops after the affine stage. The image-based methods
-see no segmentation in a study, as in the paper: their working region is the
-whole reference (the study runner gives them no labels). Its :attr:`Method.key`
+rigidity; ``wI = wS = 0`` stops after the affine stage. Its :attr:`Method.key`
 names it in results tables. The paper's methods are the module constants
 (weights: the engine defaults, see :class:`~sirtreg.register.NonRigidSettings`;
 tune them with :func:`sirtreg.study.grid_search` and set the optimum with
-:func:`dataclasses.replace`). :func:`grid_methods` turns a weight grid into methods.
+:func:`dataclasses.replace`). :func:`grid_methods` turns a weight grid into methods,
+:func:`parse_grid` reads one from ``--grid`` texts. The image-based methods see no
+segmentation in a study, as in the paper: their working region is the whole
+reference (the study runner gives them no labels).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from sirtreg.register.config import GUIDANCES, Guidance, NonRigidSettings, Regis
 
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9+._-]+")
 WEIGHTS = ("image_weight", "label_weight", "rigidity")
+#: ``--grid`` names of the weights, as in the paper (any case), and the method fields they set.
+GRID_WEIGHTS = {"wi": "image_weight", "ws": "label_weight", "rigidity": "rigidity"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,3 +115,26 @@ def grid_methods(grid: Mapping[str, Sequence[float]], *, guidance: Guidance, nam
     axes = [list(grid.get(weight, defaults[weight])) for weight in WEIGHTS]
     return tuple(Method(name=name or guidance, guidance=guidance, image_weight=wi, label_weight=ws, rigidity=r)
                  for wi, ws, r in itertools.product(*axes))
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[float]]:
+    """``--grid`` texts to a weight grid for :func:`grid_methods`:
+    ``["wI=0,0.5,1", "wS=0,1"]`` -> ``{"image_weight": [0, 0.5, 1], "label_weight": [0, 1]}``."""
+    grid: dict[str, list[float]] = {}
+    for item in items:
+        name, equals, text = item.partition("=")
+        weight = GRID_WEIGHTS.get(name.strip().lower())
+        if not equals:
+            raise InputError(f"--grid takes WEIGHT=V1,V2,... (e.g. wI=0,0.5,1), got {item!r}")
+        if weight is None:
+            raise InputError(f"unknown grid weight {name.strip()!r} in --grid {item}; use wI, wS or rigidity")
+        if weight in grid:
+            raise InputError(f"--grid {name.strip()} is given twice; list all its values in one --grid")
+        values = []
+        for value in text.split(","):
+            try:
+                values.append(float(value))
+            except ValueError:
+                raise InputError(f"--grid {item}: {value.strip()!r} is not a number") from None
+        grid[weight] = values
+    return grid

@@ -47,7 +47,7 @@ from sirtreg.metrics import rrmsd_mm
 from sirtreg.progress import Progress, no_progress
 from sirtreg.register import RegistrationSettings, guidance_labels, register, registration_quality
 from sirtreg.register.config import Guidance
-from sirtreg.study.cnn_masks import cnn_mask_folder, compute_cnn_masks
+from sirtreg.study.cnn_masks import cnn_mask_folder, compute_cnn_masks, require_weights_file
 from sirtreg.study.manifest import COMPUTE, MODALITIES, Cohort, FloatingImage, ReferenceImage, read_manifest
 from sirtreg.study.methods import Method, grid_methods
 
@@ -340,8 +340,7 @@ def _check_cnn_weights(cohort: Cohort, cnn_weights: str | os.PathLike[str] | Non
     """Refuse fine-tuned weights that are not a file, or that no ``compute`` mask of the cohort would use."""
     if cnn_weights is None:
         return
-    if not Path(cnn_weights).is_file():
-        raise InputError(f"CNN weights {cnn_weights}: no such file")
+    require_weights_file(cnn_weights)
     if not any(image.cnn_liver == COMPUTE for patient in cohort.patients
                for image in (patient.reference, *patient.floating)):
         raise InputError(f"CNN weights {cnn_weights} given, but the manifest asks for no CNN mask "
