@@ -168,3 +168,16 @@ def test_train_segmenter_refuses_a_missing_manifest(tmp_path):
     result = runner.invoke(app, ["train-segmenter", str(tmp_path / "cases.yaml"), "--checkpoint-dir",
                                  str(tmp_path / "ckpt")])
     assert_refused(result, "no such file")
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--similarity", "ncc", "similarity must be one of mind, mi"),
+    ("--landmark-channels", "some", "landmark_channels must be one of each, paper"),
+])
+def test_register_refuses_an_unknown_similarity_or_landmark_channel_choice(image_and_labels, tmp_path, option, value,
+                                                                           message):
+    image, labels = image_and_labels
+    result = runner.invoke(app, ["register", "--reference", str(image), "--floating", str(image),
+                                 "--reference-liver", str(labels), "--floating-liver", str(labels),
+                                 option, value, "-o", str(tmp_path / "out")])
+    assert_refused(result, message)

@@ -432,10 +432,15 @@ def register_command(
     reference_landmarks: Annotated[Path | None, typer.Option(help="Landmark map of the reference.")] = None,
     floating_landmarks: Annotated[Path | None, typer.Option(help="Landmark map of the floating image.")] = None,
     floating_lesions: Annotated[Path | None, typer.Option(help="Lesion map to carry onto the reference.")] = None,
-    image_weight: Annotated[float | None, typer.Option("--wi", help="Weight wI of mutual information.")] = None,
+    image_weight: Annotated[float | None, typer.Option("--wi", help="Weight wI of the image similarity.")] = None,
     label_weight: Annotated[float | None, typer.Option("--ws", help="Weight wS of the label SSD.")] = None,
     rigidity: Annotated[float | None, typer.Option(help="Spring rigidity.")] = None,
     folding_weight: Annotated[float | None, typer.Option(help="Weight of the folding penalty (0: off).")] = None,
+    similarity: Annotated[str | None, typer.Option(
+        help="Image similarity of the non-rigid stage: mind (MIND-SSC, robust across modalities) or mi "
+             "(mutual information, the paper's).")] = None,
+    landmark_channels: Annotated[str | None, typer.Option(
+        help="each (one label channel per landmark) or paper (all landmarks one class, as in the paper).")] = None,
     affine_only: Annotated[bool, typer.Option(help="Stop after the affine stage (wI = wS = 0).")] = False,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     overwrite: Annotated[bool, typer.Option(help="Write into a non-empty folder.")] = False,
@@ -456,7 +461,9 @@ def register_command(
                if value is not None}
     if affine_only:
         weights.update(image_weight=0.0, label_weight=0.0)
-    settings = replace(preset(guidance, **weights), device=device)  # type: ignore[arg-type]
+    settings = preset(guidance, **weights)  # type: ignore[arg-type]
+    settings = replace(settings, device=device, landmark_channels=landmark_channels or settings.landmark_channels,
+                       nonrigid=replace(settings.nonrigid, similarity=similarity or settings.nonrigid.similarity))
     reference_image, floating_image = read_image(reference), read_image(floating)
     livers = [read_labels(p) if p is not None else None for p in (reference_liver, floating_liver)]
     landmarks = [read_labels(p) if p is not None else None for p in (reference_landmarks, floating_landmarks)]

@@ -77,21 +77,61 @@ def test_no_folding_in_the_liver_with_default_rigidity(outcomes, fast_patient, s
 
 @pytest.mark.slow
 def test_working_voxel_size_barely_changes_the_result(fast_patient):
-    """Finest non-rigid level at 3 mm versus 2 mm: the regulariser is in mm, so the transforms agree."""
+    """Finest non-rigid level at 4 mm versus 3 mm: the regulariser and the image descriptor are in mm, so the
+    two transforms are equally close to the truth and agree to within half the finer voxel."""
     scan = fast_patient.floating[0]
     results = {}
-    for spacing in (3.0, 2.0):
+    for spacing in (4.0, 3.0):
         settings = preset("liver+landmarks")
-        # fewer iterations at the finest level than the default keep the 2 mm run affordable in CI
         settings = dataclasses.replace(settings, nonrigid=dataclasses.replace(
             settings.nonrigid, levels_mm=(8.0, spacing), iterations=(60, 25)))
         results[spacing] = _register(fast_patient, scan, "liver+landmarks", settings).displacement
     rmsd = {spacing: _rmsd(fast_patient, scan, field) for spacing, field in results.items()}
-    assert abs(rmsd[3.0] - rmsd[2.0]) < 1.0, rmsd
+    assert abs(rmsd[4.0] - rmsd[3.0]) < 1.0, rmsd
     assert max(rmsd.values()) < 2.0, rmsd  # both registered well, not merely equally badly
     liver = fast_patient.reference.liver
     k, j, i = np.nonzero(liver.array)
     points = liver.grid.index_to_world(np.stack([i, j, k], axis=1))
-    difference = results[3.0].displacement_at(points) - results[2.0].displacement_at(points)
+    truth = scan.displacement.displacement_at(points)
+    error = {spacing: float(np.linalg.norm(field.displacement_at(points) - truth, axis=1).mean())
+             for spacing, field in results.items()}
+    assert abs(error[4.0] - error[3.0]) < 0.5, f"mean distance to the true transform: {error}"
+    difference = results[4.0].displacement_at(points) - results[3.0].displacement_at(points)
     rms_difference_mm = np.sqrt(np.mean(np.sum(difference**2, axis=1)))
-    assert rms_difference_mm < 1.0, f"transforms differ by {rms_difference_mm:.2f} mm RMS in the liver"
+    assert rms_difference_mm < 1.5, f"transforms differ by {rms_difference_mm:.2f} mm RMS in the liver ({error})"
+
+
+@pytest.mark.slow
+def test_a_thick_slice_mr_like_scan_registers(fast_patient):
+    """An MR-like scan (non-monotonic intensities, +-30 % bias field, Rician noise) on 5 mm slices, the liver
+    sliding 10-20 mm and the patient repositioned: every preset brings the liver and its lesions close to
+    where the known motion puts them."""
+    from sirtreg.geometry import LabelVolume
+    from sirtreg.phantom.known_pair import draw_motion, make_known_pair
+
+    reference = fast_patient.reference
+    rng = np.random.default_rng(5)
+    image = reference.image.with_array(reference.image.array.astype(np.float32))
+    motion = draw_motion(image, reference.liver.array > 0, rng, rotation_deg=4.0, translation_mm=20.0,
+                         sliding_mm=(10.0, 20.0), bspline_mm=(3.0, 5.0))
+    lesions = LabelVolume(reference.landmark_map.array, reference.landmark_map.grid)
+    pair = make_known_pair(image, reference.liver, lesions, motion, modality="MR", spacing_mm=(2.0, 2.0, 5.0),
+                           rng=rng, contour_sd_mm=0.0)
+    k, j, i = np.nonzero(pair.reference_liver.array)
+    points = pair.reference_liver.grid.index_to_world(np.stack([i, j, k], axis=1))
+    truth = motion.reference_to_floating(points)
+    errors = {}
+    for guidance in PRESETS:
+        labels = {"reference_labels": pair.reference_liver}
+        if guidance != "image":
+            landmarks = guidance == "liver+landmarks"
+            labels = {"reference_labels": guidance_labels(pair.reference_liver, lesions if landmarks else None),
+                      "floating_labels": guidance_labels(pair.floating_liver,
+                                                         pair.floating_lesions if landmarks else None)}
+        result = register(pair.reference, pair.floating, settings=preset(guidance), **labels)
+        errors[guidance] = float(np.linalg.norm(result.transform.transform_points(points) - truth, axis=1).mean())
+    before = float(np.linalg.norm(points - truth, axis=1).mean())
+    assert before > 15.0
+    summary = ", ".join(f"{g} {e:.2f} mm" for g, e in errors.items())
+    assert max(errors.values()) < 3.0, summary
+    assert errors["liver+landmarks"] < 2.0, summary

@@ -75,10 +75,28 @@ def _mask(grid: Grid, values=(1,)) -> LabelVolume:
 GRID = Grid((24, 20, 16), (2.0, 2.0, 2.0), (-24.0, -20.0, -16.0))
 
 
-def test_refuses_images_without_physical_overlap():
-    far = Grid(GRID.size, GRID.spacing_mm, (500.0, 0.0, 0.0))
-    with pytest.raises(GeometryMismatchError, match="do not overlap in space"):
-        register(_box(GRID), _box(far), settings=preset("image"))
+@pytest.mark.parametrize("guidance", ["image", "liver"])
+def test_images_300_mm_apart_are_aligned_before_registration(fast_patient, guidance):
+    """Scanners put the origin anywhere: a floating scan 300 mm away in world space registers as well as
+    the same scan where it is (foreground mass centres for image guidance, liver mass centres else)."""
+    reference, scan = fast_patient.reference, fast_patient.floating[0]
+    away = Grid(scan.image.grid.size, scan.image.grid.spacing_mm,
+                tuple(np.asarray(scan.image.grid.origin_mm) + (0.0, 0.0, 300.0)), scan.image.grid.direction)
+    assert not reference.image.grid.overlaps(away)
+    moved_image, moved_liver = scan.image.on_grid(scan.image.array, away), scan.liver.on_grid(scan.liver.array, away)
+    settings = affine_only(guidance)
+    labels = {"reference_labels": reference.liver} | ({} if guidance == "image" else {"floating_labels": moved_liver})
+    result = register(reference.image, moved_image, settings=settings, **labels)
+    assert result.settings["initial_alignment"].startswith("foreground" if guidance == "image" else "label")
+    # the same registration where the scan is: the transforms differ by the 300 mm shift only
+    near = register(reference.image, scan.image, settings=settings, reference_labels=reference.liver,
+                    **({} if guidance == "image" else {"floating_labels": scan.liver}))
+    k, j, i = np.nonzero(reference.liver.array)
+    points = reference.liver.grid.index_to_world(np.stack([i, j, k], axis=1))
+    shift = np.array([0.0, 0.0, 300.0])
+    error_mm = np.linalg.norm(result.affine.transform_points(points) - shift - near.affine.transform_points(points),
+                              axis=1)
+    assert error_mm.mean() < 1.5, f"{error_mm.mean():.2f} mm apart in the liver"
 
 
 def test_refuses_nan_voxels():
@@ -156,12 +174,14 @@ def test_landmark_guidance_needs_landmarks():
                  floating_labels=_mask(GRID))
 
 
-def test_guidance_labels_are_the_papers_two_classes(fast_patient):
+def test_guidance_labels_keep_every_landmark_above_the_liver(fast_patient):
     reference = fast_patient.reference
     combined = guidance_labels(reference.liver, reference.landmark_map)
-    assert combined.present_labels() == [1, 2]
-    assert np.array_equal(combined.array == 2, reference.landmark_map.array > 0)
-    assert np.array_equal(combined.array > 0, (reference.liver.array > 0) | (reference.landmark_map.array > 0))
+    marks = reference.landmark_map
+    assert combined.present_labels() == [1, *(1 + v for v in marks.present_labels())]
+    assert np.array_equal(combined.array >= 2, marks.array > 0)  # the paper's landmark class
+    assert np.array_equal(combined.array[marks.array > 0], 1 + marks.array[marks.array > 0])
+    assert np.array_equal(combined.array > 0, (reference.liver.array > 0) | (marks.array > 0))
 
 
 def test_register_command_writes_transforms_that_carry_the_liver(fast_patient, tmp_path):

@@ -77,7 +77,8 @@ def test_springs_are_relaxed_under_the_affine_and_any_rigid_motion():
     assert float(spring(v.float())) < 1e-10
     scaling = torch.diag(torch.tensor([1.2, 0.9, 1.1], dtype=torch.float64))
     with_affine = SpringRegulariser(STEP, scaling, connectivity=26)  # rest lengths after the affine
-    assert float(with_affine(torch.zeros(6, 7, 8, 3))) == 0.0
+    # float32 lengths of the same vector, computed twice, may differ in the last bit: a strain of ~1e-8
+    assert float(with_affine(torch.zeros(6, 7, 8, 3))) < 1e-12
 
 
 def test_spring_energy_of_a_uniform_stretch_is_the_mean_squared_strain():

@@ -2,10 +2,14 @@
 
 The three methods of the paper are configurations of one engine:
 
-- ``image``: affine on mutual information, then wI * MI + spring.
-- ``liver`` (CNN-guided): affine on the liver masks, then wI * MI + wS * SSD(liver) + spring.
-- ``liver+landmarks`` (CNN&LM-guided): as ``liver`` with a label map liver = 1,
-  landmarks = 2 in place of the liver mask.
+- ``image``: affine on mutual information, then wI * image similarity + spring.
+- ``liver`` (CNN-guided): affine on the liver masks, then wI * image similarity + wS * SSD(liver) + spring.
+- ``liver+landmarks`` (CNN&LM-guided): as ``liver`` with the landmarks as label channels beside the
+  liver: one channel per landmark (``landmark_channels="each"``, the default, so that two lesions cannot
+  trade places) or the paper's two-class map liver = 1, landmarks = 2 (``"paper"``).
+
+The image similarity is MIND-SSC (``similarity="mind"``, the default: robust to MR intensity maps and bias
+fields) or the paper's mutual information (``"mi"``).
 
 ``image_weight = label_weight = 0`` means affine only (the paper's optimum for
 CNN-guided MR to CT).
@@ -20,6 +24,8 @@ from sirtreg.errors import InputError
 
 Guidance = Literal["image", "liver", "liver+landmarks"]
 GUIDANCES: tuple[str, ...] = ("image", "liver", "liver+landmarks")
+SIMILARITIES: tuple[str, ...] = ("mind", "mi")
+LANDMARK_CHANNELS: tuple[str, ...] = ("each", "paper")
 
 
 @dataclass(frozen=True)
@@ -36,12 +42,15 @@ class AffineSettings:
 
 @dataclass(frozen=True)
 class NonRigidSettings:
-    """Non-rigid stage: minimise wI * MI + wS * SSD(labels) + rigidity * spring energy + folding penalty.
+    """Non-rigid stage: minimise wI * image similarity + wS * SSD(labels) + rigidity * spring energy + folding
+    penalty, on a pyramid of grid spacings ``levels_mm`` (mm, coarse to fine) with at most ``iterations`` per
+    level (a level stops earlier once its energy stops improving).
 
     The folding penalty (weight ``folding_weight``, 0 to switch it off) is not in
     the paper: springs alone can fold, and a folded transform maps lesions wrongly.
 
-    Defaults were chosen on the digital patient (see the benchmark); tune them on
+    Defaults were chosen on the tuning half of ``benchmarks/registration.py`` (real
+    subjects and the digital patient, CT and MR-like floating scans); tune them on
     your own cohort with ``sirtreg study tune``.
     """
 
@@ -49,8 +58,9 @@ class NonRigidSettings:
     label_weight: float = 1.0
     rigidity: float = 1.0
     folding_weight: float = 1.0
-    levels_mm: tuple[float, ...] = (8.0, 5.0)
-    iterations: tuple[int, ...] = (40, 20)
+    similarity: str = "mind"
+    levels_mm: tuple[float, ...] = (8.0, 5.0, 4.0)
+    iterations: tuple[int, ...] = (40, 20, 20)
     step_mm: float = 0.5
     connectivity: int = 26
 
@@ -66,6 +76,7 @@ class RegistrationSettings:
     guidance: Guidance = "liver"
     affine: AffineSettings = field(default_factory=AffineSettings)
     nonrigid: NonRigidSettings = field(default_factory=NonRigidSettings)
+    landmark_channels: str = "each"
     margin_mm: float = 20.0
     bins: int = 32
     device: str = "cpu"
@@ -85,6 +96,11 @@ class RegistrationSettings:
             raise InputError("weights wI, wS, the rigidity and the folding weight must be >= 0")
         if self.guidance == "image" and nonrigid.label_weight > 0:
             raise InputError("image-based registration has no label term: set wS = 0 or choose liver guidance")
+        if nonrigid.similarity not in SIMILARITIES:
+            raise InputError(f"similarity must be one of {', '.join(SIMILARITIES)}; got {nonrigid.similarity!r}")
+        if self.landmark_channels not in LANDMARK_CHANNELS:
+            raise InputError(f"landmark_channels must be one of {', '.join(LANDMARK_CHANNELS)}; "
+                             f"got {self.landmark_channels!r}")
         if self.affine.samples < 1000:
             raise InputError(f"the affine stage needs at least 1000 samples per iteration, got {self.affine.samples}")
         if self.margin_mm < 0:

@@ -3,22 +3,32 @@
 All work happens on a working region of the reference: the bounding box of the
 reference liver (or the whole reference when no labels are given) grown by a
 margin in mm, resampled at each pyramid level to isotropic voxels of that
-level's spacing. The floating image is smoothed to the level's resolution and
-sampled at T(x) with trilinear interpolation, so every term is differentiable
-with respect to the affine parameters or the displacement of every voxel.
+level's spacing. The floating channels (image or its MIND descriptor, label
+indicators, and the floating field of view) are smoothed to the level's
+resolution and sampled at T(x) with trilinear interpolation, so every term is
+differentiable with respect to the affine parameters or the displacement of
+every voxel. Points that T maps outside the floating field of view count in no
+similarity term: a scan that cuts the liver off says nothing about the part it
+does not show.
+
+The energy of each stage is a weighted sum of named terms (:func:`stage_energy`);
+one optimisation loop (:func:`optimise`) serves the affine and the non-rigid
+levels and records why each level stopped.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import asdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 import torch
+from scipy import ndimage
+from torch import nn
 
 from sirtreg.errors import InputError
 from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Volume
@@ -28,33 +38,45 @@ from sirtreg.register.config import RegistrationSettings
 from sirtreg.register.optimiser import AnnealedAdam
 from sirtreg.register.result import LevelRecord, RegistrationResult
 from sirtreg.register.sampling import PlacedTensor, grid_points, index_step_matrix
-from sirtreg.register.terms import FoldingPenalty, LabelSSD, MutualInformation, SpringRegulariser
+from sirtreg.register.terms import (
+    DescriptorSSD,
+    FoldingPenalty,
+    LabelSSD,
+    MutualInformation,
+    SpringRegulariser,
+    mind_ssc,
+)
 from sirtreg.register.terms.mutual_information import normalise_intensities
 from sirtreg.register.transforms import AffineTransform
-from sirtreg.resample import empty_sitk_image, mask_box
+from sirtreg.resample import bounding_box, crop_to_mask, empty_sitk_image, mask_box
 
 log = logging.getLogger(__name__)
 
 FLOATING_MARGIN_MM = 60.0
 FLOATING_OVERSAMPLING = 1.5
 LIVER = 1
-LANDMARKS = 2
 STOP_WINDOW = 15
+LANDMARK_REACH_MM = 25.0  # a landmark's channel is sampled this far around the reference landmark
 MIN_COARSE_VOXELS = 4  # along every axis, each image spans at least this many voxels of the coarsest level
 
 
 def guidance_labels(liver: LabelVolume, landmarks: LabelVolume | None = None) -> LabelVolume:
-    """The paper's guidance label map: liver = 1 and, with landmarks, every landmark voxel = 2.
+    """The guidance label map: liver = 1 and, with landmarks, the voxels of landmark value v = 1 + v.
 
     ``liver`` is a mask (any non-zero value); ``landmarks`` a map with one value per
-    landmark (lesions, clips, vessel knots) on the same grid.
+    landmark (lesions, clips, vessel knots) on the same grid, the same value for the
+    same landmark on every scan. Every value >= 2 is a landmark: the paper's two-class
+    map (liver, landmarks) is their union, and ``landmark_channels="each"`` gives every
+    landmark a channel of its own.
     """
-    array = np.where(liver.array > 0, LIVER, 0).astype(np.uint8)
+    array = np.where(liver.array > 0, LIVER, 0).astype(np.int32)
+    names = {LIVER: "liver"}
     if landmarks is not None:
         liver.grid.require_same(landmarks.grid, what="the liver mask and the landmark map")
-        array[landmarks.array > 0] = LANDMARKS
-    return LabelVolume(array, liver.grid, labels={LIVER: "liver", LANDMARKS: "landmarks"} if landmarks is not None
-                       else {LIVER: "liver"})
+        marked = landmarks.array > 0
+        array[marked] = LIVER + landmarks.array[marked].astype(np.int32)
+        names |= {LIVER + v: landmarks.labels.get(v, f"landmark {v}") for v in landmarks.present_labels()}
+    return LabelVolume(array.astype(np.uint8) if array.max() < 256 else array, liver.grid, labels=names)
 
 
 # --- input checks -----------------------------------------------------------------
@@ -73,11 +95,14 @@ def check_inputs(
     """Refuse inputs the engine cannot use; return the guiding classes (label values per channel) of both sides.
 
     Refused: NaN or infinite voxels, constant images, images thinner than four voxels of
-    the coarsest pyramid level along any axis (a slab of a few slices), images that do
-    not overlap, label maps off their image's grid, and labels the guidance cannot use.
+    the coarsest pyramid level along any axis (a slab of a few slices), label maps off
+    their image's grid, and labels the guidance cannot use. Images that do not overlap in
+    space are not refused here: :func:`register` aligns them first.
 
     ``liver`` guidance: one class, every non-zero label (the liver mask).
-    ``liver+landmarks``: the paper's two classes, liver (value 1) and landmarks (every value >= 2).
+    ``liver+landmarks``: the liver (value 1), then the landmarks (values >= 2, see
+    :func:`guidance_labels`): one class per landmark with ``landmark_channels="each"``,
+    all of them as one class with ``"paper"``.
     ``image``: None.
     """
     for name, image in (("reference", reference), ("floating", floating)):
@@ -93,7 +118,6 @@ def check_inputs(
                 f"the {name} image spans only {extent.min():.1f} mm along one axis ({image.grid.describe()}); "
                 f"registration needs at least {MIN_COARSE_VOXELS * coarsest_mm:g} mm along every axis "
                 f"({MIN_COARSE_VOXELS} voxels of its coarsest level, {coarsest_mm:g} mm)")
-    reference.grid.require_overlap(floating.grid, what="reference and floating images")
     for name, image, labels in (("reference", reference, reference_labels), ("floating", floating, floating_labels)):
         if labels is not None:
             image.grid.require_same(labels.grid, what=f"the {name} label map and the {name} image")
@@ -118,11 +142,48 @@ def check_inputs(
             f"labels missing from one side: {', '.join(map(str, one_side))} "
             f"(reference has {sorted(present['reference'])}, floating has {sorted(present['floating'])})"
         )
-    landmarks = tuple(sorted(present["reference"] - {LIVER}))
+    landmarks = sorted(present["reference"] - {LIVER})
     if not landmarks:
         raise InputError("liver+landmarks guidance needs at least one landmark (label value >= 2) on both sides")
-    classes = [(LIVER,), landmarks]
+    classes = [(LIVER,), *((v,) for v in landmarks)] if settings.landmark_channels == "each" else \
+        [(LIVER,), tuple(landmarks)]
     return classes, classes
+
+
+# --- initial alignment ------------------------------------------------------------
+def _mass_centre(mask: np.ndarray, grid: Grid) -> np.ndarray:
+    k, j, i = np.nonzero(mask)
+    return grid.index_to_world([i.mean(), j.mean(), k.mean()])
+
+
+def _foreground(volume: Volume) -> np.ndarray:
+    """The voxels above the image's Otsu threshold: the body in a CT or an MR."""
+    image = to_sitk(volume.with_array(volume.array.astype(np.float32, copy=False)))
+    mask = sitk.OtsuThreshold(image, 0, 1, 128)
+    return sitk.GetArrayFromImage(mask).astype(bool)
+
+
+def initial_alignment(reference: Volume, floating: Volume, reference_labels: LabelVolume | None,
+                      floating_labels: LabelVolume | None, region: Grid) -> tuple[AffineTransform, str]:
+    """The starting affine, about the region centre, and how it was found.
+
+    With labels on both sides: the translation that matches the labels' mass centres. Without: the
+    identity (the scanners' coordinates) where the images overlap in space, else the translation
+    that matches the mass centres of their foregrounds (Otsu), as scanners that put the origin
+    anywhere need. Either way the aligned images overlap: each mass centre lies inside its image.
+    """
+    centre = region.center_mm
+    if reference_labels is not None and floating_labels is not None:
+        shift = _mass_centre(floating_labels.array > 0, floating_labels.grid) - \
+            _mass_centre(reference_labels.array > 0, reference_labels.grid)
+        how = "label mass centres"
+    elif reference.grid.overlaps(floating.grid):
+        shift, how = np.zeros(3), "scanner coordinates"
+    else:
+        shift = _mass_centre(_foreground(floating), floating.grid) - \
+            _mass_centre(_foreground(reference), reference.grid)
+        how = "foreground mass centres (the images did not overlap in space)"
+    return AffineTransform(np.eye(3), shift, centre), how
 
 
 # --- pyramid levels -----------------------------------------------------------------
@@ -138,7 +199,7 @@ def _smooth_and_resample(volume: Volume, onto: Grid, sigma_mm: float) -> np.ndar
 
     Blocks of voxels are first averaged (integer shrink factors up to sigma / spacing),
     then a recursive Gaussian brings the remaining blur to ``sigma_mm``; both run in
-    SimpleITK, in time independent of sigma.
+    SimpleITK, in time independent of sigma. Zero outside ``volume``.
     """
     image = to_sitk(volume.with_array(volume.array.astype(np.float32, copy=False)))
     spacing = np.asarray(volume.grid.spacing_mm)
@@ -153,41 +214,99 @@ def _smooth_and_resample(volume: Volume, onto: Grid, sigma_mm: float) -> np.ndar
     return sitk.GetArrayFromImage(out)
 
 
-def _box_around(volume: Volume, points_mm: np.ndarray, margin_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """Voxel box (start, stop) of ``volume`` holding the world points plus a margin; refuse when it misses."""
+def _box_around(volume: Volume, points_mm: np.ndarray, margin_mm: float,
+                tried: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """Voxel box (start, stop) of ``volume`` holding the world points plus a margin; refuse when it misses
+    (``tried``: how the points were aligned, for the message)."""
     index = volume.grid.world_to_index(points_mm.reshape(-1, 3))
     pad = margin_mm / np.asarray(volume.grid.spacing_mm)
     start = np.maximum(np.floor(index.min(axis=0) - pad), 0).astype(int)
     stop = np.minimum(np.ceil(index.max(axis=0) + pad) + 1, volume.grid.size).astype(int)
     if np.any(stop <= start):
-        raise InputError("after initial alignment the reference working region falls outside the floating image")
+        raise InputError(f"the reference working region falls outside the image it is mapped into, even after "
+                         f"initial alignment by {tried or 'scanner coordinates'}: "
+                         "check that both images show the liver")
     return start, stop
 
 
-def _indicator(labels: LabelVolume, values: tuple[int, ...]) -> Volume:
-    return Volume(np.isin(labels.array, values).astype(np.float32), labels.grid)
+def _aligned_grid(grid: Grid, direction: tuple[float, ...], spacing_mm: float) -> Grid:
+    """An isotropic grid with ``direction`` whose box holds all of ``grid``."""
+    axes = np.asarray(direction, float).reshape(3, 3)
+    local = grid.corners_mm() @ axes  # corner coordinates along the new axes
+    lo, hi = local.min(axis=0), local.max(axis=0)
+    size = np.maximum(np.ceil((hi - lo) / spacing_mm).astype(int), 2)
+    origin = axes @ (lo + spacing_mm / 2.0)
+    return Grid(tuple(size), (spacing_mm,) * 3, tuple(origin), direction)
+
+
+def _indicator(labels: LabelVolume, values: tuple[int, ...], margin_mm: float) -> Volume:
+    """The indicator (0/1) of ``values``, cropped to their box plus ``margin_mm``: a lesion's channel is
+    smoothed and resampled around the lesion only (zero elsewhere)."""
+    mask = np.isin(labels.array, values)
+    return crop_to_mask(Volume(mask.astype(np.float32), labels.grid), mask, margin_mm=margin_mm)
+
+
+@dataclass(frozen=True)
+class _LocalChannel:
+    """One landmark's floating indicator on a grid around it, and which active voxels of a level may see it
+    (``near``, boolean (N,): those within ``LANDMARK_REACH_MM`` of the reference landmark's box)."""
+
+    floating: PlacedTensor
+    near: torch.Tensor
+
+
+def _box_mask(mask: torch.Tensor, grow: float) -> np.ndarray:
+    """The bounding box of a (D, H, W) mask grown by ``grow`` voxels, as a boolean array (none if empty)."""
+    box = np.zeros(tuple(mask.shape), bool)
+    if not bool(mask.any()):
+        return box
+    start, stop = bounding_box(mask.cpu().numpy())
+    pad = int(np.ceil(grow))
+    start, stop = np.maximum(start - pad, 0), stop + pad
+    box[start[2]:stop[2], start[1]:stop[1], start[0]:stop[0]] = True
+    return box
+
+
+def _near_labels(labels: LabelVolume, grid: Grid, margin_mm: float) -> np.ndarray | None:
+    """Flat indices of the voxels of ``grid`` within ``margin_mm`` of the labels (None: no label voxel)."""
+    if not np.any(labels.array):
+        return None
+    inside = _smooth_and_resample(Volume((labels.array > 0).astype(np.float32), labels.grid), grid,
+                                  min(grid.spacing_mm) / 2.0) > 0.5
+    if not np.any(inside):
+        return None
+    distance = ndimage.distance_transform_edt(~inside, sampling=grid.spacing_mm[::-1])
+    return np.flatnonzero(distance <= margin_mm)
 
 
 class Level:
-    """Reference and floating data at one pyramid spacing, as torch tensors.
+    """Reference and floating channels at one pyramid spacing, as torch tensors.
 
-    Only the channels a stage uses are built: the image (``use_image``) and the
-    guiding label classes (``classes``, None for none). The floating channels lie
-    on a grid of the level spacing / ``FLOATING_OVERSAMPLING`` (never finer than
-    the floating image), smoothed to the level's resolution.
+    Channels come in named groups: ``"image"`` (the normalised intensity, or its
+    12-channel MIND descriptor when ``image_term`` is ``"mind"``) and ``"labels"``
+    (one indicator per guiding class). Only the groups a stage uses are built. The
+    floating channels lie on an isotropic grid in the reference orientation, of the
+    level spacing / ``FLOATING_OVERSAMPLING`` (never finer than the floating image),
+    with one more channel first: the floating field of view (1 inside, 0 outside).
+
+    The similarity terms look at the active voxels only: those within ``margin_mm`` of the reference
+    labels (the liver), or every voxel without labels. The displacement lives on the whole level
+    grid, where the regularisers see it.
     """
 
     def __init__(self, spacing_mm: float, region: Grid, reference: Volume, floating: Volume,
                  reference_labels: LabelVolume | None, floating_labels: LabelVolume | None,
-                 classes: tuple[Classes, Classes] | None, device: torch.device, *, use_image: bool = True,
-                 cache: dict[tuple[Any, ...], torch.Tensor] | None = None) -> None:
+                 classes: tuple[Classes, Classes] | None, device: torch.device, *, image_term: str | None,
+                 margin_mm: float, cache: dict[tuple[Any, ...], Any]) -> None:
         self.spacing_mm = spacing_mm
         self.grid = region.with_spacing((spacing_mm,) * 3)
         self.points = grid_points(self.grid, device)
         sigma = spacing_mm / 2.0
-        floating_grid = floating.grid.with_spacing(
-            tuple(max(spacing_mm / FLOATING_OVERSAMPLING, s) for s in floating.grid.spacing_mm))
-        cache = {} if cache is None else cache
+        near = _near_labels(reference_labels, self.grid, margin_mm) if reference_labels is not None else None
+        self.active = torch.from_numpy(near).to(device) if near is not None else None
+        self.active_points = self.points.reshape(-1, 3)[self.active] if near is not None else self.points.reshape(-1, 3)
+        floating_spacing = max(spacing_mm / FLOATING_OVERSAMPLING, min(floating.grid.spacing_mm))
+        floating_grid = _aligned_grid(floating.grid, self.grid.direction, floating_spacing)
 
         def channel(key: tuple[Any, ...], make: Callable[[], Volume], onto: Grid) -> torch.Tensor:
             """A smoothed, resampled channel; the affine and non-rigid stages share those of equal spacing."""
@@ -195,46 +314,127 @@ class Level:
                 cache[(*key, spacing_mm)] = torch.from_numpy(_smooth_and_resample(make(), onto, sigma)).to(device)
             return cache[(*key, spacing_mm)]
 
-        self.reference_image: torch.Tensor | None = None
-        self.reference_labels: torch.Tensor | None = None
-        channels = []
-        if use_image:
-            self.reference_image = normalise_intensities(channel(("reference",), lambda: reference, self.grid))[None]
-            channels.append(normalise_intensities(channel(("floating",), lambda: floating, floating_grid)))
+        def mind(key: tuple[Any, ...], volume: Volume, onto: Grid) -> torch.Tensor:
+            """MIND-SSC of ``volume`` computed at the level spacing, resampled onto ``onto``."""
+            if (*key, "mind", spacing_mm) not in cache:
+                same = _aligned_grid(onto, self.grid.direction, spacing_mm) if onto is not self.grid else onto
+                descriptor = mind_ssc(channel(key, lambda: volume, same))
+                if same is not onto:
+                    descriptor = PlacedTensor(descriptor, same).sample(grid_points(onto, device))[0]
+                cache[(*key, "mind", spacing_mm)] = descriptor
+            return cache[(*key, "mind", spacing_mm)]
+
+        self.reference: dict[str, torch.Tensor] = {}
+        groups: list[tuple[str, torch.Tensor]] = [("fov", channel(
+            ("floating fov",), lambda: floating.with_array(np.ones(floating.shape, np.float32)), floating_grid)[None])]
+        if image_term == "mi":
+            reference_image = channel(("reference",), lambda: reference, self.grid)
+            floating_image = channel(("floating",), lambda: floating, floating_grid)
+            self.reference["image"] = normalise_intensities(reference_image)[None]
+            groups.append(("image", normalise_intensities(floating_image)[None]))
+        elif image_term == "mind":
+            self.reference["image"] = mind(("reference",), reference, self.grid)
+            groups.append(("image", mind(("floating",), floating, floating_grid)))
+        self.landmarks: list[_LocalChannel] = []
         if classes:
             assert reference_labels is not None and floating_labels is not None
             reference_classes, floating_classes = classes
-            self.reference_labels = torch.stack([
-                channel(("reference", c), lambda c=c: _indicator(reference_labels, c), self.grid)
+            margin = 4.0 * sigma + 2.0 * spacing_mm  # where the smoothed indicator is still above zero
+            self.reference["labels"] = torch.stack([
+                channel(("reference", c), lambda c=c: _indicator(reference_labels, c, margin), self.grid)
                 for c in reference_classes])
-            channels += [channel(("floating", c), lambda c=c: _indicator(floating_labels, c), floating_grid)
-                         for c in floating_classes]
-        # image and label channels share one grid: one interpolation serves every term
-        self.floating = PlacedTensor(torch.stack(channels), floating_grid, with_gradients=True)
+            # the liver is sampled with the other channels; each landmark on a grid of its own, at the
+            # active voxels near it only (elsewhere its warped indicator is zero)
+            groups.append(("labels", channel(("floating", floating_classes[0]),
+                                             lambda: _indicator(floating_labels, floating_classes[0], margin),
+                                             floating_grid)[None]))
+            for values, reference_channel in zip(floating_classes[1:], self.reference["labels"][1:]):
+                if ("floating local", values, spacing_mm) not in cache:
+                    crop = _indicator(floating_labels, values, margin)
+                    onto = _aligned_grid(crop.grid, self.grid.direction, floating_spacing)
+                    data = torch.from_numpy(_smooth_and_resample(crop, onto, sigma)).to(device)
+                    cache[("floating local", values, spacing_mm)] = PlacedTensor(data[None], onto, with_gradients=True)
+                near = _box_mask(reference_channel > 1e-3, LANDMARK_REACH_MM / spacing_mm)
+                self.landmarks.append(_LocalChannel(cache[("floating local", values, spacing_mm)],
+                                                    self.select(torch.from_numpy(near.reshape(-1)).to(device))))
+        self.slices: dict[str, slice] = {}
+        start = 0
+        for name, data in groups:
+            self.slices[name] = slice(start, start + data.shape[0])
+            start += data.shape[0]
+        # every group on one grid: one interpolation serves every term
+        self.floating = PlacedTensor(torch.cat([data for _, data in groups]), floating_grid, with_gradients=True)
+        self.reference = {name: self.select(data.flatten(1)) for name, data in self.reference.items()}
 
-    def sample_floating(self, points: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
-        """Warped floating image (1, *S) or None, label channels (C, *S) or None, and the inside mask (*S)."""
+    def select(self, flat: torch.Tensor) -> torch.Tensor:
+        """The active voxels (..., N) of a (..., D * H * W) tensor: those the similarity terms look at."""
+        return flat if self.active is None else flat[..., self.active]
+
+    def sample_floating(self, points: torch.Tensor, chosen: torch.Tensor | None = None
+                        ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The warped floating groups {name: (C, N)} at points (N, 3) of the active voxels ``chosen`` (indices
+        into them; None: all of them, in order), and the (N,) mask of points in the floating field of view."""
         values, inside = self.floating.sample(points)
-        image = values[:1] if self.reference_image is not None else None
-        labels = values[int(image is not None):] if self.reference_labels is not None else None
-        return image, labels, inside
+        groups = {name: values[part] for name, part in self.slices.items() if name != "fov"}
+        in_view = inside & (values[self.slices["fov"]][0].detach() > 0.5)
+        if self.landmarks:
+            columns = [groups["labels"]]
+            for landmark in self.landmarks:
+                where = torch.nonzero(landmark.near if chosen is None else landmark.near[chosen]).squeeze(1)
+                sampled = landmark.floating.sample(points[where])[0][0]
+                columns.append(points.new_zeros(points.shape[0]).index_put((where,), sampled)[None])
+            groups["labels"] = torch.cat(columns)
+        return groups, in_view
 
 
-def _initial_affine(region: Grid, reference_labels: LabelVolume | None,
-                    floating_labels: LabelVolume | None) -> AffineTransform:
-    """Identity about the region centre, translated to match the label mass centres when labels exist."""
-    centre = region.center_mm
-    if reference_labels is None or floating_labels is None:
-        return AffineTransform.identity(centre)
+# --- energy and optimisation --------------------------------------------------------
+@dataclass(frozen=True)
+class Term:
+    """One named, weighted term of an energy. Similarity terms compare a channel group of the reference
+    with the warped floating group of the same name; regularisers see the non-affine displacement."""
 
-    def mass_centre(labels: LabelVolume) -> np.ndarray:
-        k, j, i = np.nonzero(labels.array)
-        return labels.grid.index_to_world([i.mean(), j.mean(), k.mean()])
-
-    return AffineTransform(np.eye(3), mass_centre(floating_labels) - mass_centre(reference_labels), centre)
+    name: str
+    weight: float
+    module: nn.Module
+    regulariser: bool = False
 
 
-# --- optimisation -------------------------------------------------------------------
+def stage_energy(settings: RegistrationSettings, stage: str, level: Level, affine_matrix: np.ndarray,
+                 device: torch.device) -> list[Term]:
+    """The terms of a stage at one level, weights included (zero-weight terms left out).
+
+    affine: SSD of the guiding labels where there are labels, else mutual information.
+    non-rigid: wI * image similarity (MIND or MI) + wS * SSD(labels) + rigidity * springs + folding.
+    """
+    nonrigid = settings.nonrigid
+    if stage == "affine":
+        if "labels" in level.reference:
+            return [Term("labels", 1.0, LabelSSD())]
+        return [Term("image", 1.0, MutualInformation(bins=settings.bins))]
+    image = DescriptorSSD() if nonrigid.similarity == "mind" else MutualInformation(bins=settings.bins)
+    steps = index_step_matrix(level.grid)
+    matrix = torch.from_numpy(affine_matrix)
+    terms = [Term("image", nonrigid.image_weight, image), Term("labels", nonrigid.label_weight, LabelSSD()),
+             Term("spring", nonrigid.rigidity,
+                  SpringRegulariser(steps, matrix, connectivity=nonrigid.connectivity), regulariser=True),
+             Term("folding", nonrigid.folding_weight, FoldingPenalty(steps, matrix), regulariser=True)]
+    return [Term(t.name, t.weight, t.module.to(device), t.regulariser) for t in terms
+            if t.weight > 0 and (t.regulariser or t.name in level.reference)]
+
+
+def evaluate_energy(terms: Sequence[Term], reference: dict[str, torch.Tensor], warped: dict[str, torch.Tensor],
+                    mask: torch.Tensor, displacement: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Each term's weighted value: similarities on (C, N) channel groups and the (N,) mask, regularisers on the
+    (D, H, W, 3) displacement."""
+    values = {}
+    for term in terms:
+        if term.regulariser:
+            values[term.name] = term.weight * term.module(displacement)
+        else:
+            values[term.name] = term.weight * term.module(reference[term.name], warped[term.name], mask)
+    return values
+
+
 class _Stopper:
     """Early stopping: the best loss of the last window improved on the best before it by less than
     ``tolerance`` (relative), after at least two windows."""
@@ -252,87 +452,75 @@ class _Stopper:
         return before - recent <= self.tolerance * max(abs(before), 1e-12)
 
 
+def optimise(parameters: Sequence[tuple[torch.Tensor, float]], energy: Callable[[], dict[str, torch.Tensor]], *,
+             iterations: int, tolerance: float, tick: Callable[[], None]) -> tuple[dict[str, list[float]], str]:
+    """Minimise the sum of the named terms ``energy()`` returns over ``parameters`` (leaf tensor, step size).
+
+    Returns the history of every term and of their total, and why the loop stopped: "converged" (the
+    total stopped improving, see :class:`_Stopper`) or "iteration limit".
+    """
+    optimiser = AnnealedAdam(parameters, iterations=iterations)
+    stopper = _Stopper(tolerance)
+    history: dict[str, list[float]] = {"total": []}
+    for _ in range(iterations):
+        optimiser.zero_grad()
+        terms = energy()
+        total = sum(terms.values())
+        total.backward()
+        optimiser.step()
+        for name, value in terms.items():
+            history.setdefault(name, []).append(float(value.detach()))
+        history["total"].append(float(total.detach()))
+        tick()
+        if stopper.done(history["total"][-1]):
+            return history, "converged"
+    return history, "iteration limit"
+
+
 def _affine_level(level: Level, affine: AffineTransform, settings: RegistrationSettings, iterations: int,
-                  tick: Callable[[], None]) -> tuple[AffineTransform, dict[str, list[float]]]:
+                  tick: Callable[[], None]) -> tuple[AffineTransform, dict[str, list[float]], str]:
     device = level.points.device
     centre = torch.tensor(affine.centre_mm, dtype=torch.float32, device=device)
     matrix = torch.tensor(affine.matrix, dtype=torch.float32, device=device, requires_grad=True)
     translation = torch.tensor(affine.translation_mm, dtype=torch.float32, device=device, requires_grad=True)
-    optimiser = AnnealedAdam([(matrix, settings.affine.matrix_step),
-                              (translation, settings.affine.translation_step_mm * level.spacing_mm / 4.0)],
-                             iterations=iterations)
-    mutual_information = MutualInformation(bins=settings.bins).to(device)
-    label_ssd = LabelSSD()
-    points = (level.points - centre).reshape(-1, 3)
-    reference_image = level.reference_image.flatten(1) if level.reference_image is not None else None
-    reference_labels = level.reference_labels.flatten(1) if level.reference_labels is not None else None
+    terms = stage_energy(settings, "affine", level, affine.matrix, device)
+    points = level.active_points - centre
+    reference = level.reference
     # 12 parameters need few voxels: a fresh random subset per iteration, as elastix does
     samples = settings.affine.samples if points.shape[0] > settings.affine.samples else None
     generator = torch.Generator(device=device).manual_seed(settings.seed)
-    losses: dict[str, list[float]] = {"total": []}
-    stopper = _Stopper(settings.tolerance)
-    for _ in range(iterations):
-        optimiser.zero_grad()
+
+    def energy() -> dict[str, torch.Tensor]:
         chosen = (torch.randint(points.shape[0], (samples,), generator=generator, device=device) if samples
                   else slice(None))
-        mapped = points[chosen] @ matrix.T + centre + translation
-        warped, warped_labels, inside = level.sample_floating(mapped)
-        if reference_labels is not None:
-            loss = label_ssd(reference_labels[:, chosen], warped_labels, torch.ones_like(warped_labels[0]))
-        else:
-            loss = mutual_information(reference_image[:, chosen], warped, inside)
-        loss.backward()
-        optimiser.step()
-        losses["total"].append(float(loss.detach()))
-        tick()
-        if stopper.done(losses["total"][-1]):
-            break
-    with torch.no_grad():
-        result = AffineTransform(matrix.detach().double().cpu().numpy(),
-                                 translation.detach().double().cpu().numpy(), affine.centre_mm)
-    return result, losses
+        warped, in_view = level.sample_floating(points[chosen] @ matrix.T + centre + translation,
+                                                chosen if samples else None)
+        return evaluate_energy(terms, {n: d[:, chosen] for n, d in reference.items()}, warped, in_view)
+
+    history, stopped = optimise([(matrix, settings.affine.matrix_step),
+                                 (translation, settings.affine.translation_step_mm * level.spacing_mm / 4.0)],
+                                energy, iterations=iterations, tolerance=settings.tolerance, tick=tick)
+    result = AffineTransform(matrix.detach().double().cpu().numpy(), translation.detach().double().cpu().numpy(),
+                             affine.centre_mm)
+    return result, history, stopped
 
 
 def _nonrigid_level(level: Level, affine: AffineTransform, initial: torch.Tensor | None,
                     settings: RegistrationSettings, iterations: int,
-                    tick: Callable[[], None]) -> tuple[torch.Tensor, dict[str, list[float]]]:
+                    tick: Callable[[], None]) -> tuple[torch.Tensor, dict[str, list[float]], str]:
     device = level.points.device
-    weights = settings.nonrigid
     with torch.no_grad():
         affine_points = torch.from_numpy(
             affine.transform_points(level.points.cpu().numpy().astype(np.float64)).astype(np.float32)).to(device)
     residual = (initial if initial is not None else torch.zeros_like(level.points)).clone().requires_grad_(True)
-    optimiser = AnnealedAdam([(residual, weights.step_mm * level.spacing_mm / 3.0)], iterations=iterations)
-    spring = SpringRegulariser(index_step_matrix(level.grid), torch.from_numpy(affine.matrix),
-                               connectivity=weights.connectivity).to(device)
-    folding = FoldingPenalty(index_step_matrix(level.grid), torch.from_numpy(affine.matrix)).to(device)
-    mutual_information = MutualInformation(bins=settings.bins).to(device)
-    label_ssd = LabelSSD()
-    losses: dict[str, list[float]] = {"total": [], "image": [], "labels": [], "spring": [], "folding": []}
-    stopper = _Stopper(settings.tolerance)
-    for _ in range(iterations):
-        optimiser.zero_grad()
-        mapped = affine_points + residual
-        terms: dict[str, torch.Tensor] = {}
-        warped, warped_labels, inside = level.sample_floating(mapped)
-        if level.reference_image is not None:
-            terms["image"] = weights.image_weight * mutual_information(level.reference_image, warped, inside)
-        if level.reference_labels is not None:
-            terms["labels"] = weights.label_weight * label_ssd(level.reference_labels, warped_labels,
-                                                               torch.ones_like(warped_labels[0]))
-        terms["spring"] = weights.rigidity * spring(residual)
-        if weights.folding_weight > 0:
-            terms["folding"] = weights.folding_weight * folding(residual)
-        loss = sum(terms.values())
-        loss.backward()
-        optimiser.step()
-        for name, value in terms.items():
-            losses[name].append(float(value.detach()))
-        losses["total"].append(float(loss.detach()))
-        tick()
-        if stopper.done(losses["total"][-1]):
-            break
-    return residual.detach(), {name: values for name, values in losses.items() if values}
+    terms = stage_energy(settings, "non-rigid", level, affine.matrix, device)
+    def energy() -> dict[str, torch.Tensor]:
+        warped, in_view = level.sample_floating(level.select((affine_points + residual).reshape(-1, 3).T).T)
+        return evaluate_energy(terms, level.reference, warped, in_view, residual)
+
+    history, stopped = optimise([(residual, settings.nonrigid.step_mm * level.spacing_mm / 3.0)], energy,
+                                iterations=iterations, tolerance=settings.tolerance, tick=tick)
+    return residual.detach(), history, stopped
 
 
 def _upsample_residual(residual: torch.Tensor, coarse: Grid, fine: Level) -> torch.Tensor:
@@ -358,12 +546,13 @@ def register(
 
     Parameters
     ----------
-    reference, floating : the images (any grids that overlap in LPS space).
+    reference, floating : the images, each on its own grid (LPS mm). Where they do not overlap in
+        space, they are first aligned by their mass centres (see :func:`initial_alignment`).
     settings : guidance, weights, pyramids (default: the ``liver`` preset).
-    reference_labels, floating_labels : label maps on the images' own grids:
-        the liver (value 1) for ``liver`` guidance; liver = 1 and landmarks = 2
-        for ``liver+landmarks``. With ``image`` guidance, reference labels only
-        set the working region.
+    reference_labels, floating_labels : label maps on the images' own grids (see
+        :func:`guidance_labels`): the liver (value 1) for ``liver`` guidance; liver = 1 and one
+        value >= 2 per landmark for ``liver+landmarks``. With ``image`` guidance, reference labels
+        only set the working region.
     progress : optional callback ``progress(step, fraction)``.
     """
     settings = settings or RegistrationSettings()
@@ -372,21 +561,23 @@ def register(
     torch.manual_seed(settings.seed)
     device = torch.device(settings.device)
     region = working_region(reference, reference_labels, settings.margin_mm)
-    affine = _initial_affine(region, reference_labels if classes else None, floating_labels if classes else None)
-    box = _box_around(floating, affine.transform_points(region.corners_mm()), FLOATING_MARGIN_MM)
+    affine, how = initial_alignment(reference, floating, reference_labels if classes else None,
+                                    floating_labels if classes else None, region)
+    log.debug("initial alignment by %s: %s mm", how, np.round(affine.translation_mm, 1))
+    box = _box_around(floating, affine.transform_points(region.corners_mm()), FLOATING_MARGIN_MM, tried=how)
     floating_crop = floating.crop(*box)
     floating_labels_crop = floating_labels.crop(*box) if classes and floating_labels is not None else None
     # smoothing reads 3 sigma around the region: the rest of the reference is never looked at
     box = _box_around(reference, region.corners_mm(), 1.5 * max(_levels_mm(settings)) + max(reference.grid.spacing_mm))
     reference_crop = reference.crop(*box)
-    reference_labels_crop = reference_labels.crop(*box) if classes and reference_labels is not None else None
+    reference_labels_crop = reference_labels.crop(*box) if reference_labels is not None else None
 
     stages = [("affine", s, n) for s, n in zip(settings.affine.levels_mm, settings.affine.iterations)]
     if settings.nonrigid.enabled:
         stages += [("non-rigid", s, n) for s, n in zip(settings.nonrigid.levels_mm, settings.nonrigid.iterations)]
     total = sum(n for _, _, n in stages)
     done = 0
-    channels: dict[tuple[Any, ...], torch.Tensor] = {}
+    channels: dict[tuple[Any, ...], Any] = {}
     records: list[LevelRecord] = []
     residual: torch.Tensor | None = None
     previous_grid: Grid | None = None
@@ -403,27 +594,28 @@ def register(
 
         # the affine stage uses the labels when it has them, else the image; the non-rigid one what it weighs
         if stage == "affine":
-            use_image, level_classes = classes is None, classes
+            image_term, level_classes = (None if classes else "mi"), classes
         else:
-            use_image = settings.nonrigid.image_weight > 0
+            image_term = settings.nonrigid.similarity if settings.nonrigid.image_weight > 0 else None
             level_classes = classes if settings.nonrigid.label_weight > 0 else None
         level = Level(spacing, region, reference_crop, floating_crop, reference_labels_crop, floating_labels_crop,
-                      level_classes, device, use_image=use_image, cache=channels)
+                      level_classes, device, image_term=image_term, margin_mm=settings.margin_mm, cache=channels)
         if stage == "affine":
-            affine, losses = _affine_level(level, affine, settings, iterations, tick)
+            affine, losses, stopped = _affine_level(level, affine, settings, iterations, tick)
         else:
             initial = _upsample_residual(residual, previous_grid, level) if residual is not None else None
-            residual, losses = _nonrigid_level(level, affine, initial, settings, iterations, tick)
+            residual, losses, stopped = _nonrigid_level(level, affine, initial, settings, iterations, tick)
             previous_grid, final_level = level.grid, level
         used = len(losses["total"])
         done += iterations - used
-        records.append(LevelRecord(stage, spacing, used, time.perf_counter() - start, losses))
-        log.debug("%s: %d iterations, loss %.5f, %.2f s", label, used, losses["total"][-1], records[-1].seconds)
+        records.append(LevelRecord(stage, spacing, used, time.perf_counter() - start, losses, stopped))
+        log.debug("%s: %d iterations (%s), loss %.5f, %.2f s", label, used, stopped, losses["total"][-1],
+                  records[-1].seconds)
     progress("done", 1.0)
 
     displacement = None
     if residual is not None and final_level is not None:
         displacement = _full_field(reference.grid.with_spacing((final_level.spacing_mm,) * 3), affine,
                                    DisplacementField(residual.cpu().numpy(), final_level.grid))
-    summary: dict[str, Any] = asdict(settings)
+    summary: dict[str, Any] = {**asdict(settings), "initial_alignment": how}
     return RegistrationResult(affine=affine, displacement=displacement, levels=tuple(records), settings=summary)

@@ -11,13 +11,14 @@ from sirtreg.register.transforms import AffineTransform
 
 @dataclass(frozen=True, eq=False)
 class LevelRecord:
-    """One pyramid level of one stage: loss terms per iteration and the time spent."""
+    """One pyramid level of one stage: loss terms per iteration, the time spent and why it stopped."""
 
     stage: str  # "affine" or "non-rigid"
     spacing_mm: float
     iterations: int
     seconds: float
     losses: dict[str, list[float]]
+    stopped: str = ""  # "converged" or "iteration limit"
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,7 +53,7 @@ class RegistrationResult:
             "nonrigid": self.displacement is not None,
             "levels": [
                 {"stage": level.stage, "spacing_mm": level.spacing_mm, "iterations": level.iterations,
-                 "seconds": round(level.seconds, 3),
+                 "stopped": level.stopped, "seconds": round(level.seconds, 3),
                  "final_losses": {name: values[-1] for name, values in level.losses.items() if values}}
                 for level in self.levels
             ],
