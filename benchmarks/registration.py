@@ -1,352 +1,287 @@
-"""Registration accuracy, runtime and peak memory: our three presets beside itk-elastix and ANTsPy.
+"""Registration accuracy and time on pairs with known truth: our three presets beside itk-elastix and ANTsPy.
 
-Usage: python benchmarks/registration.py [--data DIR] [--pairs NAME ...] [--methods NAME ...] [--threads N]
+Usage:
+    python benchmarks/registration.py [--half tuning|reporting|all] [--data DIR] [--public DIR] [--work DIR]
+        [--pairs NAME ...] [--methods NAME ...] [--rerun NAME ...] [--threads N]
+    python benchmarks/registration.py --check-peers [--data DIR] [--work DIR]
 
 Needs the peers: ``.venv/bin/pip install -e ".[benchmark]"`` (itk-elastix, antspyx).
 
-Pairs, each with known truth (floating labels are the reference labels moved by
-the known deformation):
+The pairs (``registration_pairs.py``): four real CT subjects, each moved by four known motions into a
+CT or an MR-like floating scan (liver sliding against the body wall, repositioning, local B-spline
+deformation, field-of-view truncation, thick slices), and the digital patient's contrast CT and MR.
+``--data`` is the folder of the shared test data (TotalSegmentator example CT, Auer phantom), ``--public``
+the folder of the public liver CTs (3D-IRCADb; see ``registration_pairs.py`` for the files and their
+terms). Missing subjects are skipped with a line saying so.
 
-- ``phantom-ct`` / ``phantom-mr``: the seed-0 digital patient, contrast CT and
-  MR registered to the MAA CT (landmarks: its lesions and clip).
-- ``real-ct`` / ``real-mr``: the real abdominal CT of ``totalsegmentator/example_ct``
-  with three hypodense lesions painted into its liver, against itself moved by
-  a known smooth deformation (small affine + sine waves of 80-160 mm, up to
-  about 12 mm) on another grid; ``real-mr`` also remaps the floating
-  intensities non-monotonically (fat bright, water dark), adds a bias field and
-  noise, like a T1 MR.
+The pairs are split into a tuning half and a reporting half, fixed before any tuning. Defaults are
+chosen on the tuning half only; the reporting half proves them.
 
-Every method runs in a fresh process (so peak resident memory is its own, imports
-included) on ``--threads`` threads, and returns its reference->floating
-displacement field; one evaluation code then computes liver DSC and MSD, landmark
-MCD, RMSD and the percentage of liver voxels with Jacobian <= 0 for all methods.
-Peers run on the whole images with their usual settings (elastix: default affine
-and B-spline maps with Mattes mutual information; ANTs: ``SyN`` with Mattes MI);
-ours work on the liver plus a 20 mm margin, which is part of the method.
-Runtime is the registration alone: modules imported, images in memory, field out.
-Timings depend on the machine and on what else runs on it: run it on an idle one.
+Per pair the table gives RMSD (the paper's: liver MSD and landmark mass-centre distances), RMSD / truth
+floor (the floor: the floating labels brought back by the exact inverse of the known motion; what
+remains is the field-of-view truncation, slice thickness and the independent redrawing of the floating
+contours), RMSD / best peer, time, the field error (FE: the mean distance between the method's and the true
+floating point of every reference liver voxel the floating scan shows, which no contour can flatter)
+and the share of liver voxels whose Jacobian is <= 0. The summary
+gives, per method, the median and the worst of those ratios, the median time and the slowest pair's
+time over the method's median. Every method runs in a fresh process on ``--threads`` threads; results
+are kept in ``--work``/results.csv, and peer rows are reused on the next run unless ``--rerun`` names
+them (ours are always run again). Run it on an idle machine.
+
+``--check-peers`` first shows that each method recovers a known pure translation and a known smooth
+warp of a real CT through the same field-reading code (the error of the returned transform at the liver
+voxels, in mm).
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
+import csv
+import functools
 import os
-import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-from memory import peak_memory_mb
+import registration_pairs as pairs
+from registration_methods import OURS, PEERS, run_method
 
-if TYPE_CHECKING:
-    from sirtreg.geometry import DisplacementField, LabelVolume, Volume
-
-PAIRS = ("phantom-ct", "phantom-mr", "real-ct", "real-mr")
-METHODS = ("unregistered", "truth", "elastix", "ants", "ours image", "ours liver", "ours liver+landmarks")
-PEERS = ("elastix", "ants")
-
-
-# --- pairs -----------------------------------------------------------------------
-@dataclass
-class Pair:
-    """Images and truth of one benchmark pair (all on their own grids)."""
-
-    name: str
-    reference: Volume
-    floating: Volume
-    reference_liver: LabelVolume  # value 1
-    floating_liver: LabelVolume
-    reference_landmarks: LabelVolume  # one value per landmark
-    floating_landmarks: LabelVolume
-    truth: DisplacementField  # reference -> floating
-
-
-def phantom_pair(name: str):
-    from sirtreg.phantom import make_patient
-
-    patient = make_patient(0, resolution="full")
-    scan = {"phantom-ct": patient.floating[0], "phantom-mr": patient.floating[1]}[name]
-    reference = patient.reference
-    return Pair(name, reference.image, scan.image, reference.liver, scan.liver, reference.landmark_map,
-                scan.landmark_map, scan.displacement)
-
-
-def _sphere_centres(liver: np.ndarray, grid, rng: np.random.Generator, *, n: int, depth_mm: float,
-                    apart_mm: float) -> np.ndarray:
-    """``n`` points (LPS mm) at least ``depth_mm`` inside the liver and ``apart_mm`` from each other."""
-    from scipy import ndimage
-
-    depth = ndimage.distance_transform_edt(liver, sampling=grid.spacing_mm[::-1])
-    k, j, i = np.nonzero(depth >= depth_mm)
-    candidates = grid.index_to_world(np.stack([i, j, k], axis=1))
-    chosen: list[np.ndarray] = []
-    for index in rng.permutation(len(candidates)):
-        point = candidates[index]
-        if all(np.linalg.norm(point - other) >= apart_mm for other in chosen):
-            chosen.append(point)
-        if len(chosen) == n:
-            return np.array(chosen)
-    raise RuntimeError("the liver is too small for the benchmark lesions")
-
-
-def _sine_displacement(rng: np.random.Generator):
-    """v(points) in mm: a small affine plus three smooth sine fields (one per axis)."""
-    from scipy.spatial.transform import Rotation
-
-    from sirtreg.phantom.shapes import sine_field
-
-    matrix = Rotation.from_euler("xyz", rng.uniform(-3, 3, 3), degrees=True).as_matrix() - np.eye(3)
-    shift = rng.uniform(-6, 6, 3)
-    waves = [sine_field(rng, n_waves=4, wavelength_mm=(80.0, 160.0), rms=3.5) for _ in range(3)]
-
-    def displacement(points: np.ndarray, centre: np.ndarray) -> np.ndarray:
-        x, y, z = (points[..., c].astype(np.float32) for c in range(3))
-        smooth = np.stack([wave(x, y, z) for wave in waves], axis=-1)
-        return (points - centre) @ matrix.T + shift + smooth
-
-    return displacement
-
-
-def _mr_like(ct: np.ndarray, rng: np.random.Generator, grid) -> np.ndarray:
-    """A T1-like MR from CT numbers: non-monotonic tissue mapping, bias field and noise."""
-    hu = [-1000, -300, -120, -60, -10, 20, 45, 60, 80, 200, 600, 1500]
-    mr = [0, 40, 820, 780, 180, 260, 420, 470, 380, 300, 120, 60]
-    image = np.interp(ct, hu, mr).astype(np.float32)
-    points = grid.world_coordinates()
-    centre = grid.center_mm.astype(np.float32)
-    bias = 1.0 + 0.15 * np.sin((points[..., 0] - centre[0]) / 150.0) * np.cos((points[..., 2] - centre[2]) / 200.0)
-    return (image * bias + rng.normal(0, 15, image.shape)).astype(np.float32)
-
-
-def real_pair(name: str, data: Path):
-    from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Volume
-    from sirtreg.io import read_image, read_labels
-    from sirtreg.resample import sample_at
-
-    rng = np.random.default_rng(11)
-    ct = read_image(data / "totalsegmentator" / "example_ct.nii.gz")
-    organs = read_labels(data / "totalsegmentator" / "example_seg_fast_force_split.nii.gz")
-    grid = ct.grid
-    liver = organs.array == 5
-    centres = _sphere_centres(liver, grid, rng, n=3, depth_mm=16.0, apart_mm=45.0)
-    points = grid.world_coordinates(np.float64)
-    landmarks = np.zeros(grid.shape, np.uint8)
-    image = ct.array.astype(np.float32).copy()
-    for value, (centre, radius) in enumerate(zip(centres, (11.0, 9.0, 13.0)), start=1):
-        distance = np.linalg.norm(points - centre, axis=-1)
-        landmarks[distance <= radius] = value
-        image -= 45.0 * np.clip(radius + 1.5 - distance, 0.0, 3.0) / 3.0  # hypodense, 3 mm soft edge
-    reference = Volume(image, grid, modality="CT")
-    reference_liver = LabelVolume(liver.astype(np.uint8), grid, labels={1: "liver"})
-    names = {v: f"lesion {v}" for v in (1, 2, 3)}
-    reference_landmarks = LabelVolume(landmarks, grid, labels=names)
-
-    # the floating scan shows at y what the reference shows at S(y) = y + v(y), on a grid of its own
-    displacement = _sine_displacement(rng)
-    centre = grid.center_mm
-    spacing = (2.5, 2.5, 4.0) if name == "real-mr" else (2.0, 2.0, 2.5)
-    size = tuple(round(e / s) for e, s in zip(grid.extent_mm, spacing))
-    floating_grid = Grid(size, spacing, tuple(np.asarray(grid.origin_mm) + rng.uniform(-5, 5, 3)), grid.direction)
-    source = floating_grid.world_coordinates(np.float64)
-    source = source + displacement(source, centre)
-    floating_ct = sample_at(reference, source, fill_value=-1000.0).astype(np.float32)
-    if name == "real-mr":
-        floating_image = Volume(_mr_like(floating_ct, rng, floating_grid), floating_grid, modality="MR")
-    else:
-        floating_image = Volume(floating_ct + rng.normal(0, 12, floating_ct.shape).astype(np.float32),
-                                floating_grid, modality="CT")
-
-    def moved(labels):
-        one_hot = [sample_at(Volume((labels.array == v).astype(np.float32), grid), source)
-                   for v in labels.present_labels()]
-        best = np.argmax(np.stack([np.full(floating_grid.shape, 0.5, np.float32), *one_hot]), axis=0)
-        values = np.array([0, *labels.present_labels()], np.uint8)
-        return LabelVolume(values[best], floating_grid, labels=dict(labels.labels))
-
-    # truth T = S^-1 on the reference grid, by fixed-point iteration T(x) = x - v(T(x))
-    target = grid.world_coordinates(np.float64)
-    mapped = target.copy()
-    for _ in range(30):
-        mapped = target - displacement(mapped, centre)
-    truth = DisplacementField((mapped - target).astype(np.float32), grid)
-    return Pair(name, reference, floating_image, reference_liver, moved(reference_liver), reference_landmarks,
-                moved(reference_landmarks), truth)
-
-
-# --- methods (each in its own process) ---------------------------------------------
-def _ours(pair: Pair, guidance: str):
-    from sirtreg.register import guidance_labels, preset, register
-
-    if guidance == "image":
-        result = register(pair.reference, pair.floating, settings=preset("image"),
-                          reference_labels=pair.reference_liver)
-    else:
-        landmarks = guidance == "liver+landmarks"
-        reference_labels = guidance_labels(pair.reference_liver, pair.reference_landmarks if landmarks else None)
-        floating_labels = guidance_labels(pair.floating_liver, pair.floating_landmarks if landmarks else None)
-        result = register(pair.reference, pair.floating, settings=preset(guidance),
-                          reference_labels=reference_labels, floating_labels=floating_labels)
-    return result.displacement
-
-
-def _itk_image(volume):
-    import itk
-
-    image = itk.image_from_array(np.ascontiguousarray(volume.array, dtype=np.float32))
-    image.SetSpacing([float(s) for s in volume.grid.spacing_mm])
-    image.SetOrigin([float(o) for o in volume.grid.origin_mm])
-    image.SetDirection(itk.matrix_from_array(np.ascontiguousarray(volume.grid.direction_matrix)))
-    return image
-
-
-def _elastix(pair: Pair):
-    import itk
-
-    from sirtreg.geometry import DisplacementField
-
-    reference, floating = _itk_image(pair.reference), _itk_image(pair.floating)
-    parameters = itk.ParameterObject.New()
-    for kind in ("affine", "bspline"):
-        parameters.AddParameterMap(parameters.GetDefaultParameterMap(kind, 3))
-    # fixed = reference, moving = floating: elastix's transform maps reference points to floating points
-    _, transform = itk.elastix_registration_method(reference, floating, parameter_object=parameters,
-                                                   log_to_console=False)
-    with tempfile.TemporaryDirectory() as folder:  # transformix writes a copy of the field there
-        field = itk.transformix_deformation_field(floating, transform, output_directory=folder)
-    return DisplacementField(np.asarray(itk.array_from_image(field), dtype=np.float32), pair.reference.grid)
-
-
-def _ants_image(volume):
-    import ants
-
-    return ants.from_numpy(np.ascontiguousarray(volume.array.transpose(2, 1, 0), dtype=np.float32),
-                           origin=[float(o) for o in volume.grid.origin_mm],
-                           spacing=[float(s) for s in volume.grid.spacing_mm],
-                           direction=np.asarray(volume.grid.direction_matrix))
-
-
-def _ants(pair: Pair):
-    import ants
-
-    from sirtreg.io.images import read_displacement_file
-
-    reference, floating = _ants_image(pair.reference), _ants_image(pair.floating)
-    result = ants.registration(fixed=reference, moving=floating, type_of_transform="SyN",
-                               aff_metric="mattes", syn_metric="mattes")
-    with tempfile.TemporaryDirectory() as folder:
-        composed = ants.apply_transforms(fixed=reference, moving=floating, transformlist=result["fwdtransforms"],
-                                         compose=str(Path(folder) / "composed_"))
-        field = read_displacement_file(composed)
-    field.grid.require_same(pair.reference.grid, what="the ANTs field and the reference")
-    return field
-
-
-def _run_method(method: str, pair: Pair, threads: int, queue) -> None:
-    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(threads)
-    import importlib
-
-    import torch
-
-    torch.set_num_threads(threads)
-    # imports are not registration time: itk takes about 10 s, ants 2 s, sirtreg.register 0.5 s
-    importlib.import_module({"elastix": "itk", "ants": "ants"}.get(method, "sirtreg.register"))
-    if method == "elastix":
-        import itk
-
-        itk.ParameterObject  # noqa: B018 - itk loads its modules lazily, at first use
-    start = time.perf_counter()
-    try:
-        if method in PEERS:
-            field = {"elastix": _elastix, "ants": _ants}[method](pair)
-        else:
-            field = _ours(pair, method.removeprefix("ours "))
-        problem = ""
-    except Exception as exc:  # noqa: BLE001 - a failing peer is a row in the table, not the end of the benchmark
-        field, problem = None, f"{type(exc).__name__}: {exc}"
-    seconds = time.perf_counter() - start
-    queue.put({"field": field, "seconds": seconds, "problem": problem,
-               "peak_mb": peak_memory_mb()})
-
-
-def run_method(method: str, pair: Pair, threads: int) -> dict:
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_run_method, args=(method, pair, threads, queue))
-    process.start()
-    outcome = queue.get()
-    process.join()
-    return outcome
+METHODS = ("unregistered", "truth", *PEERS, *OURS)
+FIELDS = ("pair", "half", "method", "seconds", "peak_mb", "dsc", "msd_mm", "mcd_mm", "worst_mcd_mm", "rmsd_mm",
+          "field_error_mm", "folding_percent", "problem")
 
 
 # --- evaluation --------------------------------------------------------------------
-def evaluate(pair: Pair, field) -> dict:
+def evaluate(pair, transform) -> dict:
+    """Liver DSC and MSD, mean and worst landmark MCD, RMSD, the field error and % of liver voxels with
+    Jacobian <= 0."""
+    from sirtreg.errors import InputError
     from sirtreg.geometry import DisplacementField
     from sirtreg.metrics import jacobian_statistics
-    from sirtreg.register import registration_quality
+    from sirtreg.register import AffineTransform, registration_quality
     from sirtreg.resample import mask_box, resample
 
-    if field is None:  # unregistered: the identity
-        field = DisplacementField.zeros(pair.reference.grid.with_spacing((4.0,) * 3))
-    quality = registration_quality(field, reference_liver=pair.reference_liver, floating_liver=pair.floating_liver,
-                                   reference_landmarks=pair.reference_landmarks,
-                                   floating_landmarks=pair.floating_landmarks)
-    liver_on_field = resample(pair.reference_liver, field.grid).array > 0
-    start, stop = mask_box(liver_on_field, field.grid, margin_mm=5.0)
+    if transform is None:  # unregistered: the identity
+        transform = DisplacementField.zeros(pair.reference.grid.with_spacing((4.0,) * 3))
+    if isinstance(transform, AffineTransform):
+        transform = transform.to_displacement(pair.reference.grid.with_spacing((2.0,) * 3))
+    try:
+        quality = registration_quality(transform, reference_liver=pair.reference_liver,
+                                       floating_liver=pair.floating_liver,
+                                       reference_landmarks=pair.reference_landmarks,
+                                       floating_landmarks=pair.floating_landmarks)
+    except InputError as exc:  # a landmark carried out of the reference image
+        return {"problem": f"lost: {exc}"}
+    liver_on_field = resample(pair.reference_liver, transform.grid).array > 0
+    start, stop = mask_box(liver_on_field, transform.grid, margin_mm=5.0)
     box = tuple(slice(a, b) for a, b in zip(start[::-1], stop[::-1]))
-    liver_field = DisplacementField(field.array[box], field.grid.crop(start, stop))
+    liver_field = DisplacementField(transform.array[box], transform.grid.crop(start, stop))
     jacobian = jacobian_statistics(liver_field, liver_on_field[box])
-    return {"dsc": quality.liver_dsc, "msd_mm": quality.liver_msd_mm,
-            "mcd_mm": float(np.mean(list(quality.mcd_mm.values()))), "rmsd_mm": quality.rmsd_mm,
-            "folding_percent": jacobian.percent_folding}
+    distances = list(quality.mcd_mm.values())
+    return {"dsc": quality.liver_dsc, "msd_mm": quality.liver_msd_mm, "mcd_mm": float(np.mean(distances)),
+            "worst_mcd_mm": float(np.max(distances)), "rmsd_mm": quality.rmsd_mm,
+            "field_error_mm": field_error_mm(pair, transform), "folding_percent": jacobian.percent_folding}
 
 
-def _number(value: float, width: int, digits: int) -> str:
-    """``value`` right-aligned in ``width`` characters, or "-" where there is none (NaN)."""
-    return f"{'-':>{width}}" if np.isnan(value) else f"{value:{width}.{digits}f}"
+def field_error_mm(pair, transform) -> float:
+    """Mean distance (mm) between the method's and the true floating point of every reference liver voxel
+    the floating scan shows: the registration error itself, which no contour can flatter."""
+    k, j, i = np.nonzero(pair.reference_liver.array)
+    step = max(1, k.size // 50_000)
+    points = pair.reference_liver.grid.index_to_world(np.stack([i[::step], j[::step], k[::step]], axis=1))
+    truth = pair.truth.transform_points(points)
+    index = pair.floating.grid.world_to_index(truth)
+    shown = np.all((index >= -0.5) & (index <= np.asarray(pair.floating.grid.size) - 0.5), axis=1)
+    return float(np.linalg.norm(transform.transform_points(points[shown]) - truth[shown], axis=1).mean())
+
+
+# --- results -----------------------------------------------------------------------
+def read_results(path: Path) -> dict[tuple[str, str], dict]:
+    if not path.is_file():
+        return {}
+    with path.open() as handle:
+        return {(row["pair"], row["method"]): row for row in csv.DictReader(handle)}
+
+
+def write_results(path: Path, rows: dict[tuple[str, str], dict]) -> None:
+    temporary = path.with_suffix(".partial")
+    with temporary.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, FIELDS)
+        writer.writeheader()
+        for key in sorted(rows):
+            writer.writerow({name: rows[key].get(name, "") for name in FIELDS})
+    os.replace(temporary, path)
+
+
+def _float(row: dict | None, name: str) -> float:
+    try:
+        return float(row[name]) if row is not None else float("nan")
+    except (KeyError, ValueError, TypeError):
+        return float("nan")
+
+
+def _cell(value: float, width: int, digits: int) -> str:
+    return f"{'-':>{width}}" if not np.isfinite(value) else f"{value:{width}.{digits}f}"
+
+
+def best_peer(rows: dict, pair: str) -> float:
+    return float(np.nanmin([_float(rows.get((pair, m)), "rmsd_mm") for m in PEERS] + [np.inf]))
+
+
+def print_pair_table(rows: dict, names: list[str], methods: list[str]) -> None:
+    header = (f"{'pair':<20} {'method':<21} {'RMSD mm':>8} {'/floor':>7} {'/peer':>6} {'time s':>7} {'MSD mm':>7} "
+              f"{'MCD mm':>7} {'worst':>6} {'FE mm':>6} {'J<=0 %':>7}")
+    print(header)
+    print("-" * len(header))
+    for name in names:
+        floor = _float(rows.get((name, "truth")), "rmsd_mm")
+        peer = best_peer(rows, name)
+        for method in methods:
+            row = rows.get((name, method))
+            if row is None:
+                continue
+            if row.get("problem"):
+                print(f"{name:<20} {method:<21} failed: {row['problem'][:90]}")
+                continue
+            rmsd = _float(row, "rmsd_mm")
+            print(f"{name:<20} {method:<21} {_cell(rmsd, 8, 2)} {_cell(rmsd / floor, 7, 2)} "
+                  f"{_cell(rmsd / peer if np.isfinite(peer) else np.nan, 6, 2)} {_cell(_float(row, 'seconds'), 7, 1)} "
+                  f"{_cell(_float(row, 'msd_mm'), 7, 2)} {_cell(_float(row, 'mcd_mm'), 7, 2)} "
+                  f"{_cell(_float(row, 'worst_mcd_mm'), 6, 2)} {_cell(_float(row, 'field_error_mm'), 6, 2)} "
+                  f"{_cell(_float(row, 'folding_percent'), 7, 2)}")
+        print()
+
+
+def print_summary(rows: dict, names: list[str], methods: list[str], title: str) -> None:
+    """Per method: median and worst RMSD / floor and / best peer, median time, slowest / median time,
+    and (ours) ANTs time / our time on the median pair."""
+    print(f"Summary, {title} ({len(names)} pairs)")
+    header = (f"{'method':<21} {'RMSD med':>8} {'/floor med':>10} {'worst':>6} {'/peer med':>9} {'worst':>6} "
+              f"{'<=peer':>6} {'<=ants':>6} {'FE med':>6} {'time med':>8} {'max/med':>7} {'ants/us':>7}")
+    print(header)
+    print("-" * len(header))
+    for method in methods:
+        if method == "truth":
+            continue
+        found = [(n, rows[(n, method)]) for n in names if (n, method) in rows and not rows[(n, method)].get("problem")]
+        failed = sum(1 for n in names if (n, method) in rows and rows[(n, method)].get("problem"))
+        if not found:
+            continue
+        rmsd = np.array([_float(r, "rmsd_mm") for _, r in found])
+        floor = np.array([_float(rows.get((n, "truth")), "rmsd_mm") for n, _ in found])
+        peer = np.array([best_peer(rows, n) for n, _ in found])
+        ants = np.array([_float(rows.get((n, "ants")), "rmsd_mm") for n, _ in found])
+        seconds = np.array([_float(r, "seconds") for _, r in found])
+        field_error = np.array([_float(r, "field_error_mm") for _, r in found])
+        ants_seconds = np.array([_float(rows.get((n, "ants")), "seconds") for n, _ in found])
+        to_floor, to_peer = rmsd / floor, rmsd / peer
+        timed = bool(np.any(np.isfinite(seconds)))  # the unregistered row has no time
+        median_time = np.nanmedian(seconds) if timed else np.nan
+        slowest = np.nanmax(seconds) / median_time if timed else np.nan
+        speed = np.nanmedian(ants_seconds / seconds) if timed else np.nan
+        at_or_below = lambda other: f"{int(np.sum(rmsd <= other + 1e-9))}/{len(rmsd)}"  # noqa: E731
+        print(f"{method:<21} {_cell(np.median(rmsd), 8, 2)} {_cell(np.median(to_floor), 10, 2)} "
+              f"{_cell(np.max(to_floor), 6, 2)} {_cell(np.nanmedian(to_peer), 9, 2)} {_cell(np.nanmax(to_peer), 6, 2)} "
+              f"{at_or_below(peer):>6} {at_or_below(ants):>6} {_cell(np.nanmedian(field_error), 6, 2)} "
+              f"{_cell(median_time, 8, 1)} "
+              f"{_cell(slowest, 7, 2)} {_cell(speed, 7, 1)}"
+              + (f"  ({failed} failed)" if failed else ""))
+    print()
+
+
+# --- the run -----------------------------------------------------------------------
+def benchmark(args: argparse.Namespace) -> None:
+    names = args.pairs or [n for n in pairs.all_pairs() if args.half == "all" or pairs.half_of(n) == args.half]
+    args.work.mkdir(parents=True, exist_ok=True)
+    results_path = args.work / "results.csv"
+    rows = read_results(results_path)
+    print(f"{args.threads} thread(s) per method; results in {results_path}", flush=True)
+    done = []
+    for name in names:
+        subject = name.split("/")[0]
+        if "/" in name and not pairs.subject_available(subject, args.data, args.public):
+            print(f"{name}: skipped, subject {subject} not found under {args.data} or {args.public}")
+            continue
+        pair = pairs.cached_pair(name, args.data, args.public, args.work)
+        load = functools.partial(pairs.Pair.load, name, args.work / "pairs" / name.replace("/", "_"))
+        for method in args.methods:
+            key = (name, method)
+            reusable = method in PEERS and method not in args.rerun and key in rows
+            if reusable:
+                continue
+            if method in ("unregistered", "truth"):
+                outcome = {"field": pair.truth if method == "truth" else None, "seconds": np.nan, "peak_mb": np.nan,
+                           "problem": ""}
+            else:
+                outcome = run_method(method, load, args.threads)
+            row = {"pair": name, "half": pairs.half_of(name), "method": method, "seconds": outcome["seconds"],
+                   "peak_mb": outcome["peak_mb"], "problem": outcome["problem"]}
+            if not outcome["problem"]:
+                row.update(evaluate(pair, outcome["field"]))
+            rows[key] = row
+            write_results(results_path, rows)
+            print(f"  {name:<20} {method:<21} {_cell(_float(row, 'rmsd_mm'), 6, 2)} mm "
+                  f"{_cell(_float(row, 'seconds'), 6, 1)} s {row.get('problem', '')[:80]}", flush=True)
+        done.append(name)
+    print()
+    methods = [m for m in METHODS if any((n, m) in rows for n in done)]
+    print_pair_table(rows, done, methods)
+    for half in ("tuning", "reporting"):
+        chosen = [n for n in done if pairs.half_of(n) == half]
+        if chosen:
+            print_summary(rows, chosen, methods, f"{half} half")
+
+
+def check_peers(args: argparse.Namespace) -> None:
+    """Each method against a known pure translation and a known smooth warp of a real CT (the Auer phantom)."""
+    from sirtreg.geometry import DisplacementField
+    from sirtreg.phantom.known_pair import KnownMotion, draw_motion, make_known_pair
+
+    subject = pairs.prepare_subject("auer", args.data, args.public)
+    reference, liver, lesions = subject.ct, subject.liver, subject.lesions
+    rng = np.random.default_rng(3)
+    shift = KnownMotion(np.eye(3), np.zeros(3), np.array([9.0, -6.0, 14.0]),
+                        DisplacementField.zeros(reference.grid.with_spacing((8.0,) * 3)), {"translation_mm": 17.8})
+    warp = draw_motion(reference, liver.array > 0, rng, bspline_mm=(5.0, 5.0))
+    print("error of the returned transform at the reference liver's voxels, mm (mean / 95th percentile)")
+    for title, motion in (("translation (9, -6, 14) mm", shift), ("smooth B-spline warp, 5 mm", warp)):
+        known = make_known_pair(reference, liver, lesions, motion, modality="CT", spacing_mm=(2.0, 2.0, 2.5),
+                                rng=rng, contour_sd_mm=0.0, reference_box=subject.reference_box)
+        pair = pairs.Pair("check", known.reference, known.floating, known.reference_liver, known.floating_liver,
+                          known.reference_lesions, known.floating_lesions, known.truth, {})
+        folder = args.work / "pairs" / "check"
+        pair.save(folder)
+        load = functools.partial(pairs.Pair.load, "check", folder)
+        k, j, i = np.nonzero(known.reference_liver.array)
+        points = known.reference_liver.grid.index_to_world(np.stack([i, j, k], axis=1))
+        truth = motion.reference_to_floating(points)
+        before = np.linalg.norm(points - truth, axis=1)
+        print(f"{title:<28} {'identity':<12} {before.mean():6.2f} / {np.percentile(before, 95):6.2f}")
+        for method in ("ours liver", *PEERS):
+            outcome = run_method(method, load, args.threads)
+            if outcome["problem"]:
+                print(f"{title:<28} {method:<12} failed: {outcome['problem']}")
+                continue
+            error = np.linalg.norm(outcome["field"].transform_points(points) - truth, axis=1)
+            print(f"{title:<28} {method:<12} {error.mean():6.2f} / {np.percentile(error, 95):6.2f}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    default_data = Path(os.environ.get("SIRTREG_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-    parser.add_argument("--data", type=Path, default=default_data)
-    parser.add_argument("--pairs", nargs="+", choices=PAIRS, default=list(PAIRS))
+    here = Path(__file__).resolve().parent
+    parser.add_argument("--data", type=Path,
+                        default=Path(os.environ.get("SIRTREG_DATA", here.parents[1] / "shared" / "data")))
+    parser.add_argument("--public", type=Path, default=Path(os.environ.get("SIRTREG_PUBLIC_DATA", "public-data")),
+                        help="folder of the public liver CTs (3D-IRCADb; default $SIRTREG_PUBLIC_DATA)")
+    parser.add_argument("--work", type=Path, default=Path("benchmark-registration"),
+                        help="where pairs and results are kept between runs")
+    parser.add_argument("--half", choices=("tuning", "reporting", "all"), default="all")
+    parser.add_argument("--pairs", nargs="+", choices=pairs.all_pairs(), default=None)
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--rerun", nargs="+", choices=PEERS, default=[], help="peers to run again")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--check-peers", action="store_true")
     args = parser.parse_args()
-
-    header = (f"{'pair':<11} {'method':<21} {'time s':>7} {'x peer':>7} {'peak MB':>8} {'DSC':>6} {'MSD mm':>7} "
-              f"{'MCD mm':>7} {'RMSD mm':>8} {'J<=0 %':>7}")
-    print(f"{args.threads} thread(s). x peer = time of the faster peer / time of the method; MCD = mean over "
-          "landmarks; J<=0 = % of liver voxels with Jacobian <= 0")
-    print(header)
-    print("-" * len(header))
-    for name in args.pairs:
-        if name.startswith("real") and not (args.data / "totalsegmentator" / "example_ct.nii.gz").is_file():
-            print(f"{name:<11} skipped: no example CT under {args.data}")
-            continue
-        pair = phantom_pair(name) if name.startswith("phantom") else real_pair(name, args.data)
-        fastest_peer = float("nan")
-        for method in args.methods:
-            if method in ("unregistered", "truth"):
-                outcome = {"field": pair.truth if method == "truth" else None, "seconds": float("nan"),
-                           "peak_mb": float("nan"), "problem": ""}
-            else:
-                outcome = run_method(method, pair, args.threads)
-            if outcome["problem"]:
-                print(f"{name:<11} {method:<21} failed: {outcome['problem']}", flush=True)
-                continue
-            scores = evaluate(pair, outcome["field"])
-            if method in PEERS:
-                fastest_peer = np.nanmin([fastest_peer, outcome["seconds"]])
-            ratio = fastest_peer / outcome["seconds"] if method.startswith("ours") else float("nan")
-            print(f"{name:<11} {method:<21} {_number(outcome['seconds'], 7, 1)} {_number(ratio, 7, 1)} "
-                  f"{_number(outcome['peak_mb'], 8, 0)} "
-                  f"{scores['dsc']:6.3f} {scores['msd_mm']:7.2f} {scores['mcd_mm']:7.2f} {scores['rmsd_mm']:8.2f} "
-                  f"{scores['folding_percent']:7.2f}", flush=True)
-        print()
+    (check_peers if args.check_peers else benchmark)(args)
 
 
 if __name__ == "__main__":
