@@ -88,22 +88,28 @@ def ants(reference, floating):
     return field
 
 
-def ours(pair, guidance: str):
+def ours(pair, guidance: str, nonrigid: dict | None = None):
+    """Our preset ``guidance`` with its defaults, or with the non-rigid settings ``nonrigid`` changed (a label
+    weight does not apply to the image preset)."""
+    from dataclasses import replace
+
     from sirtreg.register import guidance_labels, preset, register
 
+    changes = {k: v for k, v in (nonrigid or {}).items() if not (guidance == "image" and k == "label_weight")}
+    settings = preset(guidance)  # type: ignore[arg-type]
+    settings = replace(settings, nonrigid=replace(settings.nonrigid, **changes))
     if guidance == "image":
-        result = register(pair.reference, pair.floating, settings=preset("image"),
-                          reference_labels=pair.reference_liver)
+        result = register(pair.reference, pair.floating, settings=settings, reference_labels=pair.reference_liver)
     else:
         landmarks = guidance == "liver+landmarks"
         reference_labels = guidance_labels(pair.reference_liver, pair.reference_landmarks if landmarks else None)
         floating_labels = guidance_labels(pair.floating_liver, pair.floating_landmarks if landmarks else None)
-        result = register(pair.reference, pair.floating, settings=preset(guidance),
+        result = register(pair.reference, pair.floating, settings=settings,
                           reference_labels=reference_labels, floating_labels=floating_labels)
     return result.transform
 
 
-def _run(method: str, load, threads: int, queue) -> None:
+def _run(method: str, load, threads: int, nonrigid: dict | None, queue) -> None:
     os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(threads)
     import importlib
 
@@ -122,7 +128,7 @@ def _run(method: str, load, threads: int, queue) -> None:
         if method in PEERS:
             field = {"elastix": elastix, "ants": ants}[method](pair.reference, pair.floating)
         else:
-            field = ours(pair, method.removeprefix("ours "))
+            field = ours(pair, method.removeprefix("ours "), nonrigid)
         problem = ""
     except Exception as exc:  # noqa: BLE001 - a failing method is a row in the table, not the end of the run
         field, problem = None, f"{type(exc).__name__}: {exc}"
@@ -130,11 +136,12 @@ def _run(method: str, load, threads: int, queue) -> None:
     queue.put({"field": field, "seconds": seconds, "problem": problem, "peak_mb": peak_memory_mb()})
 
 
-def run_method(method: str, load, threads: int) -> dict:
-    """Run ``method`` on the pair that ``load()`` returns, in a fresh process on ``threads`` threads."""
+def run_method(method: str, load, threads: int, nonrigid: dict | None = None) -> dict:
+    """Run ``method`` on the pair that ``load()`` returns, in a fresh process on ``threads`` threads
+    (``nonrigid``: changes to our non-rigid settings)."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_run, args=(method, load, threads, queue))
+    process = context.Process(target=_run, args=(method, load, threads, nonrigid, queue))
     process.start()
     outcome = queue.get()
     process.join()
