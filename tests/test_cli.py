@@ -173,9 +173,11 @@ def test_train_segmenter_refuses_a_missing_manifest(tmp_path):
 @pytest.mark.parametrize("option, value, message", [
     ("--similarity", "ncc", "similarity must be one of mind, mi"),
     ("--landmark-channels", "some", "landmark_channels must be one of each, paper"),
+    ("--wi", "nan", "wI must be a finite number, got nan"),
+    ("--rigidity", "nan", "rigidity must be a finite number, got nan"),
+    ("--ws", "inf", "wS must be a finite number, got inf"),
 ])
-def test_register_refuses_an_unknown_similarity_or_landmark_channel_choice(image_and_labels, tmp_path, option, value,
-                                                                           message):
+def test_register_refuses_bad_settings_before_any_work(image_and_labels, tmp_path, option, value, message):
     image, labels = image_and_labels
     result = runner.invoke(app, ["register", "--reference", str(image), "--floating", str(image),
                                  "--reference-liver", str(labels), "--floating-liver", str(labels),

@@ -150,6 +150,11 @@ def test_refuses_labels_on_another_grid():
         ({"affine": AffineSettings(samples=10)}, "at least 1000 samples"),
         ({"affine": AffineSettings(levels_mm=(8.0,), iterations=(10, 10))}, "one iteration count per pyramid level"),
         ({"nonrigid": NonRigidSettings(levels_mm=(0.0,), iterations=(10,))}, "spacings must be > 0 mm"),
+        ({"nonrigid": NonRigidSettings(image_weight=float("nan"))}, "wI must be a finite number, got nan"),
+        ({"nonrigid": NonRigidSettings(rigidity=float("nan"))}, "rigidity must be a finite number"),
+        ({"nonrigid": NonRigidSettings(label_weight=float("inf"))}, "wS must be a finite number, got inf"),
+        ({"nonrigid": NonRigidSettings(levels_mm=(float("nan"),), iterations=(10,))}, "pyramid spacing"),
+        ({"margin_mm": float("nan")}, "margin must be a finite number"),
     ],
 )
 def test_settings_refuse_bad_values(change, message):

@@ -17,6 +17,7 @@ CNN-guided MR to CT).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -92,6 +93,12 @@ class RegistrationSettings:
             if min(stage.levels_mm) <= 0:
                 raise InputError(f"{name} pyramid spacings must be > 0 mm")
         nonrigid = self.nonrigid
+        numbers = {"wI": nonrigid.image_weight, "wS": nonrigid.label_weight, "rigidity": nonrigid.rigidity,
+                   "folding weight": nonrigid.folding_weight, "step": nonrigid.step_mm, "margin": self.margin_mm,
+                   "pyramid spacing": sum(self.affine.levels_mm) + sum(nonrigid.levels_mm)}
+        for name, value in numbers.items():
+            if not math.isfinite(value):  # NaN passes every comparison: refuse it before it switches a term off
+                raise InputError(f"{name} must be a finite number, got {value}")
         if min(nonrigid.image_weight, nonrigid.label_weight, nonrigid.rigidity, nonrigid.folding_weight) < 0:
             raise InputError("weights wI, wS, the rigidity and the folding weight must be >= 0")
         if self.guidance == "image" and nonrigid.label_weight > 0:
