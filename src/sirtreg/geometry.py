@@ -351,6 +351,14 @@ class LabelVolume(Volume):
         """Non-zero label values that occur in the array, ascending."""
         return [int(v) for v in np.unique(self.array) if v != 0]
 
+    def mass_centre_mm(self) -> np.ndarray | None:
+        """The LPS point (mm) at the mass centre of the non-zero voxels, None if there are none."""
+        voxels = np.argwhere(self.array > 0)
+        if voxels.size == 0:
+            return None
+        k, j, i = voxels.mean(axis=0)
+        return self.grid.index_to_world([i, j, k])
+
     @classmethod
     def from_mask(cls, mask: np.ndarray, grid: Grid, name: str = "mask", value: int = 1) -> LabelVolume:
         """Binary label map from a boolean array (z, y, x); ``value`` (> 0) marks the mask."""

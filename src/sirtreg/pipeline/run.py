@@ -104,7 +104,7 @@ from sirtreg.register import (
 )
 from sirtreg.register.engine import check_inputs as check_registration_inputs
 from sirtreg.report.html import Picture, Section, Table, Text, write_html
-from sirtreg.report.overlays import Contours, OverlayRow, mass_centre_mm, save_contour_overlays
+from sirtreg.report.overlays import Contours, OverlayRow, save_contour_overlays
 from sirtreg.report.views import save_registration_views
 from sirtreg.resample import resample, resample_field
 from sirtreg.segment import segment_liver
@@ -382,7 +382,7 @@ def _lesion_overlap(reference: LabelVolume | None, carried: LabelVolume, names: 
             continue
         mask = carried.array == value
         reference_mask = reference.array == by_name[name]
-        centres = [mass_centre_mm(LabelVolume.from_mask(m, carried.grid)) for m in (reference_mask, mask)]
+        centres = [LabelVolume.from_mask(m, carried.grid).mass_centre_mm() for m in (reference_mask, mask)]
         distance = float(np.linalg.norm(centres[0] - centres[1])) if all(c is not None for c in centres) else None
         overlap[structure] = {"dsc": dice(reference_mask, mask), "mcd_mm": distance}
     return overlap
@@ -516,7 +516,7 @@ def _largest_lesion_centre(lesions: LabelVolume | None) -> np.ndarray | None:
         return None
     counts = np.bincount(lesions.array.ravel().astype(np.int64))
     counts[0] = 0
-    return mass_centre_mm(LabelVolume.from_mask(lesions.array == int(np.argmax(counts)), lesions.grid))
+    return LabelVolume.from_mask(lesions.array == int(np.argmax(counts)), lesions.grid).mass_centre_mm()
 
 
 def _write_floating(item: _Carried, floating: _Image, reference: _Image, spect_on_ct: Volume, folder: Path,
@@ -536,7 +536,7 @@ def _write_floating(item: _Carried, floating: _Image, reference: _Image, spect_o
     lesion_sets = [Contours("lesions drawn on the MAA CT", reference.lesions, REFERENCE_COLOUR),
                    Contours(f"lesions of {key}, registered", item.lesions, REGISTERED_COLOUR)]
     centre = _largest_lesion_centre(item.lesions)
-    liver_centre = mass_centre_mm(reference.liver)
+    liver_centre = reference.liver.mass_centre_mm()
     rows = [OverlayRow("MAA CT, lesions", reference.volume, lesion_sets, centre),
             OverlayRow("SPECT, lesions", spect_on_ct, lesion_sets, centre),
             OverlayRow("MAA CT, liver before registration", reference.volume,

@@ -151,16 +151,11 @@ def check_inputs(
 
 
 # --- initial alignment ------------------------------------------------------------
-def _mass_centre(mask: np.ndarray, grid: Grid) -> np.ndarray:
-    k, j, i = np.nonzero(mask)
-    return grid.index_to_world([i.mean(), j.mean(), k.mean()])
-
-
-def _foreground(volume: Volume) -> np.ndarray:
+def _foreground(volume: Volume) -> LabelVolume:
     """The voxels above the image's Otsu threshold: the body in a CT or an MR."""
     image = to_sitk(volume.with_array(volume.array.astype(np.float32, copy=False)))
     mask = sitk.OtsuThreshold(image, 0, 1, 128)
-    return sitk.GetArrayFromImage(mask).astype(bool)
+    return LabelVolume.from_mask(sitk.GetArrayFromImage(mask), volume.grid, name="foreground")
 
 
 def initial_alignment(reference: Volume, floating: Volume, reference_labels: LabelVolume | None,
@@ -174,14 +169,12 @@ def initial_alignment(reference: Volume, floating: Volume, reference_labels: Lab
     """
     centre = region.center_mm
     if reference_labels is not None and floating_labels is not None:
-        shift = _mass_centre(floating_labels.array > 0, floating_labels.grid) - \
-            _mass_centre(reference_labels.array > 0, reference_labels.grid)
+        shift = floating_labels.mass_centre_mm() - reference_labels.mass_centre_mm()
         how = "label mass centres"
     elif reference.grid.overlaps(floating.grid):
         shift, how = np.zeros(3), "scanner coordinates"
     else:
-        shift = _mass_centre(_foreground(floating), floating.grid) - \
-            _mass_centre(_foreground(reference), reference.grid)
+        shift = _foreground(floating).mass_centre_mm() - _foreground(reference).mass_centre_mm()
         how = "foreground mass centres (the images did not overlap in space)"
     return AffineTransform(np.eye(3), shift, centre), how
 

@@ -52,20 +52,11 @@ class OverlayRow:
     colour_map: str = "gray"
 
 
-def mass_centre_mm(labels: LabelVolume) -> np.ndarray | None:
-    """The LPS point (mm) at the mass centre of the non-zero voxels, None if there are none."""
-    voxels = np.argwhere(labels.array > 0)
-    if voxels.size == 0:
-        return None
-    k, j, i = voxels.mean(axis=0)
-    return labels.grid.index_to_world([i, j, k])
-
-
 def _centre(row: OverlayRow) -> np.ndarray:
     if row.centre_mm is not None:
         return np.asarray(row.centre_mm, dtype=float)
     for contours in row.contours:
-        point = mass_centre_mm(contours.labels) if contours.labels is not None else None
+        point = contours.labels.mass_centre_mm() if contours.labels is not None else None
         if point is not None:
             return point
     return row.image.grid.center_mm
