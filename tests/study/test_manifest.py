@@ -254,7 +254,7 @@ def test_an_unreadable_landmark_map_is_a_problem(tmp_path, document):
     with pytest.raises(InputError) as error:
         read_manifest(_save(tmp_path, document))
     [problem] = _problems(error)
-    assert problem.startswith("patient P01, floating mr1, landmark_map: cannot read mr1_landmarks.nii.gz")
+    assert problem.startswith("patient P01, floating mr1, landmark_map: mr1_landmarks.nii.gz is damaged: Not a gzipped")
 
 
 def test_a_repeated_key_is_a_problem_with_its_line(tmp_path, document):

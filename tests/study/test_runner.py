@@ -238,7 +238,7 @@ def test_a_failing_task_does_not_stop_the_others_and_is_retried(cohort, schedule
     path = tmp_path / "results.csv"
     rows = run_study(broken, [LIVER_AFFINE], path, settings=FAST, scheduler=scheduler)
     assert [r["status"] for r in rows] == ["failed", "ok"]
-    assert rows[0]["error"].startswith("InputError: cannot read corrupt.nii.gz")
+    assert rows[0]["error"].startswith("InputError: corrupt.nii.gz is damaged")
     fixed = Cohort(patients=(patient,))
     retried = run_study(fixed, [LIVER_AFFINE], path, settings=FAST, scheduler=scheduler)
     assert [r["status"] for r in retried] == ["ok", "ok"] and retried[1] == rows[1]

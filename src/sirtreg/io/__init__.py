@@ -13,6 +13,7 @@ from sirtreg.io.dicom_seg import read_dicom_seg, write_dicom_seg
 from sirtreg.io.dicom_write import write_dicom_nm, write_dicom_series
 from sirtreg.io.images import (
     check_output_folder,
+    check_plausible_grid,
     has_image_suffix,
     prepare_output,
     prepare_output_folder,
@@ -46,11 +47,12 @@ def read_image(path: str | os.PathLike[str], *, modality: str = "", series: str 
     path = require_file(path)
     if is_segmentation_file(path):
         raise InputError(f"{path.name} is a segmentation, not an image; read it with read_labels or read_segmentation")
-    if path.is_dir():
-        return read_dicom(path, series=series, modality=modality)
-    if has_image_suffix(path):
-        return read_volume_file(path, modality=modality)
-    return read_dicom(path, series=series, modality=modality)
+    if path.is_dir() or not has_image_suffix(path):
+        volume = read_dicom(path, series=series, modality=modality)
+    else:
+        volume = read_volume_file(path, modality=modality)
+    check_plausible_grid(volume.grid, path.name)
+    return volume
 
 
 def read_labels(path: str | os.PathLike[str], *, labels: dict[int, str] | None = None) -> LabelVolume:
@@ -67,10 +69,13 @@ def read_labels(path: str | os.PathLike[str], *, labels: dict[int, str] | None =
             volume = read_segmentation(path).to_label_volume()
         except InputError as exc:
             raise InputError(f"{path.name}: {exc}") from None
-        return volume if labels is None else LabelVolume(volume.array, volume.grid, labels=labels)
-    if has_image_suffix(path):
-        return read_label_file(path, labels=labels)
-    raise InputError(f"unrecognised label map format: {path.name}")
+        volume = volume if labels is None else LabelVolume(volume.array, volume.grid, labels=labels)
+    elif has_image_suffix(path):
+        volume = read_label_file(path, labels=labels)
+    else:
+        raise InputError(f"unrecognised label map format: {path.name}")
+    check_plausible_grid(volume.grid, path.name)
+    return volume
 
 
 def write_image(volume: Volume, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:

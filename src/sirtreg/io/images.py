@@ -11,7 +11,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from sirtreg.errors import InputError, OutputExistsError
-from sirtreg.geometry import DisplacementField, LabelVolume, Volume
+from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Volume
+from sirtreg.io.nifti_check import check_geometry, read_to_end
+from sirtreg.output_folder import save_figure
 from sirtreg.itk_bridge import grid_from_sitk, to_sitk, volume_from_sitk
 
 log = logging.getLogger(__name__)
@@ -32,8 +34,17 @@ def require_file(path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def read_sitk_image(path: Path) -> sitk.Image:
-    """Read a 3D scalar image file, refusing 2D, 4D and vector images."""
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith((".nii", ".nii.gz"))
+
+
+def read_sitk_image(path: Path) -> tuple[sitk.Image, np.ndarray]:
+    """Read a 3D scalar image file, refusing 2D, 4D and vector images, and cut or ambiguous NIfTI files.
+
+    Returns the image and the flat (z, y, x) indices of voxels the file holds as NaN or infinite, which
+    SimpleITK's NIfTI reader turns into 0 (empty for other formats, where SimpleITK keeps them).
+    """
+    contents = read_to_end(path) if _is_nifti(path) else None
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -49,23 +60,49 @@ def read_sitk_image(path: Path) -> sitk.Image:
         raise InputError(
             f"{path.name} has {image.GetNumberOfComponentsPerPixel()} components per voxel; a scalar image is needed"
         )
-    return image
+    if contents is None:
+        return image, np.zeros(0, dtype=np.int64)
+    check_geometry(contents.header, path.name, spacing_mm=image.GetSpacing(), origin_mm=image.GetOrigin(),
+                   direction=image.GetDirection())
+    return image, contents.nonfinite_indices
 
 
 def read_volume_file(path: Path, *, modality: str = "") -> Volume:
-    """A scalar Volume from a NIfTI, NRRD or MHA file."""
-    return volume_from_sitk(read_sitk_image(path), modality=modality)
+    """A scalar Volume from a NIfTI, NRRD or MHA file; NaN and infinite voxels are kept as NaN (with a warning)."""
+    image, nonfinite = read_sitk_image(path)
+    volume = volume_from_sitk(image, modality=modality)
+    array = volume.array
+    if nonfinite.size:
+        array = array.astype(np.float32 if array.dtype.itemsize <= 4 else np.float64)
+        array.reshape(-1)[nonfinite] = np.nan
+    if array.dtype.kind == "f" and (count := int(np.count_nonzero(~np.isfinite(array)))):
+        log.warning("%s holds %d NaN or infinite voxels", path.name, count)
+    return volume.with_array(array) if array is not volume.array else volume
 
 
 def read_label_file(path: Path, *, labels: dict[int, str] | None = None) -> LabelVolume:
     """A LabelVolume from a NIfTI, NRRD or MHA label map (whole numbers only)."""
-    image = read_sitk_image(path)
+    image, nonfinite = read_sitk_image(path)
     array = sitk.GetArrayFromImage(image)
+    if nonfinite.size or (np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array))):
+        raise InputError(f"{path.name} holds NaN or infinite values; a label map must hold whole numbers")
     if np.issubdtype(array.dtype, np.floating) and np.any(array != np.round(array)):
         raise InputError(f"{path.name} holds fractional values; a label map must hold whole numbers")
     volume = volume_from_sitk(image)
     return LabelVolume(np.round(array).astype(np.int32) if np.issubdtype(array.dtype, np.floating) else array,
                        volume.grid, labels=labels or {})
+
+
+SPACING_RANGE_MM = (0.05, 50.0)
+"""Voxel sizes (mm) of any CT, MR, SPECT or PET scan; outside it, a header in other units or a damaged one."""
+
+
+def check_plausible_grid(grid: Grid, name: str) -> None:
+    """Refuse a voxel size outside :data:`SPACING_RANGE_MM` (e.g. a header in metres or micrometres)."""
+    low, high = SPACING_RANGE_MM
+    if any(not low <= size <= high for size in grid.spacing_mm):
+        raise InputError(f"{name} has voxels of {' x '.join(f'{s:g}' for s in grid.spacing_mm)} mm, outside the "
+                         f"{low:g}-{high:g} mm of any scan: check the units of its header")
 
 
 def prepare_output(path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
@@ -117,11 +154,7 @@ def prepare_output_folder(path: str | os.PathLike[str], *, overwrite: bool = Fal
 
 def write_png(figure: Any, path: str | os.PathLike[str], *, overwrite: bool = False, dpi: int = 120) -> Path:
     """Save a matplotlib ``figure`` as a PNG at ``path``, atomically; refuse another suffix or an existing file."""
-    if Path(path).suffix.lower() != ".png":
-        raise InputError(f"figures are written as PNG; got {Path(path).name}")
-    path = prepare_output(path, overwrite=overwrite)
-    figure.savefig(path, dpi=dpi)
-    return path
+    return save_figure(figure, path, overwrite=overwrite, dpi=dpi)
 
 
 def write_volume_file(volume: Volume, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
