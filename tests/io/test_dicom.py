@@ -199,8 +199,9 @@ def test_series_are_selected_by_uid_or_description(two_series):
 
 
 def test_ambiguous_selection_is_refused_with_a_listing(two_series):
-    with pytest.raises(DicomSeriesError, match=r"holds 2 series; choose one by UID or description: "
-                                               r"CT 'Liver arterial', 6 slices, uid .*; CT 'Liver venous', 6 slices"):
+    with pytest.raises(DicomSeriesError, match=r"holds 2 series; choose one by UID or description: CT 'Liver "
+                                               r"arterial', series number 1, 6 slices, uid .*; CT 'Liver venous', "
+                                               r"series number 1, 6 slices"):
         read_dicom(two_series)
     with pytest.raises(DicomSeriesError, match=r"'liver' matches 2 series in .*; choose one by UID"):
         read_dicom(two_series, series="liver")
@@ -212,6 +213,86 @@ def test_one_slice_file_brings_its_series(two_series):
     one = next(two_series.glob("ial*.dcm"))
     volume = read_image(one)
     assert volume.meta["SeriesDescription"] == "Liver arterial" and volume.grid.size[2] == 6
+
+
+# --- series without SeriesInstanceUID ---------------------------------------------------
+def without_uid(folder, prefix: str, into, **changes) -> None:
+    """Blank the SeriesInstanceUID of the files in ``folder``, apply ``changes`` and move them into ``into``."""
+    def change(dataset):
+        for keyword, value in {"SeriesInstanceUID": "", **changes}.items():
+            setattr(dataset, keyword, value)
+
+    into.mkdir(exist_ok=True)
+    for path in sorted(folder.iterdir()):
+        edit(path, change)
+        path.rename(into / f"{prefix}{path.name}")
+    folder.rmdir()
+
+
+@pytest.fixture
+def same_positions():
+    """Two CT series written on one grid (same positions), in one study and frame of reference."""
+    grid = Grid((6, 5, 20), (0.8, 0.8, 2.0), (0.0, 0.0, 0.0))
+    uids = {"frame_of_reference_uid": generate_uid(), "study_instance_uid": generate_uid()}
+    return grid, uids
+
+
+def test_two_series_without_uid_are_refused_listing_both_and_each_is_selectable(tmp_path, same_positions):
+    grid, uids = same_positions
+    study = tmp_path / "study"
+    for k, description in enumerate(("arterial", "venous")):
+        folder = write_dicom_series(ct_volume(grid, k), tmp_path / description, series_description=description, **uids)
+        without_uid(folder, description[:3], study, SeriesNumber=3 + k, SeriesTime="101500")
+    found = list_series(study)
+    assert [(s.description, s.number, s.uid, s.n_slices) for s in found] == [("arterial", "3", "", 20),
+                                                                             ("venous", "4", "", 20)]
+    with pytest.raises(DicomSeriesError, match=r"holds 2 series; choose one by UID, or by description or series "
+                                               r"number \(series without UID\): CT 'arterial', series number 3, "
+                                               r"20 slices, uid \(none\); CT 'venous', series number 4, 20 slices"):
+        read_dicom(study)
+    for k, selector in ((0, "arterial"), (1, "4"), (1, "VEN")):
+        volume = read_dicom(study, series=selector)
+        assert volume.grid.size == (6, 5, 20)
+        np.testing.assert_array_equal(volume.array, ct_volume(grid, k).array)
+    assert read_image(next(study.glob("ven*.dcm"))).meta["SeriesDescription"] == "venous"
+
+
+def test_one_series_without_uid_reads_and_is_selected_by_its_number(tmp_path, oblique_grid):
+    volume = ct_volume(oblique_grid(22))
+    folder = write_dicom_series(volume, tmp_path / "ct")
+    without_uid(folder, "", tmp_path / "blank")
+    for selector in (None, "1", ""):
+        back = read_dicom(tmp_path / "blank", series=selector)
+        assert "SeriesInstanceUID" not in back.meta
+        np.testing.assert_array_equal(back.array, volume.array)
+    np.testing.assert_array_equal(read_image(tmp_path / "blank" / "00003.dcm").array, volume.array)
+
+
+def test_series_without_uid_told_apart_by_reconstruction_are_split(tmp_path, same_positions):
+    grid, uids = same_positions
+    study = tmp_path / "study"
+    for k, kernel in enumerate(("B30f", "B70f")):
+        folder = write_dicom_series(ct_volume(grid, k), tmp_path / kernel, series_description="CT", **uids)
+        without_uid(folder, kernel, study, SeriesTime="101500", ConvolutionKernel=kernel)
+    assert [s.n_slices for s in list_series(study)] == [20, 20]
+    np.testing.assert_array_equal(read_image(next(study.glob("B70f*.dcm"))).array, ct_volume(grid, 1).array)
+
+
+@pytest.mark.parametrize("offset_mm, clash", [(0.0, "20 repeated slice positions and 20 repeated instance numbers"),
+                                              (1.0, "20 repeated instance numbers")])
+def test_series_without_uid_that_cannot_be_told_apart_are_refused(tmp_path, same_positions, offset_mm, clash):
+    grid, uids = same_positions
+    study = tmp_path / "study"
+    for k in range(2):
+        shifted = Grid(grid.size, grid.spacing_mm, (0.0, 0.0, k * offset_mm))
+        folder = write_dicom_series(ct_volume(shifted, k), tmp_path / str(k), series_description="CT", **uids)
+        without_uid(folder, str(k), study, SeriesTime="101500")
+    message = (rf"CT 'CT', series number 1, 40 slices, uid \(none\) in .*: its 40 files have no SeriesInstanceUID "
+               rf"and show {clash}: several series .*; put the files of each series in a folder of its own")
+    with pytest.raises(DicomSeriesError, match=message):
+        read_dicom(study)
+    with pytest.raises(DicomSeriesError, match=message):
+        read_image(study / "000001.dcm")
 
 
 # --- refusals -----------------------------------------------------------------------

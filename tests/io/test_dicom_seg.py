@@ -13,6 +13,11 @@ from sirtreg.errors import GeometryMismatchError, InputError, OutputExistsError
 from sirtreg.geometry import Grid, LabelVolume, Volume
 from sirtreg.io import orient_like, read_dicom, read_labels, write_dicom_series
 from sirtreg.io.dicom_seg import read_dicom_seg, read_series_headers, series_grid, write_dicom_seg
+from sirtreg.io.rt_dose import write_rt_dose
+from sirtreg.io.rtstruct import read_rtstruct, write_rtstruct
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 
 
 def ct_series(tmp_path, grid: Grid, name: str = "ct", **kwargs):
@@ -128,6 +133,69 @@ def test_the_referenced_series_is_chosen_in_a_folder_of_several(tmp_path, obliqu
     assert back.meta["ReferencedSeriesInstanceUID"] == read_dicom(tmp_path, series="other").meta["SeriesInstanceUID"]
 
 
+# --- series with empty UIDs -----------------------------------------------------------------
+def blank(folder, *keywords: str) -> None:
+    """Empty ``keywords`` in every file of ``folder`` (the file meta information keeps its UIDs)."""
+    for path in folder.iterdir():
+        dataset = pydicom.dcmread(path)
+        for keyword in keywords:
+            setattr(dataset, keyword, "")
+        dataset.save_as(path)
+
+
+def test_series_with_empty_sop_class_is_written_as_seg_and_read_back(tmp_path, oblique_ct, caplog):
+    grid, folder = oblique_ct
+    blank(folder, "SOPClassUID")
+    labels = lesions_and_liver(grid)
+    path = write_dicom_seg(labels, folder, tmp_path / "seg.dcm")
+    assert "empty SOPClassUID" in caplog.text
+    dataset = pydicom.dcmread(path)
+    references = dataset.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+    assert {str(r.ReferencedSOPClassUID) for r in references} == {CT_IMAGE_STORAGE}
+    for reference in (folder, read_dicom(folder)):
+        np.testing.assert_array_equal(read_dicom_seg(path, reference=reference).array, as_segments(labels))
+
+
+def test_datasets_without_sop_class_or_file_meta_take_it_from_the_modality(tmp_path, oblique_grid):
+    grid = oblique_grid(41)
+    volume = Volume(np.zeros(grid.shape, dtype=np.int16), grid, "MR")
+    headers = read_series_headers(write_dicom_series(volume, tmp_path / "mr"))
+    for header in headers:
+        header.SOPClassUID = ""
+        del header.file_meta
+    path = write_dicom_seg(lesions_and_liver(grid), headers, tmp_path / "seg.dcm")
+    references = pydicom.dcmread(path).ReferencedSeriesSequence[0].ReferencedInstanceSequence
+    assert {str(r.ReferencedSOPClassUID) for r in references} == {MR_IMAGE_STORAGE}
+    assert all(h.SOPClassUID == "" for h in headers)  # the caller's datasets are left as they were
+    for header in headers:
+        header.Modality = "OT"
+    with pytest.raises(InputError, match=r"has no SOPClassUID and its modality 'OT' does not say which"):
+        write_dicom_seg(lesions_and_liver(grid), headers, tmp_path / "other.dcm")
+    assert not (tmp_path / "other.dcm").exists()
+
+
+def test_objects_on_a_series_without_uids_cite_the_same_derived_uids(tmp_path, oblique_ct):
+    grid, folder = oblique_ct
+    blank(folder, "SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID")
+    labels = lesions_and_liver(grid)
+    seg = pydicom.dcmread(write_dicom_seg(labels, folder, tmp_path / "seg.dcm"), stop_before_pixels=True)
+    rtstruct = pydicom.dcmread(write_rtstruct(labels, folder, tmp_path / "rtstruct.dcm"))
+    dose = Volume(np.ones(grid.shape, dtype=np.float32), grid, "RTDOSE", {"units": "Gy"})
+    rt_dose = pydicom.dcmread(write_rt_dose(dose, tmp_path / "dose.dcm", reference=folder), stop_before_pixels=True)
+    study = rtstruct.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0]
+    assert seg.StudyInstanceUID == rtstruct.StudyInstanceUID == rt_dose.StudyInstanceUID != ""
+    assert study.ReferencedSOPInstanceUID == seg.StudyInstanceUID
+    series_uid = study.RTReferencedSeriesSequence[0].SeriesInstanceUID
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == series_uid != ""
+    instances = {pydicom.dcmread(p, stop_before_pixels=True).file_meta.MediaStorageSOPInstanceUID
+                 for p in folder.iterdir()}
+    cited = {str(i.ReferencedSOPInstanceUID) for i in study.RTReferencedSeriesSequence[0].ContourImageSequence}
+    assert cited <= instances and {str(i.ReferencedSOPInstanceUID) for i in
+                                   seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence} <= instances
+    np.testing.assert_array_equal(read_dicom_seg(tmp_path / "seg.dcm", reference=folder).array, as_segments(labels))
+    assert read_rtstruct(tmp_path / "rtstruct.dcm", reference=folder).grid.same_as(grid, tolerance_mm=1e-4)
+
+
 # --- refusals ---------------------------------------------------------------------------
 def test_label_map_off_the_reference_grid_is_refused(tmp_path, oblique_ct):
     grid, folder = oblique_ct
@@ -235,3 +303,17 @@ def test_real_label_map_written_on_the_real_series_reads_back(shared_data, tmp_p
     np.testing.assert_array_equal(back.array, orient_like(labels, back.grid).array)
     assert back.labels == {1: "liver", 2: "spine"}
     assert str(pydicom.dcmread(path, stop_before_pixels=True).PatientID) == "99000"
+
+
+def test_real_ct_with_empty_sop_class_and_uids_gets_a_seg(shared_data, tmp_path):
+    folder = shared_data / "totalsegmentator" / "example_ct_dicom"
+    assert pydicom.dcmread(next(folder.iterdir()), stop_before_pixels=True).SOPClassUID == ""  # the case at hand
+    ct = read_dicom(folder)
+    labels = orient_like(read_labels(shared_data / "totalsegmentator" / "example_seg_dicom.nii.gz"), ct.grid)
+    liver = LabelVolume((labels.array == 5).astype(np.uint8), ct.grid, labels={1: "liver"})
+    path = write_dicom_seg(liver, folder, tmp_path / "seg.dcm", algorithm_name="TotalSegmentator")
+    references = pydicom.dcmread(path).ReferencedSeriesSequence[0].ReferencedInstanceSequence
+    assert {str(r.ReferencedSOPClassUID) for r in references} == {CT_IMAGE_STORAGE}
+    back = read_dicom_seg(path, reference=folder)
+    assert back.labels == {1: "liver"} and back.grid.same_as(ct.grid)
+    np.testing.assert_array_equal(back.array, liver.array)

@@ -29,8 +29,8 @@ from sirtreg import __version__
 from sirtreg.errors import GeometryMismatchError, InputError
 from sirtreg.geometry import Grid, LabelVolume, Volume
 from sirtreg.io.deidentify import Deidentification
-from sirtreg.io.dicom import _geometry, _slices_of, list_series, read_dicom_object, select_series
-from sirtreg.io.dicom_write import save_dataset
+from sirtreg.io.dicom import SeriesInfo, _geometry, _slices_of, list_series, read_dicom_object, select_series
+from sirtreg.io.dicom_write import SOP_CLASSES, save_dataset
 from sirtreg.io.images import prepare_output, require_file
 from sirtreg.io.reorient import orient_like
 
@@ -38,9 +38,14 @@ log = logging.getLogger(__name__)
 
 ReferenceSeries = str | os.PathLike[str] | Sequence[Dataset]
 _PLACEMENT_TOLERANCE_MM = 1e-2  # SEG plane positions are often stored with 7 significant digits
+_IMAGE_STORAGE = {**SOP_CLASSES, "PT": "1.2.840.10008.5.1.4.1.1.128"}  # SOP class of an image by its modality
 
 
 # --- the referenced series ------------------------------------------------------------
+def _headers(info: SeriesInfo) -> list[Dataset]:
+    return [pydicom.dcmread(p, stop_before_pixels=True) for p in info.files]
+
+
 def read_series_headers(reference: ReferenceSeries, *, series: str | None = None) -> list[Dataset]:
     """Headers (pixels skipped) of one DICOM image series.
 
@@ -53,14 +58,73 @@ def read_series_headers(reference: ReferenceSeries, *, series: str | None = None
         folder = Path(reference)
         if not folder.is_dir():
             raise InputError(f"a referenced series is a folder of DICOM files; {folder} is not a folder")
-        info = select_series(list_series(folder), series, where=str(folder))
-        return [pydicom.dcmread(p, stop_before_pixels=True) for p in info.files]
+        return _headers(select_series(list_series(folder), series, where=str(folder)))
     headers = list(reference)
     uids = {str(h.get("SeriesInstanceUID", "")) for h in headers}
     if not headers or len(uids) != 1:
         raise InputError(
             f"the referenced datasets must be one series; got {len(headers)} datasets of {len(uids)} series")
     return headers
+
+
+def _text(dataset: Dataset, keyword: str) -> str:
+    value = dataset.get(keyword)
+    return "" if value is None else str(value).strip()
+
+
+def _filled_instance(header: Dataset, filled: dict[str, str]) -> Dataset:
+    """``header``, or a copy with its empty SOPClassUID and SOPInstanceUID filled in (noted in ``filled``)."""
+    meta = getattr(header, "file_meta", None) or Dataset()
+    changes = {}
+    if not _text(header, "SOPClassUID"):
+        modality = _text(header, "Modality").upper()
+        if _text(meta, "MediaStorageSOPClassUID"):
+            changes["SOPClassUID"], filled["SOPClassUID"] = _text(meta, "MediaStorageSOPClassUID"), "file meta"
+        elif modality in _IMAGE_STORAGE:
+            changes["SOPClassUID"], filled["SOPClassUID"] = _IMAGE_STORAGE[modality], f"{modality} Image Storage"
+        else:
+            raise InputError(
+                f"the referenced series has no SOPClassUID and its modality {modality or 'none'!r} does not say "
+                f"which (known: {', '.join(sorted(_IMAGE_STORAGE))}); fix its headers first")
+    if not _text(header, "SOPInstanceUID"):
+        if _text(meta, "MediaStorageSOPInstanceUID"):
+            changes["SOPInstanceUID"] = _text(meta, "MediaStorageSOPInstanceUID")
+            filled.setdefault("SOPInstanceUID", "file meta")
+        else:
+            changes["SOPInstanceUID"] = generate_uid()
+            filled["SOPInstanceUID"] = "new UIDs: the references to its slices will not resolve in a PACS"
+    if not changes:
+        return header
+    header = copy.deepcopy(header)
+    for keyword, value in changes.items():
+        setattr(header, keyword, value)
+    return header
+
+
+def referable(headers: Sequence[Dataset], *, quiet: bool = False) -> list[Dataset]:
+    """The headers of one series as a derived object (SEG, RTSTRUCT, RT Dose) can reference them.
+
+    Empty SOPClassUID and SOPInstanceUID are taken from the file meta information, else the SOP class
+    from the modality (CT, MR, NM, PT) and a new instance UID; empty SeriesInstanceUID and
+    StudyInstanceUID are derived from the instance UIDs, so every object written on that series
+    names the same ones. Headers that need none of this are returned as they are, others as copies;
+    a warning says what was filled in unless ``quiet``. Refuses an empty SOP class of another modality.
+    """
+    filled: dict[str, str] = {}
+    originals = {id(h) for h in headers}
+    repaired = [_filled_instance(h, filled) for h in headers]
+    instances = sorted(str(h.SOPInstanceUID) for h in repaired)
+    for keyword in ("SeriesInstanceUID", "StudyInstanceUID"):
+        if repaired and not _text(repaired[0], keyword):
+            derived = generate_uid(entropy_srcs=[keyword, *instances])
+            filled[keyword] = f"derived {derived}"
+            repaired = [copy.deepcopy(h) if id(h) in originals else h for h in repaired]
+            for header in repaired:
+                setattr(header, keyword, derived)
+    if filled and not quiet:
+        log.warning("the referenced series has empty %s; filled in (%s)", ", ".join(filled),
+                    "; ".join(f"{k}: {v}" for k, v in filled.items()))
+    return repaired
 
 
 def series_grid(headers: Sequence[Dataset]) -> Grid:
@@ -144,7 +208,8 @@ def write_dicom_seg(labels: LabelVolume, reference: ReferenceSeries, path: str |
     labels : label map (z, y, x) on the grid of the referenced series; the same voxels stored in
         another axis order are reordered, anything else is refused (resample it onto the series first).
     reference : the series the labels were drawn on: a folder of DICOM files, or its datasets
-        (headers suffice).
+        (headers suffice). Empty SOP class, instance, series and study UIDs are filled in with a
+        warning (see :func:`referable`).
     path : the SEG file to write.
     series : SeriesInstanceUID or description selecting the series in a folder that holds several.
     segment_names : label value -> segment label, replacing the names of ``labels``.
@@ -160,7 +225,7 @@ def write_dicom_seg(labels: LabelVolume, reference: ReferenceSeries, path: str |
     The path written. Label values present in ``labels`` become segments 1..N in ascending order.
     """
     path = prepare_output(path, overwrite=overwrite)
-    headers = read_series_headers(reference, series=series)
+    headers = referable(read_series_headers(reference, series=series))
     grid = series_grid(headers)
     try:
         labels = orient_like(labels, grid, tolerance_mm=_PLACEMENT_TOLERANCE_MM)
@@ -204,6 +269,19 @@ def _referenced_series(dataset: Dataset) -> list[str]:
             if "SeriesInstanceUID" in item]
 
 
+def _if_referenced(info: SeriesInfo, referenced: list[str]) -> list[Dataset] | None:
+    """The headers of ``info`` if it is one of the series ``referenced``, else None."""
+    if info.problem:
+        return None
+    if info.uid:
+        return _headers(info) if info.uid in referenced else None
+    try:  # objects written on a series without UID cite the UIDs that `referable` derives
+        headers = referable(_headers(info), quiet=True)
+    except InputError:
+        return None
+    return headers if str(headers[0].SeriesInstanceUID) in referenced else None
+
+
 def _reference_facts(reference: Volume | str | os.PathLike[str], referenced: list[str], *, what: str = "the SEG"
                      ) -> tuple[Grid, str, str]:
     """Grid, SeriesInstanceUID and FrameOfReferenceUID (empty when unknown) of the reference.
@@ -215,12 +293,13 @@ def _reference_facts(reference: Volume | str | os.PathLike[str], referenced: lis
                 str(reference.meta.get("FrameOfReferenceUID", "")))
     folder = Path(reference)
     found = list_series(folder) if folder.is_dir() else []
-    chosen = next((s.uid for s in found if s.uid in referenced), None)
-    if chosen is None and referenced and found:
+    headers = next((h for info in found if referenced and (h := _if_referenced(info, referenced)) is not None), None)
+    if headers is None and referenced and found:
         listing = "; ".join(s.summary() for s in found)
         raise InputError(f"{folder} does not hold the series {what} references ({', '.join(referenced)}); "
                          f"found: {listing}")
-    headers = read_series_headers(folder, series=chosen)
+    if headers is None:
+        headers = read_series_headers(folder)
     return (series_grid(headers), str(headers[0].get("SeriesInstanceUID", "")),
             str(headers[0].get("FrameOfReferenceUID", "")))
 

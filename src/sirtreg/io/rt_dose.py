@@ -22,7 +22,7 @@ from sirtreg.errors import DicomSeriesError, InputError
 from sirtreg.geometry import Grid, Volume
 from sirtreg.io.deidentify import Deidentification
 from sirtreg.io.dicom import read_dicom_object
-from sirtreg.io.dicom_seg import ReferenceSeries, read_series_headers
+from sirtreg.io.dicom_seg import ReferenceSeries, read_series_headers, referable
 from sirtreg.io.dicom_write import (
     ANONYMOUS_ID,
     ANONYMOUS_NAME,
@@ -107,12 +107,19 @@ def write_rt_dose(dose: Volume, path: str | os.PathLike[str], *, frame_of_refere
     if summation not in DOSE_SUMMATION_TYPES:
         raise InputError(f"unknown DoseSummationType {dose_summation_type!r}; "
                          f"one of {', '.join(sorted(DOSE_SUMMATION_TYPES))}")
-    header = read_series_headers(reference, series=series)[0] if reference is not None else None
+    headers = read_series_headers(reference, series=series) if reference is not None else []
+    header = headers[0] if headers else None
     frame_uid = _resolve(frame_of_reference_uid, header, "FrameOfReferenceUID", "frame of reference")
     if frame_uid is None:
         raise InputError("an RT Dose must name the frame of reference of the images it lies on: "
                          "pass frame_of_reference_uid or the referenced series")
     study_uid = _resolve(study_instance_uid, header, "StudyInstanceUID", "study")
+    if study_uid is None and headers:  # the study UID a SEG or RTSTRUCT written on that series gets too
+        try:
+            study_uid = str(referable(headers, quiet=True)[0].StudyInstanceUID)
+            log.info("the referenced series has no StudyInstanceUID; the RT Dose gets the derived %s", study_uid)
+        except InputError:
+            study_uid = None
     dose = _right_handed(dose)
     grid = dose.grid
     stored, scaling = _quantise(dose.array)

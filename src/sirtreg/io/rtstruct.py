@@ -39,7 +39,7 @@ from sirtreg.errors import GeometryMismatchError, InputError
 from sirtreg.geometry import Grid, LabelVolume, Volume
 from sirtreg.io.deidentify import Deidentification
 from sirtreg.io.dicom import _slices_of, read_dicom_object
-from sirtreg.io.dicom_seg import ReferenceSeries, _reference_facts, read_series_headers, series_grid
+from sirtreg.io.dicom_seg import ReferenceSeries, _reference_facts, read_series_headers, referable, series_grid
 from sirtreg.io.dicom_write import save_dataset
 from sirtreg.io.images import prepare_output, require_file
 from sirtreg.io.reorient import orient_like
@@ -437,7 +437,7 @@ def write_rtstruct(labels: LabelVolume | Segmentation, reference: ReferenceSerie
     voxel centres (holes as inner contours), so :func:`read_rtstruct` gives back the same voxels.
     """
     path = prepare_output(path, overwrite=overwrite)
-    headers = read_series_headers(reference, series=series)
+    headers = referable(read_series_headers(reference, series=series))
     grid = series_grid(headers)
     masks = _named_masks(labels, grid, roi_names)
     if not masks:
