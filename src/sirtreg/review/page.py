@@ -6,7 +6,8 @@ static page without scripts. On wide screens the panel stays at the right while 
 scrolls beside it, so the pictures can be looked at while scoring. The script sends the scores
 to the review server as JSON, shows what was saved, and loads another reviewer's scores when
 the name changes (rows changed since the last save are kept; the last name used is remembered by the
-browser).
+browser). The script sends the server's token (in the form's ``data-token``) with every request, in the
+header :data:`TOKEN_HEADER`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sirtreg.review.landmarks import LIKERT, LIKERT_SHORT, STORE_NAME, ReviewFol
 from sirtreg.review.store import MAX_COMMENT_CHARS, MAX_REVIEWER_CHARS, Score
 
 SCORES_PATH = "/api/scores"
+TOKEN_HEADER = "X-Sirtreg-Token"
 
 _STYLE = """
 #review { background: #fbfbfd; border-top: 2px solid #d2d2d7; margin-top: 2em; padding: 0 1em 1em; }
@@ -47,6 +49,7 @@ _SCRIPT = """
   const reviewer = document.getElementById("reviewer");
   const status = document.getElementById("review-status");
   const remembered = "sirtreg-review-reviewer";
+  const token = {"__TOKEN_HEADER__": form.dataset.token};  // the server answers no request without it
   const rows = () => Array.from(form.querySelectorAll("tr.item"));
   const key = (floating, kind, landmark) => JSON.stringify([floating, kind, landmark]);
   const when = (stamp) => stamp ? stamp.slice(0, 16).replace("T", " ") + " UTC" : "";
@@ -76,7 +79,8 @@ _SCRIPT = """
   async function load() {
     const name = reviewer.value.trim();
     if (!name) { fill([]); return; }
-    const response = await fetch(form.dataset.api + "?reviewer=" + encodeURIComponent(name), {cache: "no-store"});
+    const response = await fetch(form.dataset.api + "?reviewer=" + encodeURIComponent(name),
+                                 {cache: "no-store", headers: token});
     const body = await answer(response);
     if (!response.ok) { show("could not load the scores: " + body.error, false); return; }
     fill(body.scores);
@@ -100,8 +104,9 @@ _SCRIPT = """
     if (!scores.length) { show("choose a score first", false); return; }
     let response;
     try {
-      response = await fetch(form.dataset.api, {method: "POST", headers: {"Content-Type": "application/json"},
-                                                 body: JSON.stringify({reviewer: name, scores: scores})});
+      response = await fetch(form.dataset.api, {
+        method: "POST", headers: {...token, "Content-Type": "application/json"},
+        body: JSON.stringify({reviewer: name, scores: scores})});
     } catch (error) { show("not saved: the review server does not answer", false); return; }
     const body = await answer(response);
     if (!response.ok) { show("not saved: " + body.error, false); return; }
@@ -123,7 +128,7 @@ _SCRIPT = """
     }
   }
 })();
-"""
+""".replace("__TOKEN_HEADER__", TOKEN_HEADER)
 
 
 _NOTE = ('<p class="note">Score how well each landmark carried onto the MAA CT lies on the same landmark drawn '
@@ -164,18 +169,21 @@ def _item_row(index: int, item: ReviewItem, saved: Score | None) -> str:
             f'data-landmark="{_escape(item.landmark)}">' + "".join(cells) + "</tr>")
 
 
-def review_panel(folder: ReviewFolder, *, reviewer: str = "", saved: Mapping[ReviewItem, Score] | None = None) -> str:
+def review_panel(folder: ReviewFolder, *, token: str = "", reviewer: str = "",
+                 saved: Mapping[ReviewItem, Score] | None = None) -> str:
     """The panel: reviewer name, Likert criteria, one table of landmarks per floating image, a save button.
 
-    ``saved`` (the scores of ``reviewer``) are shown checked, with their comments and times.
+    ``saved`` (the scores of ``reviewer``) are shown checked, with their comments and times; ``token`` is
+    the review server's, sent by the script with its requests.
     """
     saved = saved or {}
     headings = "".join(f'<th class="radio" title="{_escape(text)}">{score}<span>{_escape(LIKERT_SHORT[score])}'
                        f"</span></th>" for score, text in LIKERT.items())
     name = (f'<p><label>Reviewer <input id="reviewer" name="reviewer" maxlength="{MAX_REVIEWER_CHARS}" '
             f'value="{_escape(reviewer)}" required></label></p>')
+    form = f'<form id="review-form" autocomplete="off" data-api="{SCORES_PATH}" data-token="{_escape(token)}">'
     lines = ['<aside id="review" aria-label="landmark review">', "<h2>Review: landmark registration</h2>", _NOTE,
-             f'<form id="review-form" autocomplete="off" data-api="{SCORES_PATH}">', name, *_criteria_table()]
+             form, name, *_criteria_table()]
     index = 0
     for entry in folder.floating:
         described = ", ".join(part for part in (entry.modality, entry.guidance and f"{entry.guidance} guidance")
@@ -191,11 +199,14 @@ def review_panel(folder: ReviewFolder, *, reviewer: str = "", saved: Mapping[Rev
     return "\n".join(lines)
 
 
-def review_page(folder: ReviewFolder, *, nonce: str, reviewer: str = "",
+def review_page(folder: ReviewFolder, *, nonce: str, token: str = "", reviewer: str = "",
                 saved: Mapping[ReviewItem, Score] | None = None) -> str:
-    """The report with the review panel and its script (allowed by ``nonce`` in the page's content policy)."""
+    """The report with the review panel and its script (allowed by ``nonce`` in the page's content policy).
+
+    ``token`` is the review server's: the script sends it with every request.
+    """
     text = folder.report_html
     head, body = text.index("</head>"), text.rindex("</body>")
-    panel = review_panel(folder, reviewer=reviewer, saved=saved)
+    panel = review_panel(folder, token=token, reviewer=reviewer, saved=saved)
     return (text[:head] + f"<style>{_STYLE}</style>\n" + text[head:body] + panel
             + f'\n<script nonce="{_escape(nonce)}">{_SCRIPT}</script>\n' + text[body:])

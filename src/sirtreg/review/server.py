@@ -1,6 +1,9 @@
 """A small local web server for the review of one run: the review page and the scores, nothing else.
 
-It listens on 127.0.0.1 only and answers:
+It listens on 127.0.0.1 only. Every request must carry the server's token, a random secret made when
+the server is created (:attr:`ReviewServer.token`): as ``?token=...`` in the address (:attr:`ReviewServer.url`
+holds it) or in the header :data:`TOKEN_HEADER` (the page's script sends it so). Other users of the same
+computer can reach 127.0.0.1 too; without the token they get 403 and nothing else. It answers:
 
 - ``GET /``: the report with the review panel (:mod:`sirtreg.review.page`);
 - ``GET /api/scores[?reviewer=NAME]``: ``{"scores": [...]}``, the current scores (of one reviewer);
@@ -8,16 +11,20 @@ It listens on 127.0.0.1 only and answers:
   :func:`~sirtreg.review.store.parse_scores`): stores them and answers ``{"changed", "received",
   "scores"}`` (the reviewer's scores now).
 
-Refusals are JSON ``{"error": message}``: 400 for a bad request (body not JSON, over
-:data:`MAX_BODY_BYTES`, a score outside 1-5, an unknown landmark, ...), 403 for a request whose
-``Host`` or ``Origin`` is not this server (another web site, or a DNS rebinding), 404 for any other path.
+Refusals are JSON ``{"error": message}``: 400 for a bad request (body missing, not UTF-8 or not JSON,
+nested deeper than :data:`MAX_JSON_DEPTH`, a score outside 1-5, an unknown landmark, ...), 403 for a
+request without the right token or whose ``Host`` or ``Origin`` is not this server (another web site, or
+a DNS rebinding), 404 for any other path, 408 for a body that does not arrive within
+:attr:`_Handler.timeout` seconds, 413 for a body over :data:`MAX_BODY_BYTES`.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import os
+import re
 import secrets
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,13 +33,18 @@ from urllib.parse import parse_qs, urlsplit
 
 from sirtreg.errors import InputError
 from sirtreg.review.landmarks import ReviewFolder, read_review_folder
-from sirtreg.review.page import SCORES_PATH, review_page
+from sirtreg.review.page import SCORES_PATH, TOKEN_HEADER, review_page
 from sirtreg.review.store import ScoreStore, as_json, check_reviewer, parse_scores, scores_by_item
 
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
-MAX_BODY_BYTES = 256 * 1024
+MAX_BODY_BYTES = 1024 * 1024
+MAX_JSON_DEPTH = 32
+REQUEST_TIMEOUT_S = 10.0
+
+# the characters that matter to the nesting depth of a JSON text: an escape pair, a quote, a bracket
+_JSON_SYNTAX = re.compile(r'\\.|["\[\]{}]', re.DOTALL)
 
 
 class ReviewServer(ThreadingHTTPServer):
@@ -42,6 +54,7 @@ class ReviewServer(ThreadingHTTPServer):
 
     def __init__(self, folder: ReviewFolder, store: ScoreStore, *, port: int = 0, reviewer: str = "") -> None:
         self.folder, self.store, self.reviewer = folder, store, reviewer
+        self.token = secrets.token_urlsafe(32)
         try:
             super().__init__((HOST, port), _Handler)
         except OSError as exc:
@@ -56,8 +69,35 @@ class ReviewServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
-        """The address of the review page."""
-        return f"http://{HOST}:{self.port}/"
+        """The address of the review page, with the token: give it to the reviewer only."""
+        return f"http://{HOST}:{self.port}/?token={self.token}"
+
+    def knows(self, tokens: list[str]) -> bool:
+        """Whether ``tokens`` (all those a request sent) are one or more copies of this server's token."""
+        mine = self.token.encode("ascii")
+        return bool(tokens) and all(hmac.compare_digest(given.encode("utf-8", "replace"), mine) for given in tokens)
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of arrays and objects in the JSON ``text`` (brackets in strings not counted).
+
+    Counts without recursion, so a text nested too deeply for the parser is measured, not parsed.
+    Of a text that is not JSON, it measures the part up to where it stops being JSON (or more).
+    """
+    depth = deepest = 0
+    in_string = False
+    for match in _JSON_SYNTAX.finditer(text):
+        char = match.group()
+        if char == '"':
+            in_string = not in_string
+        elif in_string or len(char) > 1:
+            continue
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth = max(depth - 1, 0)
+    return deepest
 
 
 def make_server(out_dir: str | os.PathLike[str], *, port: int = 0, reviewer: str = "") -> ReviewServer:
@@ -82,10 +122,19 @@ def make_server(out_dir: str | os.PathLike[str], *, port: int = 0, reviewer: str
     return ReviewServer(folder, store, port=port, reviewer=reviewer)
 
 
+class _Body(InputError):
+    """A request body refused with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: ReviewServer
     server_version = "sirtreg-review"
     sys_version = ""
+    timeout = REQUEST_TIMEOUT_S  # seconds for each read and write of a request, so a slow client cannot hold it
 
     # --- answers ---
     def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
@@ -112,7 +161,8 @@ class _Handler(BaseHTTPRequestHandler):
         nonce = secrets.token_urlsafe(16)
         reviewer = self.server.reviewer
         saved = scores_by_item(self.server.store.scores(reviewer)) if reviewer else {}
-        page = review_page(self.server.folder, nonce=nonce, reviewer=reviewer, saved=saved)
+        page = review_page(self.server.folder, nonce=nonce, token=self.server.token, reviewer=reviewer,
+                           saved=saved)
         policy = (f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'nonce-{nonce}'; "
                   "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
         self._send(HTTPStatus.OK, page.encode("utf-8"), "text/html; charset=utf-8",
@@ -123,9 +173,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- checks ---
     def _from_here(self, *, post: bool) -> bool:
-        """Whether Host (and, for a POST, Origin when sent) name this server; answers 403 if not."""
+        """Whether Host (and, for a POST, Origin when sent) name this server and the token is right; 403 if not."""
         if self.headers.get("Host", "") not in self.server.hosts:
             self._refuse(HTTPStatus.FORBIDDEN, "unexpected Host header; open the address printed by sirtreg review")
+            return False
+        tokens = (self.headers.get_all(TOKEN_HEADER) or []) + parse_qs(urlsplit(self.path).query).get("token", [])
+        if not self.server.knows(tokens):
+            self._refuse(HTTPStatus.FORBIDDEN, "no or wrong token; open the address printed by sirtreg review")
             return False
         origin = self.headers.get("Origin")
         if post and origin is not None and urlsplit(origin).netloc not in self.server.hosts:
@@ -134,20 +188,41 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     def _body(self) -> Any:
-        """The request's JSON document; raises InputError for a wrong type, a missing or over-long body, bad JSON."""
+        """The request's JSON document; raises :class:`_Body` with the status to answer if it is refused.
+
+        Refused: another type, no or a wrong Content-Length (400), a body over :data:`MAX_BODY_BYTES` (413),
+        one that does not arrive in time (408), not UTF-8 or not JSON or nested deeper than
+        :data:`MAX_JSON_DEPTH` (400).
+        """
         content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
-            raise InputError("send the scores as application/json")
+            raise _Body(HTTPStatus.BAD_REQUEST, "send the scores as application/json")
         try:
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
-            raise InputError("a Content-Length header is needed") from None
-        if not 0 < length <= MAX_BODY_BYTES:
-            raise InputError(f"the body must hold 1 to {MAX_BODY_BYTES} bytes, got {length}")
+            raise _Body(HTTPStatus.BAD_REQUEST, "a Content-Length header is needed") from None
+        if length > MAX_BODY_BYTES:
+            raise _Body(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                        f"the body must hold 1 to {MAX_BODY_BYTES} bytes, got {length}")
+        if length <= 0:
+            raise _Body(HTTPStatus.BAD_REQUEST, f"the body must hold 1 to {MAX_BODY_BYTES} bytes, got {length}")
         try:
-            return json.loads(self.rfile.read(length).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            raise InputError("the body is not valid JSON") from None
+            data = self.rfile.read(length)
+        except TimeoutError:
+            raise _Body(HTTPStatus.REQUEST_TIMEOUT, f"the body did not arrive within {self.timeout:g} s") from None
+        if len(data) != length:
+            raise _Body(HTTPStatus.BAD_REQUEST, f"the body ended after {len(data)} of {length} bytes")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Body(HTTPStatus.BAD_REQUEST, "the body is not valid JSON (not UTF-8)") from None
+        if json_depth(text) > MAX_JSON_DEPTH:
+            raise _Body(HTTPStatus.BAD_REQUEST, f"the body is not valid JSON here: nested deeper than "
+                        f"{MAX_JSON_DEPTH} levels")
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError):
+            raise _Body(HTTPStatus.BAD_REQUEST, "the body is not valid JSON") from None
 
     # --- methods ---
     def do_GET(self) -> None:
@@ -175,6 +250,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             scores = parse_scores(self._body(), self.server.folder.items)
+        except _Body as exc:
+            self._refuse(exc.status, str(exc))
+            return
         except InputError as exc:
             self._refuse(HTTPStatus.BAD_REQUEST, str(exc))
             return

@@ -31,6 +31,8 @@ MAX_COMMENT_CHARS = 2000
 MAX_SCORES_PER_SUBMISSION = 1000
 _SUBMISSION_KEYS = {"reviewer", "scores"}
 _SCORE_KEYS = {"floating", "kind", "landmark", "score", "comment"}
+# a text cell starting with one of these is a formula (or may become one) in a spreadsheet (OWASP, CSV injection)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS scores (
@@ -206,11 +208,23 @@ def as_json(score: Score) -> Mapping[str, Any]:
     return dict(zip(COLUMNS, astuple(score)))
 
 
+def spreadsheet_cell(value: object) -> object:
+    """``value`` safe for a spreadsheet: a text starting with :data:`FORMULA_STARTS` gets a leading ``'``.
+
+    A spreadsheet shows such a cell as the text, instead of running it as a formula; numbers are kept.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def export_csv(store: ScoreStore, path: str | os.PathLike[str]) -> tuple[Path, int]:
     """Write the current scores as CSV (one row per score, columns :data:`COLUMNS`); returns (path, rows).
 
-    Refuses an existing file (:class:`~sirtreg.errors.OutputExistsError`); the file is written under a
-    temporary name and renamed when complete.
+    Every text cell goes through :func:`spreadsheet_cell`: a comment or name starting with ``=``, ``+``,
+    ``-``, ``@``, a tab or a carriage return is written with a leading ``'``, so that opening the file in a
+    spreadsheet runs no formula. Refuses an existing file (:class:`~sirtreg.errors.OutputExistsError`); the
+    file is written under a temporary name and renamed when complete.
     """
     if Path(path).exists():
         raise OutputExistsError(f"{path} exists; choose another file name for the scores")
@@ -221,7 +235,7 @@ def export_csv(store: ScoreStore, path: str | os.PathLike[str]) -> tuple[Path, i
         with open(temporary, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             writer.writerow(COLUMNS)
-            writer.writerows(astuple(score) for score in scores)
+            writer.writerows([spreadsheet_cell(value) for value in astuple(score)] for score in scores)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
