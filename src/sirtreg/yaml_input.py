@@ -5,11 +5,25 @@ a safe loader that reports repeated keys, a :class:`Reader` that collects every 
 of a document (unknown keys with the nearest known one, missing keys, bad paths, ids,
 choices and numbers) instead of stopping at the first, the one error that lists them,
 and an atomic YAML writer. Each problem is one line, ``"<where>: <what>"``.
+
+The loader is bounded, so that no file can make sirtreg spend minutes or all its memory (a YAML
+"billion laughs"): a file is at most :data:`MAX_FILE_BYTES`, holds at most :data:`MAX_ALIASES`
+aliases (``*name``) and no alias that refers to a collection holding it, its aliases add at most
+:data:`MAX_ALIAS_VALUES` values when written out, and its collections nest at most :data:`MAX_DEPTH`
+deep, aliases written out. Plans and manifests need no alias; anchors and merge keys (``<<: *name``)
+stay allowed within these bounds.
+
+Activities are finite, > 0 and at most :data:`~sirtreg.dosimetry.isotopes.MAX_ACTIVITY_GBQ`
+(100 GBq); above :data:`~sirtreg.dosimetry.isotopes.PLAUSIBLE_ACTIVITY_GBQ` (20 GBq) and below
+:data:`LOW_ACTIVITY_GBQ` (10 MBq) a warning is logged (a unit mistake?). Fractions (the lung shunt
+fraction) are finite and in [0, 1). ``.nan`` and ``.inf`` are YAML numbers: they are refused wherever
+a number is read.
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 import os
 import re
@@ -19,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from sirtreg.dosimetry.isotopes import get_isotope
+from sirtreg.dosimetry.isotopes import MAX_ACTIVITY_GBQ, PLAUSIBLE_ACTIVITY_GBQ, activity_warnings, get_isotope
 from sirtreg.errors import InputError
 from sirtreg.io import prepare_output
 
@@ -29,13 +43,40 @@ MODALITIES = ("CT", "MR")
 ID_PATTERN = re.compile(r"[A-Za-z0-9._-]+")
 """What an id (of a patient, of a floating image) may hold: letters, digits, '.', '_' and '-'."""
 
-__all__ = ["ID_PATTERN", "MODALITIES", "Loader", "Reader", "describe", "entry_label", "load_yaml", "refusal",
+MAX_FILE_BYTES = 1 << 20
+"""Largest YAML input file, bytes (1 MiB; a plan or a manifest of hundreds of patients is far smaller)."""
+
+MAX_ALIASES = 100
+"""Most aliases (``*name``) in one YAML document."""
+
+MAX_ALIAS_VALUES = 10_000
+"""Most values (scalars and collections) that the aliases of one document may add when written out."""
+
+MAX_DEPTH = 32
+"""Deepest nesting of collections in a YAML document, aliases written out (a plan nests 5 deep)."""
+
+LOW_ACTIVITY_GBQ = 0.01
+"""Below this activity (GBq, i.e. 10 MBq), reading logs a warning: less than any treatment or scout dose."""
+
+log = logging.getLogger(__name__)
+
+__all__ = ["ID_PATTERN", "LOW_ACTIVITY_GBQ", "MAX_ALIASES", "MAX_ALIAS_VALUES", "MAX_DEPTH", "MAX_FILE_BYTES",
+           "MODALITIES", "Loader", "Reader", "YamlLimitError", "describe", "entry_label", "load_yaml", "refusal",
            "relative", "write_yaml"]
 
 
 # --- reading -------------------------------------------------------------------------
+class YamlLimitError(yaml.YAMLError):
+    """A YAML document beyond the bounds of :class:`Loader` (size, aliases, nesting)."""
+
+
 class Loader(yaml.SafeLoader):
-    """A safe YAML loader that records keys repeated in one mapping (plain YAML keeps the last one silently).
+    """A safe, bounded YAML loader that records keys repeated in one mapping (plain YAML keeps the last one).
+
+    Refuses (:class:`YamlLimitError`, a :class:`yaml.YAMLError`) a text longer than :data:`MAX_FILE_BYTES`
+    characters, more than :data:`MAX_ALIASES` aliases, an alias inside the collection it refers to, aliases
+    that add more than :data:`MAX_ALIAS_VALUES` values, and nesting deeper than :data:`MAX_DEPTH`, before
+    any object is built: a "billion laughs" is refused in milliseconds.
 
     Attributes
     ----------
@@ -45,6 +86,33 @@ class Loader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.repeated: list[str] = []
+        self._length = len(stream)
+        self._aliases = 0
+        self._depth = 0
+
+    def get_single_node(self) -> yaml.Node | None:
+        if self._length > MAX_FILE_BYTES:
+            raise YamlLimitError(f"it is longer than {MAX_FILE_BYTES} characters ({self._length})")
+        node = super().get_single_node()
+        if node is not None:
+            _Expansion().measure(node, 1)
+        return node
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                line = self.peek_event().start_mark.line + 1
+                raise YamlLimitError(f"line {line}: more than {MAX_ALIASES} aliases (*name); write the values out")
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                line = self.peek_event().start_mark.line + 1
+                raise YamlLimitError(f"line {line}: collections nest more than {MAX_DEPTH} deep")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[str] = set()
@@ -56,8 +124,54 @@ class Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+class _Expansion:
+    """Measures a composed YAML document as if its aliases were written out, without writing them out.
+
+    Each node is measured once (its height and size kept), so the time is linear in the file's length.
+    """
+
+    def __init__(self) -> None:
+        self.measured: dict[int, tuple[int, int]] = {}  # id(node) -> (height, size), aliases written out
+        self.open: set[int] = set()  # collections being measured: one met again holds an alias to itself
+        self.added = 0  # values that aliases add when written out
+
+    def measure(self, node: yaml.Node, depth: int) -> tuple[int, int]:
+        """(height, size) of ``node`` found at ``depth`` (1: the document); :class:`YamlLimitError` past a bound.
+
+        The height counts the levels of nodes in ``node`` (a scalar: 1), the size its nodes.
+        """
+        key = id(node)
+        if key in self.open:
+            raise YamlLimitError(f"line {node.start_mark.line + 1}: the collection anchored here holds an alias "
+                                 "to itself")
+        if depth > MAX_DEPTH:
+            raise YamlLimitError(f"collections nest more than {MAX_DEPTH} deep once aliases (*name) are written out")
+        if key in self.measured:  # met again: an alias
+            height, size = self.measured[key]
+            self.added += size
+            if self.added > MAX_ALIAS_VALUES:
+                raise YamlLimitError(f"aliases (*name) add more than {MAX_ALIAS_VALUES} values once written out "
+                                     "(a 'billion laughs'?)")
+        else:
+            if isinstance(node, yaml.SequenceNode):
+                children = list(node.value)
+            elif isinstance(node, yaml.MappingNode):
+                children = [item for pair in node.value for item in pair]
+            else:
+                children = []
+            self.open.add(key)
+            measured = [self.measure(child, depth + 1) for child in children]
+            self.open.discard(key)
+            height = 1 + max((h for h, _ in measured), default=0)
+            size = 1 + sum(s for _, s in measured)
+            self.measured[key] = (height, size)
+        if depth + height - 1 > MAX_DEPTH:
+            raise YamlLimitError(f"collections nest more than {MAX_DEPTH} deep once aliases (*name) are written out")
+        return height, size
+
+
 def load_yaml(path: Path, *, what: str) -> tuple[Any, list[str]]:
-    """Parse a YAML file with :class:`Loader`.
+    """Parse a YAML file with :class:`Loader` (bounded: see the module docstring).
 
     Parameters
     ----------
@@ -68,14 +182,21 @@ def load_yaml(path: Path, *, what: str) -> tuple[Any, list[str]]:
     -------
     The parsed document and the repeated-key problems.
 
-    Raises :class:`~sirtreg.errors.InputError` if the file cannot be read or parsed.
+    Raises :class:`~sirtreg.errors.InputError` if the file cannot be read or parsed, or is beyond the
+    bounds of :class:`Loader` (larger than :data:`MAX_FILE_BYTES`, too many aliases, nested too deep).
     """
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise InputError(f"the {what} {path} is {size} bytes, more than {MAX_FILE_BYTES} (1 MiB): "
+                             "is it the right file?")
         loader = Loader(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read the {what} {path}: {exc}") from None
     try:
         return loader.get_single_data(), loader.repeated
+    except YamlLimitError as exc:
+        raise InputError(f"{path.name} is refused: {exc}") from None
     except yaml.YAMLError as exc:
         raise InputError(f"{path.name} is not valid YAML: {' '.join(str(exc).split())}") from None
     finally:
@@ -172,8 +293,43 @@ class Reader:
             return None
         return float(value)
 
+    def activity(self, where: str, value: Any, *, unit: str = "GBq", gbq_per_unit: float = 1.0) -> float | None:
+        """An activity given in ``unit``, in GBq: finite, > 0 and at most 100 GBq (MAX_ACTIVITY_GBQ of
+        :mod:`sirtreg.dosimetry.isotopes`).
+
+        Logs a warning above 20 GBq (:func:`~sirtreg.dosimetry.isotopes.activity_warnings`) and below
+        :data:`LOW_ACTIVITY_GBQ` (a unit mistake?).
+        """
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.problem(where, f"must be a number of {unit}, without unit (the unit is in the key), "
+                         f"got {describe(value)}")
+            return None
+        if not math.isfinite(value):
+            self.problem(where, f"must be a finite number of {unit}, got {value!r}")
+            return None
+        if value <= 0:
+            self.problem(where, f"must be a positive number of {unit}, got {value!r}")
+            return None
+        activity_gbq = float(value) * gbq_per_unit
+        if activity_gbq > MAX_ACTIVITY_GBQ:
+            hint = "; did you mean MBq?" if unit == "GBq" else ""
+            self.problem(where, f"{value!r} {unit} is more than {MAX_ACTIVITY_GBQ:g} GBq, far more than any "
+                         f"treatment{hint}")
+            return None
+        if unit == "GBq":
+            for warning in activity_warnings(activity_gbq):
+                log.warning("%s: %s", where, warning)
+        elif activity_gbq > PLAUSIBLE_ACTIVITY_GBQ:
+            log.warning("%s: %g %s is more than %g GBq, more than usual treatments", where, value, unit,
+                        PLAUSIBLE_ACTIVITY_GBQ)
+        if activity_gbq < LOW_ACTIVITY_GBQ:
+            hint = "; did you mean GBq?" if unit == "MBq" else ""
+            log.warning("%s: %g %s is less than %g GBq, less than any treatment%s", where, value, unit,
+                        LOW_ACTIVITY_GBQ, hint)
+        return activity_gbq
+
     def fraction(self, where: str, value: Any) -> float | None:
-        """A number in [0, 1)."""
+        """A finite number in [0, 1)."""
         fraction = self.number(where, value)
         if fraction is not None and not 0 <= fraction < 1:
             self.problem(where, f"must be in [0, 1), got {value!r}")

@@ -112,6 +112,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _rtstruct(folder / "diag" / "ct_rtstruct.dcm", ct, ["Liver", "Lesion 1"])
     write_image(Volume(np.zeros(MR_GRID.shape, np.float32), MR_GRID, "MR"), folder / "diag" / "mr.nii.gz")
     write_image(_labels(MR_GRID, {1: "lesion"}), folder / "diag" / "mr_lesions.nii.gz")
+    organs = _labels(MR_GRID, {1: "spleen", 5: "liver", 6: "stomach"}).array  # as TotalSegmentator's: no names
+    write_image(LabelVolume(organs, MR_GRID), folder / "diag" / "mr_organs.nii.gz")
 
     other = folder / "other"
     write_dicom_nm(Volume(np.ones(SPECT_GRID.shape, np.float32), SPECT_GRID), other / "spect_other_frame.dcm")
@@ -245,6 +247,55 @@ def test_default_guidance(inputs, document, edit: Callable[[dict], object], expe
 
 
 # --- refusals -----------------------------------------------------------------------------
+@pytest.mark.parametrize("segments", [[5], ["5"]])
+def test_a_liver_is_chosen_by_label_value_in_a_plain_label_map(inputs, document, segments, tmp_path):
+    """A map of several organs (e.g. TotalSegmentator's, liver = 5) is a liver contour once its value is chosen;
+    lesions of several labels need no choice. The value round-trips as a number."""
+    document["floating"][1].update(liver={"path": "diag/mr_organs.nii.gz", "segments": segments},
+                                   lesions="diag/mr_organs.nii.gz")
+    plan = read_plan(_save(inputs, document))
+    mr1 = plan.floating[1]
+    assert mr1.liver == ContourInput(inputs / "diag" / "mr_organs.nii.gz", ("5",))
+    assert mr1.lesions == ContourInput(inputs / "diag" / "mr_organs.nii.gz")
+    written = write_plan(plan, inputs / f"written-{uuid.uuid4().hex}.yaml")
+    assert yaml.safe_load(written.read_text())["floating"][1]["liver"]["segments"] == [5]
+    assert read_plan(written) == plan
+
+
+def test_plan_activities_far_from_usual_ones_are_read_with_a_warning(inputs, document, caplog):
+    document["spect"]["activity_gbq"] = 25
+    with caplog.at_level("WARNING", logger="sirtreg"):
+        assert read_plan(_save(inputs, document)).spect.activity_gbq == 25.0
+    assert "spect, activity_gbq: an activity of 25 GBq is more than 20 GBq: did you mean MBq?" in caplog.messages
+    caplog.clear()
+    del document["spect"]["activity_gbq"]
+    document["spect"]["activity_mbq"] = 2
+    with caplog.at_level("WARNING", logger="sirtreg"):
+        assert read_plan(_save(inputs, document)).spect.activity_gbq == pytest.approx(0.002)
+    assert caplog.messages == ["spect, activity_mbq: 2 MBq is less than 0.01 GBq, less than any treatment; "
+                               "did you mean GBq?"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (".nan", r"spect, activity_gbq: must be a finite number of GBq, got nan"),
+    (".inf", r"spect, activity_gbq: must be a finite number of GBq, got inf"),
+    ("-.inf", r"spect, activity_gbq: must be a finite number of GBq, got -inf"),
+    ("1e3", r"spect, activity_gbq: must be a number of GBq, without unit"),  # YAML 1.1: text, not a number
+])
+def test_yaml_special_numbers_are_refused(inputs, document, text: str, expected: str):
+    plan = yaml.safe_dump(document, sort_keys=False).replace("activity_gbq: 1.8", f"activity_gbq: {text}")
+    problems = _refused(inputs, plan)
+    assert len(problems) == 1 and re.match(expected, problems[0]), problems
+
+
+def test_a_yaml_bomb_plan_is_refused_at_once(tmp_path):
+    levels = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    with pytest.raises(InputError, match=r"^plan-\w+\.yaml is refused: aliases \(\*name\) add more than 10000 "
+                       r"values once written out \(a 'billion laughs'\?\)$"):
+        read_plan(_save(tmp_path, "\n".join([*levels, "reference: *a9", "spect: *a9"]) + "\n"))
+
+
 def test_three_mistakes_are_listed_in_one_error(inputs, document):
     document["spect"]["image"] = "other/spect_other_frame.dcm"
     document["floating"][0]["lesions"] = "other/seg_on_maa.dcm"
@@ -329,8 +380,19 @@ ONE_PROBLEM = [  # (edit of the valid document, the one problem it makes)
                  id="zero activity"),
     pytest.param(_edits(_delete(("spect", "activity_gbq")), _set(("spect", "activity_mbq"), -5)),
                  r"spect, activity_mbq: must be a positive number of MBq, got -5", id="negative activity"),
-    pytest.param(_set(("spect", "activity_gbq"), float("nan")), r"spect, activity_gbq: must be a positive number",
-                 id="NaN activity"),
+    pytest.param(_set(("spect", "activity_gbq"), float("nan")), r"spect, activity_gbq: must be a finite number of GBq, "
+                 r"got nan", id="NaN activity"),
+    pytest.param(_set(("spect", "activity_gbq"), float("inf")), r"spect, activity_gbq: must be a finite number of GBq, "
+                 r"got inf", id="infinite activity"),
+    pytest.param(_set(("spect", "activity_gbq"), 1800), r"spect, activity_gbq: 1800 GBq is more than 100 GBq, far more "
+                 r"than any treatment; did you mean MBq\?", id="activity in MBq given as GBq"),
+    pytest.param(_edits(_delete(("spect", "activity_gbq")), _set(("spect", "activity_mbq"), 2e5)),
+                 r"spect, activity_mbq: 200000.0 MBq is more than 100 GBq", id="activity above 100 GBq in MBq"),
+    pytest.param(_set(("spect", "activity_gbq"), True), r"spect, activity_gbq: must be a number of GBq", id="yes"),
+    pytest.param(_set(("spect", "lung_shunt_fraction"), float("nan")),
+                 r"spect, lung_shunt_fraction: must be a finite number, got nan", id="NaN lung shunt fraction"),
+    pytest.param(_set(("spect", "lung_shunt_fraction"), -0.1), r"spect, lung_shunt_fraction: must be in \[0, 1\)",
+                 id="negative lung shunt fraction"),
     pytest.param(_set(("spect", "activity_mbq"), 1800), r"spect: give the activity once, not as activity_gbq and",
                  id="two activities"),
     pytest.param(_delete(("spect", "activity_gbq")), r"spect: missing the activity: 'activity_gbq' or 'activity_mbq'",
@@ -384,8 +446,23 @@ ONE_PROBLEM = [  # (edit of the valid document, the one problem it makes)
                  r"floating ct1, liver: ct_rtstruct\.dcm holds no segment 'Spleen'; it holds 'Liver', 'Lesion 1'",
                  id="segment not in the file"),
     pytest.param(_set((*MR1, "lesions"), {"path": "diag/mr_lesions.nii.gz", "segments": ["a"]}),
-                 r"floating mr1, lesions: mr_lesions\.nii\.gz is a label map without segment names",
-                 id="segments of a plain label map"),
+                 r"floating mr1, lesions: mr_lesions\.nii\.gz is a label map without segment names: choose its "
+                 r"segments by label value \(e\.g\. segments: \[5\]\), not by name \('a'\)",
+                 id="segment names of a plain label map"),
+    pytest.param(_set((*MR1, "liver"), "diag/mr_organs.nii.gz"),
+                 r"floating mr1, liver: mr_organs\.nii\.gz holds 3 labels \(1, 5, 6\); choose the liver's with "
+                 r"'segments', e\.g\. \{path: mr_organs\.nii\.gz, segments: \[1\]\}$", id="liver of several labels"),
+    pytest.param(_set((*MR1, "liver"), {"path": "diag/mr_organs.nii.gz", "segments": [5, 7]}),
+                 r"floating mr1, liver: mr_organs\.nii\.gz holds no label 7; it holds labels 1, 5, 6$",
+                 id="label value not in the label map"),
+    pytest.param(_set((*CT1, "liver"), "diag/ct_rtstruct.dcm"),
+                 r"floating ct1, liver: ct_rtstruct\.dcm holds 2 segments \('Liver', 'Lesion 1'\); choose the "
+                 r"liver's with 'segments'", id="liver of several named segments"),
+    pytest.param(_set((*MR1, "liver"), {"path": "diag/mr_organs.nii.gz", "segments": [0]}),
+                 r"floating mr1, liver, segments: must be a non-empty list of segment names or label values \(whole "
+                 r"numbers > 0\), got \[0\]", id="label value 0"),
+    pytest.param(_set((*MR1, "liver"), {"path": "diag/mr_organs.nii.gz", "segments": [True]}),
+                 r"floating mr1, liver, segments: must be a non-empty list", id="boolean segment"),
     pytest.param(_set((*CT1, "lesions"), "diag/ct/00001.dcm"),
                  r"floating ct1, lesions: 00001\.dcm is a DICOM CT; a contour is a label map", id="not a contour"),
     pytest.param(_set((*CT1, "lesions"), "diag/ct"), r"floating ct1, lesions: .*ct is a folder", id="folder as contour"),
@@ -438,6 +515,12 @@ def test_check_plan_lists_every_problem_of_a_plan_made_in_code(inputs):
     (lambda: SpectInput(image="s.dcm", activity_gbq=float("nan"), isotope="Y-90"), "must be a positive number"),
     (lambda: SpectInput(image="s.dcm", activity_gbq=1, isotope="Tc-99m"), "unknown isotope"),
     (lambda: SpectInput(image="s.dcm", activity_gbq=1, isotope="Y-90", lung_shunt_fraction=1.0), r"in \[0, 1\)"),
+    (lambda: SpectInput(image="s.dcm", activity_gbq=150, isotope="Y-90"), "more than any SIRT treatment"),
+    (lambda: SpectInput(image="s.dcm", activity_gbq=1, isotope="Y-90", lung_shunt_fraction=float("nan")),
+     r"in \[0, 1\)"),
+    (lambda: SpectInput(image="s.dcm", activity_gbq=1, isotope="Y-90", lung_shunt_fraction=False), r"in \[0, 1\)"),
+    (lambda: ContourInput("c.nii.gz", segments=(0,)), "or label values"),
+    (lambda: ContourInput("c.nii.gz", segments=(True,)), "or label values"),
     (lambda: FloatingInput(id="ct 1", modality="CT", image="c"), "may hold only letters"),
     (lambda: FloatingInput(id="ct1", modality="PET", image="c"), "modality must be one of CT, MR"),
     (lambda: FloatingInput(id="ct1", modality="CT", image="c", guidance="cnn"), "guidance must be one of"),
@@ -455,6 +538,7 @@ def test_plan_objects_normalise_their_values():
     assert spect.image == Path("s.dcm") and spect.activity_gbq == 2.0 and spect.isotope == "Ho-166"
     plan = Plan(ReferenceInput("r"), spect, [FloatingInput("a", "CT", "c")])  # a list becomes a tuple
     assert plan.floating == (FloatingInput("a", "CT", Path("c")),)
+    assert ContourInput("c.nii.gz", [5, "Liver"]).segments == ("5", "Liver")  # label values kept as their digits
 
 
 def test_the_documented_example_has_no_problem_but_its_missing_files(tmp_path):
@@ -462,4 +546,4 @@ def test_the_documented_example_has_no_problem_but_its_missing_files(tmp_path):
 
     example = module.__doc__.split("::\n\n", 1)[1].split("\n\nA contour", 1)[0]
     problems = _refused(tmp_path, textwrap.dedent(example))
-    assert len(problems) == 11 and all(re.search(r": no such file", problem) for problem in problems), problems
+    assert len(problems) == 12 and all(re.search(r": no such file", problem) for problem in problems), problems

@@ -18,7 +18,8 @@ Example (relative paths resolve against the folder of the plan)::
     spect:                          # the MAA SPECT, in the frame of reference of the MAA CT
       image: maa/spect.dcm
       series: SPECT AC              # optional, as for the reference
-      activity_gbq: 1.8             # activity to administer, > 0; the unit is in the key (or activity_mbq: 1800)
+      activity_gbq: 1.8             # activity to administer, > 0 and <= 100 GBq (a warning above 20 GBq or
+                                    #   below 10 MBq); the unit is in the key (or activity_mbq: 1800)
       isotope: Y-90                 # Y-90 or Ho-166
       lung_shunt_fraction: 0.04     # optional, in [0, 1)
     floating:                       # any number of images, none included
@@ -39,25 +40,38 @@ Example (relative paths resolve against the folder of the plan)::
       - id: mr1
         modality: MR
         image: diagnostic/mr.nii.gz
+        liver:                      # a label map of several organs (e.g. TotalSegmentator's): the liver by
+          path: diagnostic/mr_organs.nii.gz   #   its label value
+          segments: [5]
         lesions: diagnostic/mr_lesions.nii.gz
 
 A contour is a label map (NIfTI, NRRD, MHA) on the voxels of its image (the same
 voxel centres, in any axis order), a 3D Slicer ``.seg.nrrd`` on those voxels, a
-DICOM SEG or an RTSTRUCT that references the image's series.
+DICOM SEG or an RTSTRUCT that references the image's series. ``segments`` chooses
+by name in a SEG, an RTSTRUCT or a ``.seg.nrrd``, and by label value (a whole number
+> 0, or its digits as text) in a plain label map, which names none. A liver contour
+whose file holds several labels or segments must choose the liver's with
+``segments``; lesion and landmark files hold one lesion or landmark per label.
 
 :func:`read_plan` reads a plan and checks it before any long work; it refuses it
 with one :class:`~sirtreg.errors.InputError` that lists every problem, one per
 line, each naming the input and the field: unknown keys (with the nearest known
-one), repeated and missing keys; activities without their unit in the key, not a
-number or not > 0; unknown isotopes; lung shunt fractions outside [0, 1); bad ids,
+one), repeated and missing keys; files beyond the bounds of
+:class:`~sirtreg.yaml_input.Loader` (1 MiB, 100 aliases, 32 levels: no "billion
+laughs"); activities without their unit in the key, not a finite number, not > 0 or
+above 100 GBq; unknown isotopes; lung shunt fractions that are not finite numbers in
+[0, 1) (``.nan`` and ``.inf`` are refused wherever a number is read); bad ids,
 modalities and guidance; ``liver+landmarks`` without landmarks on both sides;
 missing files and folders; a ``series`` that matches no series or several (or a
 DICOM folder of several series and no ``series``); images that are not images;
 a SPECT in another DICOM frame of reference than the MAA CT, or (where either is
 not DICOM) one that does not overlap it in space; a DICOM SEG or RTSTRUCT that
 references another series or frame of reference than its image; a label map on
-other voxels than its image; segments that the contour file does not hold.
-Headers only are read (pydicom without pixels, SimpleITK image information).
+other voxels than its image; segments that the contour file does not hold
+(names in a file without names, label values it does not hold); a liver contour
+holding several labels or segments of which none is chosen. Headers only are read
+(pydicom without pixels, SimpleITK image information), but for the voxels of plain
+label maps given as a liver or with chosen segments, to know their label values.
 :func:`check_plan` runs the same checks on a :class:`Plan` made in code.
 """
 
@@ -65,7 +79,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -82,7 +95,7 @@ from pydicom.errors import InvalidDicomError
 from sirtreg.dosimetry.isotopes import get_isotope, require_activity_gbq
 from sirtreg.errors import InputError
 from sirtreg.geometry import Grid
-from sirtreg.io import SeriesInfo, is_segmentation_file, list_series
+from sirtreg.io import SeriesInfo, is_segmentation_file, list_series, read_labels
 from sirtreg.io.dicom import NON_IMAGE_MODALITIES, select_series
 from sirtreg.io.dicom_seg import series_grid
 from sirtreg.io.images import has_image_suffix
@@ -126,17 +139,31 @@ class ContourInput:
     ----------
     path : a label map (NIfTI, NRRD, MHA) or a 3D Slicer ``.seg.nrrd`` on the voxels of the image,
         or a DICOM SEG or RTSTRUCT file that references the image's series.
-    segments : exact names of the segments (SEG, ``.seg.nrrd``) or ROIs (RTSTRUCT) to take; empty: all.
+    segments : the segments to take; empty: all. Exact names of the segments (SEG, ``.seg.nrrd``) or ROIs
+        (RTSTRUCT); label values (whole numbers > 0, kept as their digits, e.g. "5") in a plain label map.
     """
 
     path: Path
     segments: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if isinstance(self.segments, str) or any(not isinstance(s, str) or not s for s in self.segments):
-            raise InputError(f"segments must be a list of names, got {self.segments!r}")
+        if isinstance(self.segments, str) or not all(_is_segment(s) for s in self.segments):
+            raise InputError(f"segments must be a list of names or label values (whole numbers > 0), "
+                             f"got {self.segments!r}")
         object.__setattr__(self, "path", Path(self.path))
-        object.__setattr__(self, "segments", tuple(self.segments))
+        object.__setattr__(self, "segments", tuple(str(s) for s in self.segments))
+
+
+def _is_segment(value: Any) -> bool:
+    """A segment name (non-empty text) or a label value (a whole number > 0, not a boolean)."""
+    if isinstance(value, str):
+        return bool(value)
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def is_label_value(segment: str) -> bool:
+    """Whether ``segment`` (of :attr:`ContourInput.segments`) is a label value: digits only, e.g. "5"."""
+    return segment.isascii() and segment.isdigit()
 
 
 @dataclass(frozen=True)
@@ -163,7 +190,7 @@ class SpectInput:
     Parameters
     ----------
     image : the SPECT, in the frame of reference of the MAA CT.
-    activity_gbq : activity to administer, GBq, > 0.
+    activity_gbq : activity to administer, GBq, > 0 and at most 100 GBq.
     isotope : "Y-90" or "Ho-166" (other spellings such as "y90" become these).
     series : chooses one series in a DICOM folder of several.
     lung_shunt_fraction : fraction of the activity shunted to the lungs, in [0, 1); None if unknown.
@@ -180,8 +207,11 @@ class SpectInput:
         object.__setattr__(self, "activity_gbq", require_activity_gbq(self.activity_gbq, what="the SPECT activity"))
         object.__setattr__(self, "isotope", get_isotope(self.isotope).name)
         fraction = self.lung_shunt_fraction
-        if fraction is not None and not (isinstance(fraction, (int, float)) and 0 <= fraction < 1):
-            raise InputError(f"the lung shunt fraction must be in [0, 1), got {fraction!r}")
+        if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+                                     or not 0 <= fraction < 1):
+            raise InputError(f"the lung shunt fraction must be a number in [0, 1), got {fraction!r}")
+        if fraction is not None:
+            object.__setattr__(self, "lung_shunt_fraction", float(fraction))
 
 
 @dataclass(frozen=True)
@@ -269,8 +299,9 @@ class Plan:
             for role in CONTOUR_ROLES:
                 contour = getattr(entry, role, None)
                 if contour is not None:
+                    segments = [int(s) if is_label_value(s) and str(int(s)) == s else s for s in contour.segments]
                     fields[role] = (text(contour.path) if not contour.segments
-                                    else {"path": text(contour.path), "segments": list(contour.segments)})
+                                    else {"path": text(contour.path), "segments": segments})
             return fields
 
         spect = {**image(self.spect), "activity_gbq": self.spect.activity_gbq, "isotope": self.spect.isotope}
@@ -435,6 +466,20 @@ def _contour_facts(path: Path) -> _ContourFacts:
                      "a .seg.nrrd, a DICOM SEG or an RTSTRUCT")
 
 
+def _label_values(path: Path) -> tuple[int, ...]:
+    """The non-zero values of a plain label map (NIfTI, NRRD, MHA), ascending; reads its voxels."""
+    array = read_labels(path).array
+    if np.issubdtype(array.dtype, np.integer) and array.size and 0 <= array.min() and array.max() < 1 << 16:
+        return tuple(int(v) for v in np.flatnonzero(np.bincount(array.ravel())) if v != 0)
+    return tuple(int(v) for v in np.unique(array) if v != 0)
+
+
+def describe_values(values: Sequence[Any], *, most: int = 20) -> str:
+    """``values`` as "1, 5, 6", the first ``most`` and a count if there are more; "none" if empty."""
+    shown = ", ".join(str(v) for v in values[:most])
+    return (f"{shown}, ... ({len(values)} in all)" if len(values) > most else shown) or "none"
+
+
 def _same_voxels(a: Grid, b: Grid) -> bool:
     """True when both grids place the same voxel centres, in any axis order and sign (what orient_like accepts)."""
     cosines = np.abs(a.direction_matrix.T @ b.direction_matrix)  # [i, j]: |axis i of a . axis j of b|
@@ -456,6 +501,7 @@ class _Checker:
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         self._contours: dict[Path, _ContourFacts | None] = {}
+        self._values: dict[Path, tuple[int, ...] | None] = {}  # label values of plain label maps
 
     def problem(self, where: str, what: str) -> None:
         self.problems.append(f"{where}: {what}")
@@ -477,7 +523,7 @@ class _Checker:
     def image_and_contours(self, scan: _Scan) -> _ImageFacts | None:
         facts = self.image(scan)
         for role, contour in scan.contours.items():
-            self.contour(f"{scan.where}, {role}", contour, facts)
+            self.contour(f"{scan.where}, {role}", role, contour, facts)
         return facts
 
     def image(self, scan: _Scan) -> _ImageFacts | None:
@@ -505,7 +551,7 @@ class _Checker:
             self.problem(where, str(exc))
             return None
 
-    def contour(self, where: str, contour: ContourInput, image: _ImageFacts | None) -> None:
+    def contour(self, where: str, role: str, contour: ContourInput, image: _ImageFacts | None) -> None:
         path = contour.path
         if not path.exists():
             self.problem(where, f"no such file: {path}")
@@ -519,14 +565,17 @@ class _Checker:
         facts = self._contours[path]
         if facts is None:
             return
-        if contour.segments and facts.names is None:
-            self.problem(where, f"{path.name} is a label map without segment names: segments can be chosen in "
-                         "a DICOM SEG, an RTSTRUCT or a .seg.nrrd")
+        if facts.names is None:
+            self.label_map_segments(where, role, contour)
         elif contour.segments:
-            missing = [name for name in contour.segments if name not in (facts.names or ())]
+            missing = [name for name in contour.segments if name not in facts.names]
             if missing:
                 self.problem(where, f"{path.name} holds no segment {', '.join(map(repr, missing))}; it holds "
-                             f"{', '.join(map(repr, facts.names or ())) or 'none'}")
+                             f"{describe_values([repr(name) for name in facts.names])}")
+        elif role == "liver" and len(facts.names) > 1:
+            self.problem(where, f"{path.name} holds {len(facts.names)} segments "
+                         f"({describe_values([repr(name) for name in facts.names])}); choose the liver's with "
+                         f"'segments', e.g. {{path: {path.name}, segments: [{facts.names[0]}]}}")
         if image is None:
             return
         if facts.grid is not None and not _same_voxels(facts.grid, image.grid):
@@ -538,6 +587,35 @@ class _Checker:
         elif facts.frame_uids and image.frame_uid and image.frame_uid not in facts.frame_uids:
             self.problem(where, f"the {facts.kind} {path.name} lies in frame of reference "
                          f"{', '.join(facts.frame_uids)}, its image in {image.frame_uid}: it was drawn on another scan")
+
+    def label_map_segments(self, where: str, role: str, contour: ContourInput) -> None:
+        """Segments of a plain label map are label values it holds; a liver one must hold one or choose."""
+        path = contour.path
+        names = [segment for segment in contour.segments if not is_label_value(segment)]
+        if names:
+            self.problem(where, f"{path.name} is a label map without segment names: choose its segments by label "
+                         f"value (e.g. segments: [5]), not by name ({', '.join(map(repr, names))})")
+            return
+        if not contour.segments and role != "liver":
+            return  # lesions, landmarks: one per label, all taken
+        if path not in self._values:
+            try:
+                self._values[path] = _label_values(path)
+            except InputError as exc:
+                self.problem(where, str(exc))
+                self._values[path] = None
+        values = self._values[path]
+        if values is None:
+            return
+        missing = [segment for segment in contour.segments if int(segment) not in values]
+        if missing:
+            self.problem(where, f"{path.name} holds no label {', '.join(missing)}; it holds labels "
+                         f"{describe_values(values)}")
+        elif not contour.segments and not values:
+            self.problem(where, f"the liver contour is empty: {path.name} holds no label")
+        elif not contour.segments and len(values) > 1:
+            self.problem(where, f"{path.name} holds {len(values)} labels ({describe_values(values)}); choose the "
+                         f"liver's with 'segments', e.g. {{path: {path.name}, segments: [{values[0]}]}}")
 
     def same_space(self, spect: _ImageFacts | None, reference: _ImageFacts | None) -> None:
         """The SPECT must share the MAA CT's frame of reference where both are DICOM, and overlap it in space."""
@@ -594,22 +672,12 @@ class _PlanReader(Reader):
         return None if path is None or segments is None else ContourInput(path, segments)
 
     def segments(self, where: str, value: Any) -> tuple[str, ...] | None:
-        if isinstance(value, list) and value and all(isinstance(name, str) and name for name in value):
-            return tuple(value)
-        self.problem(where, f"must be a non-empty list of segment names, got {describe(value)}")
+        """Segment names, or label values (whole numbers > 0, or their digits as text) of a plain label map."""
+        if isinstance(value, list) and value and all(_is_segment(segment) for segment in value):
+            return tuple(str(segment) for segment in value)
+        self.problem(where, f"must be a non-empty list of segment names or label values (whole numbers > 0), "
+                     f"got {describe(value)}")
         return None
-
-    def activity(self, where: str, value: Any, *, key: str) -> float | None:
-        """The activity in GBq of the value of ``key`` (one of ACTIVITY_KEYS)."""
-        unit, gbq_per_unit = ACTIVITY_KEYS[key]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.problem(where, f"must be a number of {unit}, without unit (the unit is in the key), "
-                         f"got {describe(value)}")
-            return None
-        if not math.isfinite(value) or value <= 0:
-            self.problem(where, f"must be a positive number of {unit}, got {value!r}")
-            return None
-        return float(value) * gbq_per_unit
 
     def contours(self, where: str, fields: dict[str, Any]) -> dict[str, ContourInput]:
         parsed = {role: self.get(where, fields, role, self.contour) for role in CONTOUR_ROLES}
@@ -664,7 +732,9 @@ class _PlanReader(Reader):
         if len(given) > 1:
             self.problem(where, f"give the activity once, not as {' and '.join(given)}")
         elif given:
-            activity_gbq = self.get(where, fields, given[0], lambda at, value: self.activity(at, value, key=given[0]))
+            unit, gbq_per_unit = ACTIVITY_KEYS[given[0]]
+            activity_gbq = self.get(where, fields, given[0],
+                                    lambda at, value: self.activity(at, value, unit=unit, gbq_per_unit=gbq_per_unit))
         elif not unitless:
             self.problem(where, f"missing the activity: {' or '.join(map(repr, ACTIVITY_KEYS))}")
         isotope = self.get(where, fields, "isotope", self.isotope)

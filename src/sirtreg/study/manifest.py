@@ -23,7 +23,7 @@ Example (relative paths resolve against the folder of the manifest)::
           lesions: P01/maa_ct_lesions.nii.gz
         spect:                    # the 99mTc-MAA SPECT
           image: P01/maa_spect.nii.gz
-          activity_gbq: 1.8       # administered activity, GBq, > 0
+          activity_gbq: 1.8       # administered activity, GBq, > 0 and <= 100 (a warning above 20)
           isotope: Y-90           # Y-90 or Ho-166
           lung_shunt_fraction: 0.04               # optional, in [0, 1)
         floating:                 # at least one
@@ -43,12 +43,15 @@ Example (relative paths resolve against the folder of the manifest)::
             landmark_map: P01/mr1_landmarks.nii.gz
 
 An image may be a file (NIfTI, NRRD, MHA) or a DICOM folder. :func:`read_manifest`
-checks the manifest and collects every problem before it refuses: unknown keys
-(typos), repeated keys, missing fields and files, bad ids, modalities, splits,
-activities (GBq, > 0, and the unit must be in the name: ``activity_gbq``),
-isotopes and lung shunt fractions, repeated patient or floating ids, and landmark
-labels that do not pair (the non-zero values of a floating landmark map must be
-those of the reference landmark map). It does not check image geometry.
+checks the manifest and collects every problem before it refuses: files beyond the
+bounds of :class:`~sirtreg.yaml_input.Loader` (1 MiB, 100 aliases, 32 levels: no
+"billion laughs"), unknown keys (typos), repeated keys, missing fields and files, bad
+ids, modalities, splits, activities (finite numbers of GBq, > 0 and at most 100 GBq,
+a warning logged above 20 GBq or below 10 MBq; the unit must be in the name:
+``activity_gbq``), isotopes, lung shunt fractions (finite, in [0, 1); ``.nan`` and
+``.inf`` are refused wherever a number is read), repeated patient or floating ids,
+and landmark labels that do not pair (the non-zero values of a floating landmark map
+must be those of the reference landmark map). It does not check image geometry.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from sirtreg.dosimetry.isotopes import require_activity_gbq
 from sirtreg.errors import InputError
 from sirtreg.io import read_labels
 from sirtreg.yaml_input import (
@@ -104,12 +108,22 @@ class ReferenceImage:
 
 @dataclass(frozen=True)
 class SpectImage:
-    """The MAA SPECT, the administered activity (GBq) and its isotope ("Y-90" or "Ho-166")."""
+    """The MAA SPECT, the administered activity (GBq, > 0 and at most 100) and its isotope ("Y-90" or "Ho-166");
+    the lung shunt fraction, if known, is in [0, 1)."""
 
     image: Path
     activity_gbq: float
     isotope: str
     lung_shunt_fraction: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.activity_gbq, bool):
+            raise InputError(f"the SPECT activity must be a number in GBq, got {self.activity_gbq!r}")
+        object.__setattr__(self, "activity_gbq", require_activity_gbq(self.activity_gbq, what="the SPECT activity"))
+        fraction = self.lung_shunt_fraction
+        if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+                                     or not 0 <= fraction < 1):
+            raise InputError(f"the lung shunt fraction must be a number in [0, 1), got {fraction!r}")
 
 
 @dataclass(frozen=True)
@@ -179,11 +193,8 @@ class _ManifestReader(Reader):
         return COMPUTE if value == COMPUTE else self.path(where, value)
 
     def activity_gbq(self, where: str, value: Any) -> float | None:
-        activity = self.number(where, value)
-        if activity is not None and activity <= 0:
-            self.problem(where, f"must be a positive number of GBq, got {value!r}")
-            return None
-        return activity
+        """A number of GBq: finite, > 0 and at most MAX_ACTIVITY_GBQ (see :meth:`Reader.activity`)."""
+        return None if self.number(where, value) is None else self.activity(where, value)
 
     def label_values(self, where: str, path: Path) -> frozenset[int] | None:
         """The non-zero values of a label map (read once per path), or None if it cannot be read."""
