@@ -133,7 +133,7 @@ def test_dose_of_a_uniform_liver(tmp_path):
     # 0.125 GBq in 125 mL * 1.05 g/mL = 0.13125 kg of liver: 49.67 * 0.125 / 0.13125 = 47.30 Gy
     assert "47.3" in result.stdout
     assert {p.name for p in (tmp_path / "dose").iterdir()} == {"dose.nii.gz", "structures.csv", "structures.json",
-                                                                "dvh.png"}
+                                                                "dvh.png", "sirtreg-manifest.json"}
 
 
 def test_dose_refuses_a_negative_activity_before_writing(tmp_path):
@@ -183,3 +183,16 @@ def test_register_refuses_bad_settings_before_any_work(image_and_labels, tmp_pat
                                  "--reference-liver", str(labels), "--floating-liver", str(labels),
                                  option, value, "-o", str(tmp_path / "out")])
     assert_refused(result, message)
+
+
+def test_dose_takes_the_liver_of_a_multi_label_map_by_its_value(tmp_path):
+    spect, liver = _uniform_spect_and_liver(tmp_path)
+    grid = Grid((20, 20, 20), (5.0, 5.0, 5.0), (-50.0, -50.0, -50.0))
+    organs = np.zeros(grid.shape, dtype=np.uint8)
+    organs[5:15, 5:15, 5:15] = 1  # the liver of the uniform case: 125 mL
+    organs[0:4, 0:4, 0:4], organs[16:20, 16:20, 0:4] = 5, 6  # two other organs
+    path = write_image(LabelVolume(organs, grid), tmp_path / "organs.nii.gz")  # NIfTI: values without names
+    result = runner.invoke(app, ["dose", "--spect", str(spect), "--liver", str(path), "--liver-segment", "1",
+                                 "--activity-gbq", "0.125", "-o", str(tmp_path / "dose")])
+    assert result.exit_code == 0, result.output
+    assert "47.3" in result.stdout  # the same dose as the liver alone, not spread over three organs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -148,10 +149,10 @@ def phantom(
     overwrite: Annotated[bool, typer.Option(help="Write into a non-empty folder.")] = False,
 ) -> None:
     """Write a digital SIRT patient: MAA CT, contrast CT, MR, MAA SPECT and their truth."""
-    from sirtreg.io import check_output_folder
+    from sirtreg.output_folder import OutputFolder
     from sirtreg.phantom import write_patient
 
-    check_output_folder(outdir, overwrite=overwrite)
+    OutputFolder(outdir, overwrite=overwrite, command="phantom").check()  # refused before the progress bar
     with progress_bar("phantom") as progress:
         manifest = write_patient(outdir, seed=seed, resolution=resolution, overwrite=overwrite, progress=progress)
     console.print(f"wrote patient (seed {seed}) to {outdir}; manifest {outdir / 'patient.json'}", highlight=False)
@@ -248,21 +249,35 @@ def review(
     console.print(f"review of {server.folder.describe()}: {server.url}\n"
                   f"scores are saved to {server.folder.store_path}; press Ctrl-C to stop", highlight=False,
                   soft_wrap=True)
-    if not no_browser:
-        import webbrowser
-
-        webbrowser.open(server.url)
+    launcher = None if no_browser else _open_privately(server.url)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+        if launcher is not None:
+            launcher.unlink(missing_ok=True)
     console.print(f"stopped; {len(server.store.scores())} score(s) in {server.folder.store_path}", highlight=False)
 
 
+def _open_privately(url: str) -> Path:
+    """Open ``url`` in the browser through a page only this user can read, so that the token in the
+    address never appears on a command line other users can list; returns that page (delete it after)."""
+    import html
+    import tempfile
+    import webbrowser
+
+    descriptor, name = tempfile.mkstemp(prefix="sirtreg-review-", suffix=".html")  # mode 0600
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(f'<!doctype html><meta http-equiv="refresh" content="0; url={html.escape(url)}">'
+                     f'<a href="{html.escape(url)}">open the review</a>')
+    webbrowser.open(Path(name).as_uri())
+    return Path(name)
+
+
 def _read_structures(path: Path, segments: list[str]) -> list[Any]:
-    """Label maps from a file: the named segments of a Slicer segmentation or labels of a label map."""
+    """Label maps from a file: the segments of a Slicer segmentation, or labels (name or value) of a label map."""
     from sirtreg.geometry import LabelVolume
     from sirtreg.io import is_segmentation_file, read_labels, read_segmentation
 
@@ -272,14 +287,32 @@ def _read_structures(path: Path, segments: list[str]) -> list[Any]:
     labels = read_labels(path)
     if not segments:
         return [labels]
-    return [LabelVolume.from_mask(labels.mask(name), labels.grid, name=labels.labels[labels.value_of(name)])
-            for name in segments]
+    chosen = []
+    for segment in segments:
+        value = labels.value_of(segment)
+        if value not in labels.present_labels():
+            raise InputError(f"{path.name} holds no label {segment!r}; it holds {_label_list(labels)}")
+        chosen.append(LabelVolume.from_mask(labels.array == value, labels.grid,
+                                            name=labels.labels.get(value, f"{path.name.split('.')[0]} {value}")))
+    return chosen
+
+
+def _label_list(labels: Any, most: int = 12) -> str:
+    """'1 (liver), 2, 5 (spleen)': the values present in a label map with their names."""
+    present = labels.present_labels()
+    items = [f"{v} ({labels.labels[v]})" if labels.labels.get(v, f"label {v}") != f"label {v}" else str(v)
+             for v in present[:most]]
+    return ", ".join(items) + (f" and {len(present) - most} more" if len(present) > most else "") or "no label"
 
 
 def _one_structure(path: Path, segment: str | None, what: str) -> Any:
+    """The one structure (liver, perfused volume) of a file; a file of several is refused unless one is chosen."""
     structures = _read_structures(path, [segment] if segment else [])
     if len(structures) != 1:
         raise SirtregError(f"{path.name} holds several segments; name the {what} with --{what}-segment")
+    if len(structures[0].present_labels()) > 1:
+        raise InputError(f"{path.name} holds several labels ({_label_list(structures[0])}); choose the {what} with "
+                         f"--{what}-segment NAME or VALUE")
     return structures[0]
 
 
@@ -295,9 +328,11 @@ def dose(
     activity_gbq: Annotated[float, typer.Option("--activity-gbq", help="Administered activity in GBq.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (new or empty).")],
     isotope: Annotated[str, typer.Option(help="y90 or ho166.")] = "y90",
-    liver_segment: Annotated[str | None, typer.Option(help="Segment name/value of the liver in its file.")] = None,
+    liver_segment: Annotated[str | None, typer.Option(
+        help="Segment name or label value of the liver in its file (needed when it holds several).")] = None,
     lesions: Annotated[list[Path] | None, typer.Option(help="Lesion label maps or .seg.nrrd (repeatable).")] = None,
-    lesion_segments: Annotated[str | None, typer.Option(help="Comma-separated lesion segment names.")] = None,
+    lesion_segments: Annotated[str | None, typer.Option(
+        help="Comma-separated lesion segment names or label values.")] = None,
     perfused: Annotated[Path | None, typer.Option(help="Perfused-volume contour: spread the activity in it.")] = None,
     perfused_segment: Annotated[str | None, typer.Option(help="Segment name/value of the perfused volume.")] = None,
     lung_shunt_fraction: Annotated[float, typer.Option(help="Lung shunt fraction in [0, 1).")] = 0.0,
@@ -310,10 +345,11 @@ def dose(
 ) -> None:
     """Absorbed dose by local deposition: dose map, per-structure table (mean, V70, V100, Dx) and DVHs."""
     from sirtreg.dosimetry import dose_report, write_dose_outputs
-    from sirtreg.io import check_output_folder, read_image
+    from sirtreg.io import read_image
+    from sirtreg.output_folder import OutputFolder
 
-    check_output_folder(output, overwrite=overwrite)
-    _refuse_overwriting_inputs(output, [spect, liver, *(lesions or []), *([perfused] if perfused else [])])
+    inputs = [spect, liver, *(lesions or []), *([perfused] if perfused else [])]
+    OutputFolder(output, overwrite=overwrite, inputs=inputs, command="dose").check()
     spect_volume = read_image(spect, modality="NM")
     liver_labels = _one_structure(liver, liver_segment, "liver")
     lesion_labels = [item for path in lesions or [] for item in _read_structures(path, _names(lesion_segments))]
@@ -323,7 +359,7 @@ def dose(
         lung_shunt_fraction=lung_shunt_fraction, lung_mass_kg=lung_mass_kg, density_g_per_ml=density_g_per_ml,
         calibration_time=calibration_time, injection_time=injection_time,
     )
-    outputs = write_dose_outputs(report, output, overwrite=overwrite)
+    outputs = write_dose_outputs(report, output, overwrite=overwrite, inputs=inputs)
     table = Table("structure", "volume (mL)", "mean (Gy)", "V70 (%)", "V100 (%)", "note", title="absorbed dose")
     for row in report.rows():
         table.add_row(*(_cell(row.get(key)) for key in
@@ -442,55 +478,84 @@ def register_command(
     landmark_channels: Annotated[str | None, typer.Option(
         help="each (one label channel per landmark) or paper (all landmarks one class, as in the paper).")] = None,
     affine_only: Annotated[bool, typer.Option(help="Stop after the affine stage (wI = wS = 0).")] = False,
+    liver_segment: Annotated[str | None, typer.Option(
+        help="Segment name or label value of the liver in both liver files (needed when they hold several).")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    overwrite: Annotated[bool, typer.Option(help="Write into a non-empty folder.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace an earlier output of sirtreg in that folder, once the new one is complete.")] = False,
 ) -> None:
     """Register a floating CT/MR to the reference MAA CT; write transforms, warped images and an overlay PNG."""
     from dataclasses import replace
 
-    from sirtreg.io import check_output_folder, read_image, read_labels, write_image
+    from sirtreg.io import read_image, read_labels, write_image
+    from sirtreg.output_folder import OutputFolder, final_paths
     from sirtreg.register import guidance_labels, preset, register, warp, write_registration
     from sirtreg.report.views import save_registration_views
 
-    check_output_folder(output, overwrite=overwrite)
     inputs = [p for p in (reference, floating, reference_liver, floating_liver, reference_landmarks,
                           floating_landmarks, floating_lesions) if p is not None]
-    _refuse_overwriting_inputs(output, inputs)
     weights = {name: value for name, value in (("image_weight", image_weight), ("label_weight", label_weight),
                                                ("rigidity", rigidity), ("folding_weight", folding_weight))
                if value is not None}
+    if affine_only and weights.keys() & {"image_weight", "label_weight", "rigidity"}:
+        raise InputError("--affine-only runs no non-rigid stage: leave out --wi, --ws and --rigidity")
     if affine_only:
         weights.update(image_weight=0.0, label_weight=0.0)
     settings = preset(guidance, **weights)  # type: ignore[arg-type]
     settings = replace(settings, device=device, landmark_channels=landmark_channels or settings.landmark_channels,
                        nonrigid=replace(settings.nonrigid, similarity=similarity or settings.nonrigid.similarity))
-    reference_image, floating_image = read_image(reference), read_image(floating)
-    livers = [read_labels(p) if p is not None else None for p in (reference_liver, floating_liver)]
-    landmarks = [read_labels(p) if p is not None else None for p in (reference_landmarks, floating_landmarks)]
-    if guidance == "liver+landmarks" and None in landmarks:
+    if guidance == "liver+landmarks" and None in (reference_landmarks, floating_landmarks):
         raise SirtregError("liver+landmarks guidance needs --reference-landmarks and --floating-landmarks")
-    if guidance != "image" and None in livers:
+    if guidance != "image" and None in (reference_liver, floating_liver):
         raise SirtregError(f"{guidance} guidance needs --reference-liver and --floating-liver")
-    labels = [guidance_labels(liver, marks if guidance == "liver+landmarks" else None) if liver is not None else None
-              for liver, marks in zip(livers, landmarks)]
-    with progress_bar(f"register ({guidance})") as progress:
-        result = register(reference_image, floating_image, settings=settings, reference_labels=labels[0],
-                          floating_labels=labels[1] if guidance != "image" else None, progress=progress)
-    written = write_registration(result, output, overwrite=overwrite, extra={
-        "reference": reference_image.describe(), "floating": floating_image.describe()})
-    grid = reference_image.grid
-    warped = warp(floating_image, result.transform, grid, fill_value=float(floating_image.array.min()))
-    written["warped"] = write_image(warped, output / "warped_floating.nii.gz", overwrite=overwrite)
-    warped_liver = None
-    for name, item in (("liver", livers[1]), ("landmarks", landmarks[1]),
-                       ("lesions", read_labels(floating_lesions) if floating_lesions else None)):
-        if item is not None:
-            carried = warp(item, result.transform, grid, label_mode="one-hot")
-            written[f"warped {name}"] = write_image(carried, output / f"warped_{name}.nii.gz", overwrite=overwrite)
-            warped_liver = carried if name == "liver" else warped_liver
-    written["overlay"] = save_registration_views(reference_image, warped, output / "overlay.png",
-                                                 reference_labels=livers[0], warped_labels=warped_liver)
+    with OutputFolder(output, overwrite=overwrite, inputs=inputs, command="register") as out:
+        reference_image, floating_image = read_image(reference), read_image(floating)
+        livers = [_one_structure(p, liver_segment, "liver") if p is not None else None
+                  for p in (reference_liver, floating_liver)]
+        landmarks = [read_labels(p) if p is not None else None for p in (reference_landmarks, floating_landmarks)]
+        labels = [guidance_labels(liver, marks if guidance == "liver+landmarks" else None)
+                  if liver is not None else None for liver, marks in zip(livers, landmarks)]
+        with progress_bar(f"register ({guidance})") as progress:
+            result = register(reference_image, floating_image, settings=settings, reference_labels=labels[0],
+                              floating_labels=labels[1] if guidance != "image" else None, progress=progress)
+        written = write_registration(result, out.staging, extra={
+            "reference": reference_image.describe(), "floating": floating_image.describe()})
+        grid = reference_image.grid
+        warped = warp(floating_image, result.transform, grid, fill_value=float(floating_image.array.min()))
+        written["warped"] = write_image(warped, out.staging / "warped_floating.nii.gz")
+        warped_liver = None
+        for name, item in (("liver", livers[1]), ("landmarks", landmarks[1]),
+                           ("lesions", read_labels(floating_lesions) if floating_lesions else None)):
+            if item is not None:
+                carried = warp(item, result.transform, grid, label_mode="one-hot")
+                written[f"warped {name}"] = write_image(carried, out.staging / f"warped_{name}.nii.gz")
+                warped_liver = carried if name == "liver" else warped_liver
+        written["overlay"] = save_registration_views(reference_image, warped, out.staging / "overlay.png",
+                                                     reference_labels=livers[0], warped_labels=warped_liver)
+        written = final_paths(out, written)
     _print_files(f"registration ({guidance}), {result.seconds:.1f} s", written)
+
+
+MAX_POINTS_FILE_BYTES = 1 << 20
+"""A points file larger than this is not a list of landmarks."""
+
+
+def _read_points(path: Path) -> Any:
+    """Named points (LPS mm) from a JSON file, refusing what cannot be one."""
+    from sirtreg.geometry import Landmarks
+    from sirtreg.io import require_file
+
+    require_file(path)
+    if path.stat().st_size > MAX_POINTS_FILE_BYTES:
+        raise InputError(f"{path.name} is {path.stat().st_size} bytes, too large for a points file")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, RecursionError, ValueError) as exc:
+        raise InputError(f"{path.name} is not valid JSON: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+    try:
+        return Landmarks.from_dict(document)
+    except InputError as exc:
+        raise InputError(f"{path.name}: {exc}") from None
 
 
 @app.command("warp")
@@ -507,19 +572,22 @@ def warp_command(
     from sirtreg.io import prepare_output, read_image, read_labels, write_image
     from sirtreg.register import map_floating_points, read_transform, warp
 
+    from sirtreg.output_folder import write_atomically
+
     _refuse_overwriting_inputs(output, [registration, source, *([reference] if reference else [])])
     prepare_output(output, overwrite=overwrite)
+    if source.suffix.lower() != ".json" and reference is None:
+        raise SirtregError("warping an image needs --reference (the grid to warp onto)")
+    points = _read_points(source) if source.suffix.lower() == ".json" else None
     transform = read_transform(registration)
-    if source.suffix.lower() == ".json":
+    if points is not None:
         from sirtreg.geometry import Landmarks
 
-        points = Landmarks.from_dict(json.loads(source.read_text()))
         mapped = Landmarks(points.names, map_floating_points(transform, points.points_mm))
-        output.write_text(json.dumps(mapped.to_dict(), indent=2))
+        write_atomically(output, json.dumps(mapped.to_dict(), indent=2) + "\n", overwrite=overwrite)
         console.print(f"wrote {len(mapped)} points in reference space to {output}", highlight=False)
         return
-    if reference is None:
-        raise SirtregError("warping an image needs --reference (the grid to warp onto)")
+    assert reference is not None
     grid = read_image(reference).grid
     volume = read_labels(source) if as_labels else read_image(source)
     warped = warp(volume, transform, grid, **({"label_mode": "one-hot"} if as_labels else

@@ -331,12 +331,13 @@ class LabelVolume(Volume):
         return LabelVolume(array, grid, self.modality, dict(self.meta), dict(self.labels))
 
     def value_of(self, label: int | str) -> int:
-        """Label value for a value or a name; raises InputError if unknown."""
+        """Label value for a value, a name, or a value written as text ("5"); raises InputError if unknown."""
         if isinstance(label, str):
             matches = [v for v, n in self.labels.items() if n.lower() == label.lower()]
-            if not matches:
+            if matches:
+                return matches[0]
+            if not label.strip().isdigit():
                 raise InputError(f"no label named {label!r}; known: {', '.join(self.labels.values()) or 'none'}")
-            return matches[0]
         return int(label)
 
     def mask(self, label: int | str) -> np.ndarray:
@@ -411,7 +412,15 @@ class Landmarks:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Landmarks:
-        return cls(tuple(data.keys()), np.asarray(list(data.values()), dtype=float).reshape(-1, 3))
+        """Points from ``{name: [x, y, z]}`` (LPS mm); refuses anything else."""
+        if not isinstance(data, Mapping) or not data:
+            raise InputError("points must be a non-empty mapping {name: [x, y, z]} (LPS mm)")
+        for name, value in data.items():
+            if (not isinstance(value, (list, tuple)) or len(value) != 3
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+                raise InputError(f"point {str(name)[:40]!r} must be three numbers [x, y, z] in mm, got "
+                                 f"{str(value)[:60]}")
+        return cls(tuple(str(name) for name in data), np.asarray(list(data.values()), dtype=float).reshape(-1, 3))
 
 
 @dataclass(frozen=True, eq=False)

@@ -146,8 +146,11 @@ def test_bad_spect_voxels_are_refused(uniform_spect, liver_on_spect, bad, messag
 @pytest.mark.parametrize("options, message", [
     ({"lung_shunt_fraction": 1.0}, r"lung shunt fraction must be in \[0, 1\)"),
     ({"lung_shunt_fraction": math.nan}, r"lung shunt fraction must be in \[0, 1\)"),
-    ({"density_g_per_ml": 0.0}, r"tissue density \(g/mL\) must be a positive number"),
-    ({"lung_mass_kg": -1.0}, r"lung mass \(kg\) must be a positive number"),
+    ({"density_g_per_ml": 0.0}, r"tissue density \(g/mL\) must be in \[0.3, 2\], got 0.0"),
+    ({"density_g_per_ml": math.nan}, r"tissue density \(g/mL\) must be in \[0.3, 2\], got nan"),
+    ({"density_g_per_ml": 1050.0}, r"tissue density \(g/mL\) must be in \[0.3, 2\], got 1050.0"),  # kg/m^3
+    ({"lung_mass_kg": -1.0}, r"lung mass \(kg\) must be in \[0.1, 5\], got -1.0"),
+    ({"lung_mass_kg": 1000.0}, r"lung mass \(kg\) must be in \[0.1, 5\], got 1000.0"),  # grams
 ])
 def test_bad_options_are_refused(uniform_spect, liver_on_spect, options, message):
     with pytest.raises(InputError, match=message):

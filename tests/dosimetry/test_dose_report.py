@@ -80,10 +80,11 @@ def test_outputs_are_written_and_never_overwritten(spect_with_lesion, liver_on_c
     assert document["summary"]["isotope"] == "Y-90" and len(document["structures"]) == 3
     assert [d["structure"] for d in document["dvh"]] == ["liver", "Tumor 1"]
     paths["structures.csv"].unlink()
-    with pytest.raises(OutputExistsError, match="dose.nii.gz exists"):
+    with pytest.raises(OutputExistsError, match="is not empty"):
         write_dose_outputs(report, tmp_path / "out")
     assert not paths["structures.csv"].exists()  # nothing was written
     write_dose_outputs(report, tmp_path / "out", overwrite=True)
+    assert paths["structures.csv"].is_file()
 
 
 def test_report_refuses_bad_activity(uniform_spect, liver_on_spect):

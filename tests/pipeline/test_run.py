@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from sirtreg.cli import app
 from sirtreg.errors import InputError, OutputExistsError
-from sirtreg.geometry import LabelVolume, Volume
+from sirtreg.geometry import Grid, LabelVolume, Volume
 from sirtreg.io import (
     Segmentation,
     orient_like,
@@ -36,8 +36,10 @@ from sirtreg.io import (
     write_dicom_series,
     write_image,
     write_rtstruct,
+    write_segmentation,
 )
 from sirtreg.metrics import dice
+from sirtreg.output_folder import OutputFolder
 from sirtreg.phantom import write_patient
 from sirtreg.pipeline import (
     ContourInput,
@@ -586,16 +588,20 @@ def test_an_interrupted_run_leaves_no_output(patient, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_plan(plan, tmp_path / "out")
     assert list(tmp_path.iterdir()) == []
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "old.txt").write_text("an earlier run")
+    _earlier_output(tmp_path / "out")
     with pytest.raises(KeyboardInterrupt):
         run_plan(plan, tmp_path / "out", overwrite=True)
     assert [p.name for p in tmp_path.iterdir()] == ["out"] and (tmp_path / "out" / "old.txt").is_file()
 
 
+def _earlier_output(folder: Path) -> None:
+    """An earlier output of sirtreg in ``folder``: ``old.txt`` and its manifest."""
+    with OutputFolder(folder, command="run") as output:
+        (output.staging / "old.txt").write_text("an earlier run")
+
+
 def test_overwrite_replaces_the_whole_folder(patient, tmp_path):
-    (tmp_path / "out").mkdir()
-    (tmp_path / "out" / "old.txt").write_text("an earlier run")
+    _earlier_output(tmp_path / "out")
     (tmp_path / ".out.partial").mkdir()  # left by a killed run
     (tmp_path / ".out.partial" / "dose.nii.gz").write_text("half")
     result = run_plan(_plan(patient, floating=()), tmp_path / "out", overwrite=True)
@@ -676,3 +682,49 @@ def test_cli_run_passes_deidentify_and_refuses_a_lone_pseudonym(patient, tmp_pat
         result = runner.invoke(app, ["run", str(plan), "-o", out, *options])
         assert result.exit_code == 2 and message in result.stderr, result.output
     assert len(calls) == 1
+
+
+# --- contours: segments by name or by label value ---------------------------------------
+@pytest.fixture
+def organs(tmp_path) -> tuple[Volume, Path]:
+    """An image and a plain label map of three organs on its voxels (values 1, 5, 6, as TotalSegmentator's)."""
+    grid = Grid((6, 5, 4), (2.0, 2.0, 3.0), (10.0, -5.0, 0.0))
+    array = np.zeros(grid.shape, np.uint8)
+    array[0, :2], array[1, 1:4], array[3, 2:] = 1, 5, 6
+    return (Volume(np.zeros(grid.shape, np.float32), grid, "CT"),
+            write_image(LabelVolume(array, grid), tmp_path / "organs.nii.gz"))
+
+
+def test_a_liver_is_taken_by_label_value_from_a_plain_label_map(organs):
+    image, path = organs
+    array = read_labels(path).array
+    liver = run_module._read_contour(ContourInput(path, (5,)), image, "liver")
+    assert np.array_equal(liver.array > 0, array == 5)
+    lesions = run_module._read_contour(ContourInput(path, ("5", "6")), image, "lesions")
+    assert lesions.labels == {5: "lesion 5", 6: "lesion 6"}
+    assert np.array_equal(lesions.array, np.where(array > 1, array, 0))
+    everything = run_module._read_contour(ContourInput(path), image, "lesions")  # one lesion per label: all taken
+    assert sorted(everything.labels) == [1, 5, 6]
+
+
+@pytest.mark.parametrize(("segments", "expected"), [
+    ((), r"^organs\.nii\.gz holds 3 labels \(1, 5, 6\); choose the liver's with 'segments' in the plan, "
+         r"e\.g\. \{path: organs\.nii\.gz, segments: \[1\]\}$"),
+    ((7,), r"^organs\.nii\.gz holds no label 7; it holds labels 1, 5, 6$"),
+    (("Liver",), r"^organs\.nii\.gz is a label map without segment names: choose its segments by label value"),
+])
+def test_a_liver_label_map_of_several_labels_needs_its_value(organs, segments, expected):
+    image, path = organs
+    with pytest.raises(InputError, match=expected):
+        run_module._read_contour(ContourInput(path, segments), image, "liver")
+
+
+def test_a_liver_segmentation_of_several_segments_needs_its_name(organs, tmp_path):
+    image, path = organs
+    array = read_labels(path).array
+    masks = {"Liver": array == 5, "Spleen": array == 1}
+    seg = write_segmentation(Segmentation.from_masks(image.grid, masks), tmp_path / "organs.seg.nrrd")
+    with pytest.raises(InputError, match=r"organs\.seg\.nrrd holds 2 segments \('Liver', 'Spleen'\); choose the "):
+        run_module._read_contour(ContourInput(seg), image, "liver")
+    liver = run_module._read_contour(ContourInput(seg, ("Liver",)), image, "liver")
+    assert np.array_equal(liver.array > 0, array == 5)

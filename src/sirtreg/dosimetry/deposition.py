@@ -41,6 +41,10 @@ from sirtreg.geometry import LabelVolume, Volume
 DEFAULT_DENSITY_G_PER_ML = 1.05
 #: lung mass in kg used for the lung dose when none is given (MIRD partition-model convention)
 DEFAULT_LUNG_MASS_KG = 1.0
+#: tissue densities (g/mL) accepted: from lung to cortical bone
+DENSITY_RANGE_G_PER_ML = (0.3, 2.0)
+#: lung masses (kg) accepted: a child's to a large adult's
+LUNG_MASS_RANGE_KG = (0.1, 5.0)
 
 
 def require_positive(value: float, *, what: str) -> float:
@@ -48,6 +52,14 @@ def require_positive(value: float, *, what: str) -> float:
     value = float(value)
     if not math.isfinite(value) or value <= 0:
         raise InputError(f"{what} must be a positive number, got {value!r}")
+    return value
+
+
+def require_in_range(value: float, low: float, high: float, *, what: str) -> float:
+    """``value`` as a float in [low, high], refusing NaN; ``what`` names it with its unit."""
+    value = float(value)
+    if not low <= value <= high:
+        raise InputError(f"{what} must be in [{low:g}, {high:g}], got {value!r}")
     return value
 
 
@@ -161,9 +173,9 @@ def local_deposition_dose(
     if not territories:
         raise InputError("at least one territory (contour and activity) is needed")
     isotope = get_isotope(isotope)
-    density = require_positive(density_g_per_ml, what="tissue density (g/mL)")
+    density = require_in_range(density_g_per_ml, *DENSITY_RANGE_G_PER_ML, what="tissue density (g/mL)")
     lsf = require_fraction(lung_shunt_fraction, what="lung shunt fraction")
-    lung_mass = require_positive(lung_mass_kg, what="lung mass (kg)")
+    lung_mass = require_in_range(lung_mass_kg, *LUNG_MASS_RANGE_KG, what="lung mass (kg)")
     uptake = measure_uptake(
         spect,
         [t.contour for t in territories],

@@ -65,15 +65,33 @@ def get_isotope(isotope: str | Isotope) -> Isotope:
     return found
 
 
+MAX_ACTIVITY_GBQ = 100.0
+"""More activity than any SIRT treatment (vials hold up to about 20 GBq): a number in MBq, or a typing error."""
+PLAUSIBLE_ACTIVITY_GBQ = 20.0
+"""Above this an activity is accepted with a warning."""
+MAX_DECAY_HALF_LIVES = 20.0
+"""Calibration and injection more half-lives apart than this are a wrong date, not a treatment."""
+
+
 def require_activity_gbq(activity_gbq: float, *, what: str = "activity") -> float:
-    """``activity_gbq`` as a float, refusing NaN, infinite, zero and negative values."""
+    """``activity_gbq`` as a float in (0, :data:`MAX_ACTIVITY_GBQ`] GBq, refusing NaN and infinite values."""
     try:
         value = float(activity_gbq)
     except (TypeError, ValueError):
         raise InputError(f"{what} must be a number in GBq, got {activity_gbq!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise InputError(f"{what} must be a positive number of GBq, got {activity_gbq!r}")
+    if value > MAX_ACTIVITY_GBQ:
+        raise InputError(f"{what} of {value:g} GBq is more than any SIRT treatment ({MAX_ACTIVITY_GBQ:g} GBq at "
+                         f"most): did you give MBq? ({value:g} MBq = {value / 1000:g} GBq)")
     return value
+
+
+def activity_warnings(activity_gbq: float) -> list[str]:
+    """Plausibility warnings for an administered activity (GBq) that was accepted."""
+    if activity_gbq > PLAUSIBLE_ACTIVITY_GBQ:
+        return [f"an activity of {activity_gbq:g} GBq is more than {PLAUSIBLE_ACTIVITY_GBQ:g} GBq: did you mean MBq?"]
+    return []
 
 
 def decay_corrected_activity_gbq(
@@ -90,4 +108,10 @@ def decay_corrected_activity_gbq(
         elapsed_h = (injection_time - calibration_time).total_seconds() / 3600.0
     except TypeError:
         raise InputError("calibration and injection times must both carry a timezone or both not") from None
-    return activity * 2.0 ** (-elapsed_h / get_isotope(isotope).half_life_h)
+    isotope = get_isotope(isotope)
+    if abs(elapsed_h) > MAX_DECAY_HALF_LIVES * isotope.half_life_h:
+        raise InputError(
+            f"calibration ({calibration_time.isoformat()}) and injection ({injection_time.isoformat()}) are "
+            f"{abs(elapsed_h) / 24:.0f} days apart, more than {MAX_DECAY_HALF_LIVES:g} half-lives of {isotope.name} "
+            f"({MAX_DECAY_HALF_LIVES * isotope.half_life_h / 24:.0f} days): check the dates")
+    return activity * 2.0 ** (-elapsed_h / isotope.half_life_h)

@@ -21,6 +21,7 @@ from sirtreg.dosimetry.deposition import (
 )
 from sirtreg.dosimetry.isotopes import (
     Isotope,
+    activity_warnings,
     decay_corrected_activity_gbq,
     require_activity_gbq,
 )
@@ -34,7 +35,8 @@ from sirtreg.dosimetry.structures import (
 from sirtreg.dosimetry.uptake import MAX_OUTSIDE_FRACTION
 from sirtreg.errors import InputError
 from sirtreg.geometry import LabelVolume, Volume
-from sirtreg.io import prepare_output, write_image
+from sirtreg.io import write_image
+from sirtreg.output_folder import OutputFolder, final_paths
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +133,8 @@ def dose_report(
     if (calibration_time is None) != (injection_time is None):
         raise InputError("decay correction needs both the calibration time and the injection time")
     activity = require_activity_gbq(activity_gbq)
+    for warning in activity_warnings(activity):
+        log.warning(warning)
     if calibration_time is not None:
         activity = decay_corrected_activity_gbq(activity, isotope=isotope, calibration_time=calibration_time,
                                                 injection_time=injection_time)
@@ -172,30 +176,35 @@ def _selected(contour: LabelVolume, label: int | str | None, default_name: str) 
     return LabelVolume.from_mask(contour.array == value, contour.grid, name=contour.labels.get(value, default_name))
 
 
-def write_dose_outputs(report: DoseReport, outdir: str | os.PathLike[str], *, overwrite: bool = False) -> dict[str, Path]:
-    """Write ``dose.nii.gz`` (Gy), ``structures.csv``, ``structures.json`` and ``dvh.png`` into ``outdir``.
+def write_dose_outputs(report: DoseReport, outdir: str | os.PathLike[str], *, overwrite: bool = False,
+                       inputs: Sequence[str | os.PathLike[str]] = ()) -> dict[str, Path]:
+    """Write ``dose.nii.gz`` (Gy), ``structures.csv``, ``structures.json`` and ``dvh.png`` into ``outdir``,
+    as a unit (:class:`~sirtreg.output_folder.OutputFolder`).
 
-    Refuses (:class:`~sirtreg.errors.OutputExistsError`) before writing anything when one
-    of them exists, unless ``overwrite``. Returns the paths by file name.
+    Refuses (:class:`~sirtreg.errors.OutputExistsError`) before writing anything a non-empty ``outdir``
+    unless ``overwrite`` (then only an earlier sirtreg output, replaced once the new one is complete), and
+    an ``outdir`` that holds one of the ``inputs``. Returns the final paths by file name.
     """
-    outdir = Path(outdir)
-    paths = {name: prepare_output(outdir / name, overwrite=overwrite) for name in OUTPUT_NAMES}
-    write_image(report.dose, paths["dose.nii.gz"], overwrite=overwrite)
-    rows = report.rows()
-    with open(paths["structures.csv"], "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
-    document = {
-        "summary": report.summary(),
-        "structures": rows,
-        "dvh": [
-            {"structure": s.name, "dose_gy": s.dvh.dose_gy.tolist(), "cumulative_percent": s.dvh.cumulative_percent.tolist()}
-            for s in report.structures if s.dvh is not None
-        ],
-    }
-    paths["structures.json"].write_text(json.dumps(document, indent=2), encoding="utf-8")
-    plot_dvh(report.structures, paths["dvh.png"], title=f"{report.dose_map.isotope.name} local deposition",
-             thresholds_gy=report.vx_gy, overwrite=overwrite)
-    log.info("wrote dose outputs to %s", outdir)
+    with OutputFolder(outdir, overwrite=overwrite, inputs=inputs, command="dose") as out:
+        paths = {name: out.staging / name for name in OUTPUT_NAMES}
+        write_image(report.dose, paths["dose.nii.gz"])
+        rows = report.rows()
+        with open(paths["structures.csv"], "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+        document = {
+            "summary": report.summary(),
+            "structures": rows,
+            "dvh": [
+                {"structure": s.name, "dose_gy": s.dvh.dose_gy.tolist(),
+                 "cumulative_percent": s.dvh.cumulative_percent.tolist()}
+                for s in report.structures if s.dvh is not None
+            ],
+        }
+        paths["structures.json"].write_text(json.dumps(document, indent=2), encoding="utf-8")
+        plot_dvh(report.structures, paths["dvh.png"], title=f"{report.dose_map.isotope.name} local deposition",
+                 thresholds_gy=report.vx_gy)
+        paths = final_paths(out, paths)
+    log.info("wrote dose outputs to %s", out.path)
     return paths

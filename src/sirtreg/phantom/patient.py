@@ -31,7 +31,8 @@ import numpy as np
 
 from sirtreg.errors import InputError
 from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Landmarks, Volume
-from sirtreg.io import prepare_output_folder, write_displacement, write_image
+from sirtreg.io import write_displacement, write_image
+from sirtreg.output_folder import OutputFolder, write_atomically
 from sirtreg.phantom.anatomy import (
     LABEL,
     ORGAN_LABELS,
@@ -288,7 +289,7 @@ def _landmark_dict(landmarks: Landmarks) -> dict[str, list[float]]:
     return {name: [round(float(c), 4) for c in point] for name, point in zip(landmarks.names, landmarks.points_mm)}
 
 
-def _write_scan(scan: Scan, out_dir: Path, *, overwrite: bool) -> dict[str, Any]:
+def _write_scan(scan: Scan, out_dir: Path) -> dict[str, Any]:
     files = {
         "image": (scan.image, f"{scan.name}.nii.gz"),
         "liver": (scan.liver, f"{scan.name}_liver.nii.gz"),
@@ -298,13 +299,13 @@ def _write_scan(scan: Scan, out_dir: Path, *, overwrite: bool) -> dict[str, Any]
     }
     entry: dict[str, Any] = {"name": scan.name, "modality": scan.modality}
     for key, (volume, filename) in files.items():
-        write_image(volume, out_dir / filename, overwrite=overwrite)
+        write_image(volume, out_dir / filename)
         entry[key] = filename
     entry["landmarks_mm"] = _landmark_dict(scan.landmarks)
     entry["grid"] = scan.image.grid.to_dict()
     if scan.displacement is not None:
         filename = f"{scan.name}_displacement.nii.gz"
-        write_displacement(scan.displacement, out_dir / filename, overwrite=overwrite)
+        write_displacement(scan.displacement, out_dir / filename)
         entry["displacement"] = filename
         entry["displacement_convention"] = DISPLACEMENT_CONVENTION
     return entry
@@ -314,55 +315,54 @@ def write_patient(out_dir: str | os.PathLike[str], *, seed: int = 0, resolution:
                   overwrite: bool = False, progress: Progress | None = None) -> dict[str, Any]:
     """Render one patient and write its folder of NIfTI files and ``patient.json``; returns the manifest.
 
-    Refuses a non-empty ``out_dir`` unless ``overwrite`` (:class:`OutputExistsError`).
+    Written as a unit (:class:`~sirtreg.output_folder.OutputFolder`): refuses a non-empty ``out_dir``
+    unless ``overwrite`` (:class:`OutputExistsError`), and then replaces only an earlier sirtreg output.
     ``progress(step, fraction)`` is called as the work advances. Paths in the
     manifest are relative to ``out_dir``.
     """
     _check_resolution(resolution)
-    out_dir = Path(out_dir)
-    prepare_output_folder(out_dir, overwrite=overwrite)
-    report = progress or no_progress
-    patient = make_patient(seed, resolution=resolution, progress=lambda s, f: report(s, 0.85 * f))
-    report("writing", 0.85)
-    liver_ml = float(np.count_nonzero(patient.reference.liver.array)) * patient.reference.liver.grid.voxel_volume_ml
-    spect = patient.spect
-    write_image(spect.image, out_dir / "maa_spect.nii.gz", overwrite=overwrite)
-    write_image(spect.activity, out_dir / "maa_spect_activity.nii.gz", overwrite=overwrite)
-    manifest: dict[str, Any] = {
-        "format": "sirtreg-phantom",
-        "version": 1,
-        "seed": patient.seed,
-        "resolution": resolution,
-        "labels": {
-            "organs": {str(k): v for k, v in ORGAN_LABELS.items()},
-            "liver": {"1": "liver"},
-            "lesions": {str(k): v for k, v in patient.reference.lesions.labels.items()},
-            "landmarks": {str(k): v for k, v in patient.reference.landmark_map.labels.items()},
-        },
-        "reference": _write_scan(patient.reference, out_dir, overwrite=overwrite),
-        "spect": {
-            "name": "maa_spect",
-            "modality": "NM",
-            "image": "maa_spect.nii.gz",
-            "units": "counts",
-            "activity_truth": "maa_spect_activity.nii.gz",
-            "lung_shunt_fraction": round(spect.lung_shunt_fraction, 6),
-            "tumour_to_normal_ratio": {k: round(v, 4) for k, v in spect.tumour_to_normal.items()},
-            "total_counts": spect.total_counts,
-            "fwhm_mm": spect.fwhm_mm,
-            "necrotic_lesion": patient.necrotic_lesion,
-            "grid": spect.image.grid.to_dict(),
-        },
-        "floating": [_write_scan(scan, out_dir, overwrite=overwrite) for scan in patient.floating],
-        "truth": {
-            "liver_volume_ml": round(liver_ml, 3),
-            "lesion_volume_ml": {k: round(v, 3) for k, v in patient.lesion_volume_ml.items()},
-        },
-    }
-    path = out_dir / MANIFEST_NAME
-    temporary = path.with_name(f".{MANIFEST_NAME}.partial")
-    temporary.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
-    log.info("wrote phantom patient (seed %d, %s resolution) to %s", seed, resolution, out_dir)
+    with OutputFolder(out_dir, overwrite=overwrite, command="phantom") as output:
+        out_dir = output.staging
+        report = progress or no_progress
+        patient = make_patient(seed, resolution=resolution, progress=lambda s, f: report(s, 0.85 * f))
+        report("writing", 0.85)
+        liver = patient.reference.liver
+        liver_ml = float(np.count_nonzero(liver.array)) * liver.grid.voxel_volume_ml
+        spect = patient.spect
+        write_image(spect.image, out_dir / "maa_spect.nii.gz")
+        write_image(spect.activity, out_dir / "maa_spect_activity.nii.gz")
+        manifest: dict[str, Any] = {
+            "format": "sirtreg-phantom",
+            "version": 1,
+            "seed": patient.seed,
+            "resolution": resolution,
+            "labels": {
+                "organs": {str(k): v for k, v in ORGAN_LABELS.items()},
+                "liver": {"1": "liver"},
+                "lesions": {str(k): v for k, v in patient.reference.lesions.labels.items()},
+                "landmarks": {str(k): v for k, v in patient.reference.landmark_map.labels.items()},
+            },
+            "reference": _write_scan(patient.reference, out_dir),
+            "spect": {
+                "name": "maa_spect",
+                "modality": "NM",
+                "image": "maa_spect.nii.gz",
+                "units": "counts",
+                "activity_truth": "maa_spect_activity.nii.gz",
+                "lung_shunt_fraction": round(spect.lung_shunt_fraction, 6),
+                "tumour_to_normal_ratio": {k: round(v, 4) for k, v in spect.tumour_to_normal.items()},
+                "total_counts": spect.total_counts,
+                "fwhm_mm": spect.fwhm_mm,
+                "necrotic_lesion": patient.necrotic_lesion,
+                "grid": spect.image.grid.to_dict(),
+            },
+            "floating": [_write_scan(scan, out_dir) for scan in patient.floating],
+            "truth": {
+                "liver_volume_ml": round(liver_ml, 3),
+                "lesion_volume_ml": {k: round(v, 3) for k, v in patient.lesion_volume_ml.items()},
+            },
+        }
+        write_atomically(out_dir / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+    log.info("wrote phantom patient (seed %d, %s resolution) to %s", seed, resolution, output.path)
     report("done", 1.0)
     return manifest

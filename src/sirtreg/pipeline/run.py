@@ -12,9 +12,10 @@ Lesions keep the image they were drawn on: those of floating image ``ct1`` are n
 several floating images are never merged. Where the MAA CT holds a lesion of the same name,
 the registered lesion is compared to it (DSC, mass-centre distance).
 
-The output folder (built as ``.<name>.partial`` beside it and renamed into place at the
-end, so an interrupted run leaves no half-written folder; a leftover ``.<name>.partial``
-of a killed run is removed by the next run)::
+The output folder is written as a unit (:class:`~sirtreg.output_folder.OutputFolder`: built as
+``.<name>.partial`` beside it under a lock, listed with checksums in ``sirtreg-manifest.json`` and
+renamed into place at the end, so an interrupted run leaves no half-written folder and a second
+run into the same folder is refused while the first works)::
 
     results.json                 everything: plan, dose summary, tables, settings, timings, files
     doses.csv                    one row per structure (liver, lesions): volume, mean dose, Vx, Dx, DSC
@@ -50,7 +51,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -66,11 +66,11 @@ from pydicom.errors import InvalidDicomError
 
 from sirtreg import __version__
 from sirtreg.dosimetry import DoseReport, dose_report, plot_dvh
-from sirtreg.errors import InputError, OutputExistsError, SirtregError
+from sirtreg.errors import InputError, SirtregError
 from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Volume
+from sirtreg.output_folder import OutputFolder
 from sirtreg.io import (
     Deidentification,
-    check_output_folder,
     deidentification_for,
     has_image_suffix,
     is_segmentation_file,
@@ -88,7 +88,15 @@ from sirtreg.io.deidentify import METHOD as DEIDENTIFICATION_METHOD
 from sirtreg.io.dicom_seg import read_series_headers
 from sirtreg.io.rtstruct import read_rtstruct
 from sirtreg.metrics import dice
-from sirtreg.pipeline.plan import CONTOUR_ROLES, ContourInput, FloatingInput, Plan, check_plan
+from sirtreg.pipeline.plan import (
+    CONTOUR_ROLES,
+    ContourInput,
+    FloatingInput,
+    Plan,
+    check_plan,
+    describe_values,
+    is_label_value,
+)
 from sirtreg.progress import Progress
 from sirtreg.register import (
     AffineTransform,
@@ -261,41 +269,71 @@ def check_run(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = 
     """Everything :func:`run_plan` checks before any long work; returns the absolute output folder.
 
     Refuses (:class:`~sirtreg.errors.OutputExistsError`) an output folder that is a file, is not
-    empty (unless ``overwrite``), holds an input or lies inside an input folder; refuses
-    (:class:`~sirtreg.errors.InputError`) an unknown or missing device, and a plan whose files do not
-    pass :func:`~sirtreg.pipeline.plan.check_plan`.
+    empty (unless ``overwrite``; then only an earlier sirtreg output holding nothing else), holds an
+    input, lies inside an input folder or cannot be written; refuses (:class:`~sirtreg.errors.InputError`)
+    an unknown or missing device, and a plan whose files do not pass :func:`~sirtreg.pipeline.plan.check_plan`.
     """
-    out_dir = Path(os.path.abspath(out_dir))
-    check_output_folder(out_dir, overwrite=overwrite)
-    for path in _input_paths(plan):
-        if path == out_dir or out_dir in path.parents:
-            raise OutputExistsError(f"the output folder {out_dir} holds the input {path}; choose another folder")
-        if path.is_dir() and path in out_dir.parents:
-            raise OutputExistsError(f"the output folder {out_dir} lies inside the input folder {path}")
+    output = _output_folder(plan, out_dir, overwrite)
+    output.check()
     _check_device(device)
     check_plan(plan)
-    return out_dir
+    return output.path
+
+
+def _output_folder(plan: Plan, out_dir: str | os.PathLike[str], overwrite: bool) -> OutputFolder:
+    return OutputFolder(out_dir, overwrite=overwrite, inputs=_input_paths(plan), command="run")
 
 
 # --- reading ----------------------------------------------------------------------------
-def _selected(labels: LabelVolume, segments: Sequence[str], path: Path) -> LabelVolume:
-    """Only the labels named ``segments`` (all if empty), values kept."""
+def _selected(labels: LabelVolume, segments: Sequence[str], path: Path, *, by_value: bool = False) -> LabelVolume:
+    """Only the segments chosen (all if none), values kept: by name where the file names its labels, by label
+    value (digits, e.g. "5") in a plain label map, which names none (``by_value``)."""
     if not segments:
         return labels
-    values = {value for value, name in labels.labels.items() if name in segments}
-    missing = [name for name in segments if name not in labels.labels.values()]
-    if missing:
-        raise InputError(f"{path.name} holds no segment {', '.join(map(repr, missing))}")
+    if not by_value:
+        values = {value for value, name in labels.labels.items() if name in segments}
+        missing = [name for name in segments if name not in labels.labels.values()]
+        if missing:
+            raise InputError(f"{path.name} holds no segment {', '.join(map(repr, missing))}; it holds "
+                             f"{describe_values([repr(name) for name in labels.labels.values()])}")
+    else:
+        names = [segment for segment in segments if not is_label_value(segment)]
+        if names:
+            raise InputError(f"{path.name} is a label map without segment names: choose its segments by label "
+                             f"value (e.g. segments: [5]), not by name ({', '.join(map(repr, names))})")
+        present = labels.present_labels()
+        values = {int(segment) for segment in segments}
+        missing = sorted(values - set(present))
+        if missing:
+            raise InputError(f"{path.name} holds no label {', '.join(map(str, missing))}; it holds labels "
+                             f"{describe_values(present)}")
     array = np.where(np.isin(labels.array, list(values)), labels.array, 0).astype(labels.array.dtype)
     return LabelVolume(array, labels.grid, labels={v: n for v, n in labels.labels.items() if v in values})
 
 
+def _one_liver(path: Path, held: Sequence[str | int]) -> None:
+    """Refuse a liver contour file that holds several segments (names) or labels (values) of which none is
+    chosen: the liver is one of them."""
+    if len(held) > 1:
+        kind = "labels" if isinstance(held[0], int) else "segments"
+        shown = [value if isinstance(value, int) else repr(value) for value in held]
+        raise InputError(f"{path.name} holds {len(held)} {kind} ({describe_values(shown)}); choose the liver's "
+                         f"with 'segments' in the plan, e.g. {{path: {path.name}, segments: [{held[0]}]}}")
+
+
 def _read_contour(contour: ContourInput, image: Volume, role: str) -> LabelVolume:
-    """A contour file on the voxels of ``image``: a label map, a Slicer segmentation, a DICOM SEG or an RTSTRUCT."""
+    """A contour file on the voxels of ``image``: a label map, a Slicer segmentation, a DICOM SEG or an RTSTRUCT.
+
+    A liver contour of several segments or labels must choose the liver's (:attr:`ContourInput.segments`).
+    """
     path = contour.path
     if is_segmentation_file(path):
         segmentation = read_segmentation(path)
         names = list(contour.segments) or segmentation.names
+        missing = [name for name in names if name not in segmentation.names]
+        if missing:
+            raise InputError(f"{path.name} holds no segment {', '.join(map(repr, missing))}; it holds "
+                             f"{describe_values([repr(name) for name in segmentation.names])}")
         masks = {name: segmentation.mask(name) for name in names}
         array = np.zeros(segmentation.grid.shape, np.uint16)
         for value, (name, mask) in enumerate(masks.items(), start=1):
@@ -303,14 +341,19 @@ def _read_contour(contour: ContourInput, image: Volume, role: str) -> LabelVolum
                 raise InputError(f"{path.name}: segment {name!r} overlaps another; {role} segments must not overlap")
             array[mask] = value
         labels = LabelVolume(array, segmentation.grid, labels=dict(enumerate(names, start=1)))
+        held: Sequence[str | int] = segmentation.names
     elif has_image_suffix(path):
-        plain = read_labels(path)
-        labels = LabelVolume(plain.array, plain.grid, labels={v: f"{role.rstrip('s')} {v}"
-                                                              for v in plain.present_labels()})
+        plain = _selected(read_labels(path), contour.segments, path, by_value=True)
+        held = plain.present_labels()
+        labels = LabelVolume(plain.array, plain.grid, labels={v: f"{role.rstrip('s')} {v}" for v in held})
     elif _is_rtstruct(path):
         labels = read_rtstruct(path, image, rois=contour.segments, allow_overlap=role == "liver")
+        held = list(labels.labels.values())
     else:
         labels = _selected(read_dicom_seg(path, reference=image), contour.segments, path)
+        held = list(labels.labels.values())
+    if role == "liver" and not contour.segments:
+        _one_liver(path, held)
     labels = orient_like(labels, image.grid)
     if role == "liver":
         return LabelVolume.from_mask(labels.array > 0, image.grid, name="liver")
@@ -559,23 +602,6 @@ def _write_dvh(report: DoseReport, source: str, path: Path) -> Path | None:
                     thresholds_gy=report.vx_gy)
 
 
-def _swap_into_place(staging: Path, out_dir: Path) -> None:
-    """Rename the finished staging folder to ``out_dir``, replacing an existing (checked) one."""
-    if not out_dir.exists():
-        os.replace(staging, out_dir)
-        return
-    previous = out_dir.with_name(f".{out_dir.name}.old")
-    if previous.exists():
-        shutil.rmtree(previous)
-    os.replace(out_dir, previous)
-    try:
-        os.replace(staging, out_dir)
-    except BaseException:
-        os.replace(previous, out_dir)  # put the earlier results back
-        raise
-    shutil.rmtree(previous)
-
-
 # --- the report -------------------------------------------------------------------------
 _DOSE_FORMATS = {"volume (mL)": ".2f", "mean (Gy)": ".1f", "V70 (%)": ".1f", "V100 (%)": ".1f",
                  "DSC to MAA CT lesion": ".2f", "MCD (mm)": ".1f"}
@@ -794,12 +820,8 @@ def run_plan(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = F
     missing = len({source for source, entry in zip(sources, (plan.reference, *plan.floating)) if entry.liver is None})
     stages = _Stages(progress, {"segment": missing, "register": len(plan.floating)})
     stages.report("check", 1.0)
-    staging = out_dir.with_name(f".{out_dir.name}.partial")
-    if staging.exists():
-        log.warning("removing %s, left by an interrupted run", staging)
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    try:
+    with _output_folder(plan, out_dir, overwrite) as output:
+        staging = output.staging
         files: dict[str, Path] = {}
         with _timed(timings, "read"):
             reference, spect, floating = _read_inputs(plan)
@@ -825,10 +847,6 @@ def run_plan(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = F
         results = {**_results(plan, reference, report, rows, carried, device, started_utc, deidentification),
                    "timings_s": timings, "seconds": seconds, "files": _relative(files, staging)}
         files["results"].write_text(json.dumps(results, indent=2, default=float) + "\n", encoding="utf-8")
-        _swap_into_place(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     stages.report("report", 1.0, step="done")
     log.info("run finished in %.1f s; report %s", seconds, out_dir / REPORT_NAME)
     return RunResult(out_dir, {name: out_dir / path for name, path in _relative(files, staging).items()},

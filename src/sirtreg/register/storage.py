@@ -5,7 +5,9 @@ Folder layout (every file readable by SimpleITK, ANTs and 3D Slicer):
 - ``affine.tfm``: the affine stage, reference -> floating (ITK convention);
 - ``displacement.nii.gz``: the whole transform as a displacement field in LPS mm
   (only after a non-rigid stage);
-- ``registration.json``: settings, losses and timings per pyramid level.
+- ``registration.json``: settings, losses and timings per pyramid level;
+- ``sirtreg-manifest.json`` (at the root of the output folder holding it): every file with its
+  checksum, so that a folder cut by an interrupt or mixed with another registration is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 from sirtreg.errors import InputError
 from sirtreg.geometry import DisplacementField
 from sirtreg.io import prepare_output, read_displacement, write_displacement
+from sirtreg.output_folder import verify_folder
 from sirtreg.register.result import RegistrationResult
 from sirtreg.register.transforms import AffineTransform, read_affine, write_affine
 
@@ -43,10 +46,17 @@ def write_registration(result: RegistrationResult, outdir: str | os.PathLike[str
 
 
 def read_transform(folder: str | os.PathLike[str]) -> AffineTransform | DisplacementField:
-    """The transform of a registration folder: the displacement field if present, else the affine."""
+    """The transform of a registration folder: the displacement field if present, else the affine.
+
+    The folder must be complete and unaltered (:func:`~sirtreg.output_folder.verify_folder`): a folder
+    left by an interrupted command, or holding files of another registration, is refused.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"no registration folder at {folder}")
+    verify_folder(folder, what="registration folder")
+    if not (folder / RECORD_FILE).is_file():
+        raise InputError(f"{folder} is not a registration folder: it has no {RECORD_FILE}")
     if (folder / DISPLACEMENT_FILE).exists():
         return read_displacement(folder / DISPLACEMENT_FILE)
     if (folder / AFFINE_FILE).exists():

@@ -20,6 +20,7 @@ from matplotlib.lines import Line2D
 
 from sirtreg.errors import InputError
 from sirtreg.geometry import LabelVolume, Volume
+from sirtreg.output_folder import save_figure
 from sirtreg.report.views import _aspects, _planes, _to_lps, _window
 
 PLANES = ("axial", "coronal", "sagittal")
@@ -110,6 +111,4 @@ def save_contour_overlays(rows: Sequence[OverlayRow], path: str | os.PathLike[st
         if handles:
             row_axes[0].legend(handles=handles, loc="lower left", fontsize=8, framealpha=0.7)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=dpi, facecolor="black")
-    return path
+    return save_figure(figure, path, overwrite=True, dpi=dpi, facecolor="black")

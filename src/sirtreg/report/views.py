@@ -21,6 +21,7 @@ import SimpleITK as sitk  # noqa: E402
 
 from sirtreg.geometry import LabelVolume, Volume  # noqa: E402
 from sirtreg.itk_bridge import to_sitk, volume_from_sitk  # noqa: E402
+from sirtreg.output_folder import save_figure  # noqa: E402
 
 CONTOUR_COLOURS = ("#ff3b30", "#34c759", "#0a84ff", "#ffcc00", "#af52de", "#ff9500", "#5ac8fa", "#ff2d55")
 
@@ -102,8 +103,7 @@ def save_orthogonal_views(
             ax.set_title(f"{panel.title} - {name}", color="white", fontsize=10)
             ax.axis("off")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90, facecolor="black")
+    save_figure(fig, path, overwrite=True, dpi=90, facecolor="black")
     plt.close(fig)
     return path
 
@@ -156,7 +156,6 @@ def save_registration_views(
         for row in axes:
             row[column].axis("off")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90, facecolor="black")
+    save_figure(fig, path, overwrite=True, dpi=90, facecolor="black")
     plt.close(fig)
     return path
