@@ -21,6 +21,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,14 +134,21 @@ def _start(args: list[str] | tuple[str, ...]) -> subprocess.Popen[str]:
                             env=CHILD_ENV, preexec_fn=_default_sigint)
 
 
-def _run(args: list[str] | tuple[str, ...]) -> Finished:
+@contextmanager
+def _started(args: list[str] | tuple[str, ...]) -> Iterator[subprocess.Popen[str]]:
+    """The command, started; killed on the way out if it still runs."""
     process = _start(args)
     try:
-        _, stderr = process.communicate(timeout=START_TIMEOUT_S)
+        yield process
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def _run(args: list[str] | tuple[str, ...]) -> Finished:
+    with _started(args) as process:
+        _, stderr = process.communicate(timeout=START_TIMEOUT_S)
     return Finished(process.returncode, stderr, process.pid)
 
 
@@ -147,8 +156,7 @@ def _interrupt(args: list[str] | tuple[str, ...], out: Path, when: str, how: sig
     """Start the command; send ``how`` once ``when`` (relative to the staging folder; "" for the folder itself)
     exists there. Fails if the command ends first or the file never appears; never leaves the process running."""
     target = _staging(out) / when if when else _staging(out)
-    process = _start(args)
-    try:
+    with _started(args) as process:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not target.exists():
             if process.poll() is not None:
@@ -159,10 +167,6 @@ def _interrupt(args: list[str] | tuple[str, ...], out: Path, when: str, how: sig
             time.sleep(POLL_S)
         process.send_signal(how)
         _, stderr = process.communicate(timeout=EXIT_TIMEOUT_S)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     return Finished(process.returncode, stderr, process.pid)
 
 

@@ -488,19 +488,15 @@ def register_command(
     from dataclasses import replace
 
     from sirtreg.io import read_image, read_labels, write_image
-    from sirtreg.output_folder import OutputFolder, final_paths
+    from sirtreg.output_folder import OutputFolder
     from sirtreg.register import guidance_labels, preset, register, warp, write_registration
     from sirtreg.report.views import save_registration_views
 
     inputs = [p for p in (reference, floating, reference_liver, floating_liver, reference_landmarks,
                           floating_landmarks, floating_lesions) if p is not None]
-    weights = {name: value for name, value in (("image_weight", image_weight), ("label_weight", label_weight),
-                                               ("rigidity", rigidity), ("folding_weight", folding_weight))
-               if value is not None}
-    if affine_only and weights.keys() & {"image_weight", "label_weight", "rigidity"}:
-        raise InputError("--affine-only runs no non-rigid stage: leave out --wi, --ws and --rigidity")
-    if affine_only:
-        weights.update(image_weight=0.0, label_weight=0.0)
+    weights = nonrigid_weights(image_weight, label_weight, rigidity, affine_only=affine_only)
+    if folding_weight is not None:
+        weights["folding_weight"] = folding_weight
     settings = preset(guidance, **weights)  # type: ignore[arg-type]
     settings = replace(settings, device=device, landmark_channels=landmark_channels or settings.landmark_channels,
                        nonrigid=replace(settings.nonrigid, similarity=similarity or settings.nonrigid.similarity))
@@ -532,8 +528,21 @@ def register_command(
                 warped_liver = carried if name == "liver" else warped_liver
         written["overlay"] = save_registration_views(reference_image, warped, out.staging / "overlay.png",
                                                      reference_labels=livers[0], warped_labels=warped_liver)
-        written = final_paths(out, written)
+        written = out.final_paths(written)
     _print_files(f"registration ({guidance}), {result.seconds:.1f} s", written)
+
+
+def nonrigid_weights(image_weight: float | None, label_weight: float | None, rigidity: float | None, *,
+                     affine_only: bool) -> dict[str, float]:
+    """The non-rigid weights given as --wi, --ws and --rigidity (those left out are not in the result);
+    with ``affine_only`` none may be given and the result switches both terms off (wI = wS = 0)."""
+    weights = {name: value for name, value in (("image_weight", image_weight), ("label_weight", label_weight),
+                                               ("rigidity", rigidity)) if value is not None}
+    if affine_only:
+        if weights:
+            raise InputError("--affine-only runs no non-rigid stage: leave out --wi, --ws and --rigidity")
+        return {"image_weight": 0.0, "label_weight": 0.0}
+    return weights
 
 
 MAX_POINTS_FILE_BYTES = 1 << 20
@@ -570,9 +579,8 @@ def warp_command(
 ) -> None:
     """Apply a saved transform: images and label maps onto the reference grid; floating points to the reference."""
     from sirtreg.io import prepare_output, read_image, read_labels, write_image
-    from sirtreg.register import map_floating_points, read_transform, warp
-
     from sirtreg.output_folder import write_atomically
+    from sirtreg.register import map_floating_points, read_transform, warp
 
     _refuse_overwriting_inputs(output, [registration, source, *([reference] if reference else [])])
     prepare_output(output, overwrite=overwrite)

@@ -20,7 +20,7 @@ import typer
 from rich.markup import escape
 from rich.table import Column, Table
 
-from sirtreg.cli import app, console, progress_bar, refusals_as_messages
+from sirtreg.cli import app, console, nonrigid_weights, progress_bar, refusals_as_messages
 from sirtreg.errors import InputError
 
 if TYPE_CHECKING:
@@ -220,13 +220,8 @@ def _method(guidance: str, image_weight: float | None, label_weight: float | Non
     presets = {method.guidance: method for method in (IMAGE, LIVER, LIVER_LANDMARKS)}
     if guidance not in presets:
         raise InputError(f"--guidance must be one of {', '.join(presets)}, got {guidance!r}")
-    weights = {name: value for name, value in (("image_weight", image_weight), ("label_weight", label_weight),
-                                               ("rigidity", rigidity)) if value is not None}
-    if affine_only:
-        if weights:
-            raise InputError("--affine-only runs no non-rigid stage: leave out --wi, --ws and --rigidity")
-        return replace(presets[guidance], name=f"{guidance}-affine", image_weight=0.0, label_weight=0.0)
-    return replace(presets[guidance], **weights)
+    weights = nonrigid_weights(image_weight, label_weight, rigidity, affine_only=affine_only)
+    return replace(presets[guidance], **weights, **({"name": f"{guidance}-affine"} if affine_only else {}))
 
 
 @study_app.command("register")

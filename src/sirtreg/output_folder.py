@@ -25,7 +25,8 @@ import logging
 import os
 import shutil
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -53,19 +54,30 @@ def _files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() or p.is_symlink())
 
 
-def write_atomically(path: str | os.PathLike[str], data: bytes | str, *, overwrite: bool = False) -> Path:
-    """Write ``data`` (text as UTF-8) under a temporary name beside ``path``, then rename it into place."""
+@contextmanager
+def replacing(path: str | os.PathLike[str], *, overwrite: bool = False, suffix: str = "") -> Iterator[Path]:
+    """A temporary name beside ``path`` to write to: renamed to ``path`` when the block ends, removed if it fails.
+
+    Refuses an existing ``path`` unless ``overwrite``; creates the parent folder. The temporary name
+    ``.<name>.partial<suffix>`` ends in ``suffix`` (a writer that picks the format by suffix needs it).
+    """
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} exists; choose another name or pass overwrite")
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
+    temporary = path.with_name(f".{path.name[: len(path.name) - len(suffix)]}.partial{suffix}")
     try:
-        temporary.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        yield temporary
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
-    return path
+
+
+def write_atomically(path: str | os.PathLike[str], data: bytes | str, *, overwrite: bool = False) -> Path:
+    """Write ``data`` (text as UTF-8) under a temporary name beside ``path``, then rename it into place."""
+    with replacing(path, overwrite=overwrite) as temporary:
+        temporary.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(path)
 
 
 def save_figure(figure: Any, path: str | os.PathLike[str], *, overwrite: bool = False, **options: Any) -> Path:
@@ -76,15 +88,8 @@ def save_figure(figure: Any, path: str | os.PathLike[str], *, overwrite: bool = 
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise InputError(f"figures are written as PNG; got {path.name}")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} exists; choose another name or pass overwrite")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.partial.png")
-    try:
+    with replacing(path, overwrite=overwrite, suffix=path.suffix) as temporary:
         figure.savefig(temporary, format="png", **options)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     return path
 
 
@@ -94,6 +99,12 @@ def write_manifest(folder: Path, *, command: str, version: str) -> Path:
              for p in _files_under(folder) if p.name != MANIFEST_NAME}
     document = {"written_by": f"sirtreg {version}", "command": command, "files": files}
     return write_atomically(folder / MANIFEST_NAME, json.dumps(document, indent=2) + "\n", overwrite=True)
+
+
+def _unlisted(folder: Path, listed: Iterable[str]) -> list[str]:
+    """Files under ``folder`` (relative POSIX paths) that are not in ``listed``, the manifest aside."""
+    present = {p.relative_to(folder).as_posix() for p in _files_under(folder) if p.name != MANIFEST_NAME}
+    return sorted(present - set(listed))
 
 
 def _manifest_of(folder: Path) -> tuple[Path, dict[str, Any]] | None:
@@ -127,8 +138,7 @@ def verify_folder(folder: str | os.PathLike[str], *, what: str) -> None:
     root, files = found
     prefix = "" if root == folder else folder.relative_to(root).as_posix() + "/"
     listed = {name[len(prefix):]: entry for name, entry in files.items() if name.startswith(prefix)}
-    present = {p.relative_to(folder).as_posix() for p in _files_under(folder) if p.name != MANIFEST_NAME}
-    if extra := sorted(present - set(listed)):
+    if extra := _unlisted(folder, listed):
         raise InputError(f"{folder} holds files its manifest does not list ({', '.join(extra[:5])}): a {what} "
                          "mixed with other files cannot be trusted; write it again into a new folder")
     for name, entry in listed.items():
@@ -192,14 +202,11 @@ class OutputFolder:
 
     def _check_replaceable(self) -> None:
         """With ``overwrite``: the folder must be an earlier output of this tool, holding nothing else."""
-        manifest = self.path / MANIFEST_NAME
-        if not manifest.is_file():
+        if not (self.path / MANIFEST_NAME).is_file():
             raise OutputExistsError(f"--overwrite replaces only a folder sirtreg wrote; {self.path} has no "
                                     f"{MANIFEST_NAME}: choose a new folder")
-        found = _manifest_of(self.path)
-        listed = set(found[1]) if found is not None else set()
-        present = {p.relative_to(self.path).as_posix() for p in _files_under(self.path) if p.name != MANIFEST_NAME}
-        if extra := sorted(present - listed):
+        _, files = _manifest_of(self.path)  # type: ignore[misc]  # the manifest is in the folder itself
+        if extra := _unlisted(self.path, files):
             raise OutputExistsError(f"{self.path} holds files sirtreg did not write ({', '.join(extra[:5])}); "
                                     "--overwrite would lose them: move them or choose a new folder")
 
@@ -283,15 +290,10 @@ class OutputFolder:
             self.lock.unlink(missing_ok=True)
             self._locked = False
 
-    def final_path(self, staged: Path) -> Path:
-        """Where a file written at ``staged`` (under the staging folder) lies once the folder is in place."""
-        return self.path / Path(staged).relative_to(self.staging)
+    def final_paths(self, files: dict[str, Path]) -> dict[str, Path]:
+        """``files`` (name -> path under the staging folder) with the paths they have once the folder is in place."""
+        return {name: self.path / Path(path).relative_to(self.staging) for name, path in files.items()}
 
 
-def final_paths(folder: OutputFolder, files: dict[str, Path]) -> dict[str, Path]:
-    """``files`` (name -> path under the staging folder) with the paths they have once in place."""
-    return {name: folder.final_path(path) for name, path in files.items()}
-
-
-__all__: Sequence[str] = ["MANIFEST_NAME", "OutputFolder", "final_paths", "save_figure", "sha256_of", "verify_folder",
+__all__: Sequence[str] = ["MANIFEST_NAME", "OutputFolder", "replacing", "save_figure", "sha256_of", "verify_folder",
                           "write_atomically", "write_manifest"]

@@ -36,7 +36,7 @@ from sirtreg.dosimetry.uptake import MAX_OUTSIDE_FRACTION
 from sirtreg.errors import InputError
 from sirtreg.geometry import LabelVolume, Volume
 from sirtreg.io import write_image
-from sirtreg.output_folder import OutputFolder, final_paths
+from sirtreg.output_folder import OutputFolder
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +205,6 @@ def write_dose_outputs(report: DoseReport, outdir: str | os.PathLike[str], *, ov
         paths["structures.json"].write_text(json.dumps(document, indent=2), encoding="utf-8")
         plot_dvh(report.structures, paths["dvh.png"], title=f"{report.dose_map.isotope.name} local deposition",
                  thresholds_gy=report.vx_gy)
-        paths = final_paths(out, paths)
+        paths = out.final_paths(paths)
     log.info("wrote dose outputs to %s", out.path)
     return paths

@@ -13,8 +13,8 @@ import SimpleITK as sitk
 from sirtreg.errors import InputError, OutputExistsError
 from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Volume
 from sirtreg.io.nifti_check import check_geometry, read_to_end
-from sirtreg.output_folder import save_figure
 from sirtreg.itk_bridge import grid_from_sitk, to_sitk, volume_from_sitk
+from sirtreg.output_folder import replacing, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -124,13 +124,9 @@ def _image_suffix(path: Path) -> str:
 def _write_sitk_atomically(image: sitk.Image, path: str | os.PathLike[str], *, overwrite: bool) -> Path:
     """Write under a temporary name beside ``path``, then rename; nothing is left behind on failure."""
     suffix = _image_suffix(Path(path))
-    path = prepare_output(path, overwrite=overwrite)
-    temporary = path.with_name(f".{path.name[: -len(suffix)]}.partial{suffix}")
-    try:
+    with replacing(path, overwrite=overwrite, suffix=suffix) as temporary:
         sitk.WriteImage(image, str(temporary), useCompression=suffix in (".nii.gz", ".nrrd", ".mha"))
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    path = Path(path)
     log.debug("wrote %s", path.name)
     return path
 

@@ -19,8 +19,8 @@ from typing import Any
 
 from sirtreg.errors import InputError
 from sirtreg.geometry import DisplacementField
-from sirtreg.io import prepare_output, read_displacement, write_displacement
-from sirtreg.output_folder import verify_folder
+from sirtreg.io import read_displacement, write_displacement
+from sirtreg.output_folder import verify_folder, write_atomically
 from sirtreg.register.result import RegistrationResult
 from sirtreg.register.transforms import AffineTransform, read_affine, write_affine
 
@@ -37,11 +37,8 @@ def write_registration(result: RegistrationResult, outdir: str | os.PathLike[str
     if result.displacement is not None:
         written["displacement"] = write_displacement(result.displacement, outdir / DISPLACEMENT_FILE,
                                                      overwrite=overwrite)
-    record = prepare_output(outdir / RECORD_FILE, overwrite=overwrite)
-    temporary = record.with_name(f".{record.name}.partial")
-    temporary.write_text(json.dumps({**result.summary(), **(extra or {})}, indent=2))
-    os.replace(temporary, record)
-    written["record"] = record
+    written["record"] = write_atomically(outdir / RECORD_FILE, json.dumps({**result.summary(), **(extra or {})},
+                                                                          indent=2), overwrite=overwrite)
     return written
 
 
