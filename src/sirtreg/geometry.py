@@ -455,7 +455,8 @@ class DisplacementField:
         return self.grid.world_coordinates(np.float32) + self.array
 
     def displacement_at(self, points_mm: Any) -> np.ndarray:
-        """u at LPS points (..., 3), trilinear; zero outside the grid. Returns (..., 3) mm."""
+        """u at LPS points (..., 3), trilinear; beyond the outer voxel centres the edge values (the border
+        extended). Returns (..., 3) mm."""
         from scipy import ndimage
 
         points = np.asarray(points_mm, dtype=float)

@@ -7,7 +7,9 @@ label with the largest fraction wins); they are never interpolated as numbers.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -17,6 +19,7 @@ from scipy import ndimage
 from sirtreg.errors import InputError
 from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Volume
 from sirtreg.itk_bridge import apply_grid, to_sitk
+from sirtreg.parallel import in_parallel
 
 LabelMode = Literal["nearest", "one-hot"]
 
@@ -60,13 +63,13 @@ def resample(volume: Volume, onto: Grid, *, fill_value: float = 0.0, label_mode:
 def resample_field(field: DisplacementField, onto: Grid) -> DisplacementField:
     """The displacement field interpolated linearly onto ``onto``, in SimpleITK's threaded resampler.
 
-    The values equal ``field.displacement_at`` at the voxel centres of ``onto``
-    wherever they lie within one voxel of the field's grid (edge values beyond
-    its outer voxel centres); points further out get zero.
+    The values equal ``field.displacement_at`` at the voxel centres of ``onto``: trilinear inside the
+    field's grid, the edge values beyond its outer voxel centres (the border extended, as ``displacement_at``).
     """
     image = sitk.GetImageFromArray(np.ascontiguousarray(field.array, dtype=np.float32), isVector=True)
     padded = sitk.ZeroFluxNeumannPad(apply_grid(image, field.grid), [1] * 3, [1] * 3)  # one voxel of edge values
-    out = sitk.Resample(padded, empty_sitk_image(onto), sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat32)
+    out = sitk.Resample(padded, empty_sitk_image(onto), sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkVectorFloat32,
+                        useNearestNeighborExtrapolator=True)
     return DisplacementField(sitk.GetArrayFromImage(out), onto)
 
 
@@ -90,73 +93,163 @@ def one_hot_vote(
     return result
 
 
+_CHUNK_POINTS = 1 << 20  # points located per step: float64 temporaries of 24 MB, not one of the whole grid
+
+
+def map_coordinates_threaded(array: np.ndarray, coords: np.ndarray, *, order: int) -> np.ndarray:
+    """``ndimage.map_coordinates(array, coords, order, mode="nearest", prefilter=False)`` over the columns
+    of ``coords`` (3, n) in blocks on several threads (SciPy releases the GIL while it interpolates)."""
+    count = coords.shape[1]
+    out = np.empty(count, dtype=array.dtype)
+
+    def block(start: int, stop: int) -> Callable[[], None]:
+        return lambda: ndimage.map_coordinates(array, coords[:, start:stop], output=out[start:stop], order=order,
+                                               mode="nearest", prefilter=False)
+
+    in_parallel([block(start, min(start + _CHUNK_POINTS, count)) for start in range(0, count, _CHUNK_POINTS)])
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class GridPoints:
+    """World points located on one grid, to sample several volumes of that grid at the same points.
+
+    Attributes
+    ----------
+    grid : the grid whose voxels are sampled.
+    coords : (3, n) float32 continuous voxel indices in (k, j, i) order (the rows ``map_coordinates`` takes),
+        clipped to the grid: a point beyond the outer voxel centres takes the edge value.
+    inside : (n,) bool, the points within half a voxel of the outer voxel centres (as ITK: a voxel covers its
+        whole extent); the others take the fill value.
+    shape : the shape of the points' array without its last axis, the shape of every sampled result.
+    """
+
+    grid: Grid
+    coords: np.ndarray
+    inside: np.ndarray
+    shape: tuple[int, ...]
+
+    @classmethod
+    def locate(cls, grid: Grid, points_mm: Any) -> GridPoints:
+        """LPS points (..., 3) in mm on ``grid``."""
+        points = np.asarray(points_mm)
+        if points.ndim < 1 or points.shape[-1] != 3:
+            raise InputError(f"points must have 3 coordinates in the last axis, got shape {points.shape}")
+        flat = points.reshape(-1, 3)
+        blocks = [(start, min(start + _CHUNK_POINTS, flat.shape[0])) for start in range(0, flat.shape[0], _CHUNK_POINTS)]
+        return cls.from_blocks(grid, points.shape[:-1], [(a, b, lambda a=a, b=b: flat[a:b]) for a, b in blocks])
+
+    @classmethod
+    def from_blocks(cls, grid: Grid, shape: tuple[int, ...],
+                    blocks: Sequence[tuple[int, int, Callable[[], np.ndarray]]]) -> GridPoints:
+        """Points of ``shape`` (without the last axis) given in blocks ``(start, stop, make)``: ``make()``
+        returns the (stop - start, 3) LPS points (mm) of the flat positions start:stop. The blocks, which
+        must cover every position, are located on several threads."""
+        count = math.prod(shape)
+        if sum(stop - start for start, stop, _ in blocks) != count:
+            raise InputError(f"the blocks of points do not cover the {count} positions of shape {tuple(shape)}")
+        coords = np.empty((3, count), np.float32)
+        inside = np.empty(count, bool)
+        upper = np.asarray(grid.size, dtype=float) - 1.0
+
+        scaled = grid.direction_matrix / np.asarray(grid.spacing_mm)  # index = p @ scaled - origin @ scaled
+        offset = np.asarray(grid.origin_mm) @ scaled
+
+        def locate(start: int, stop: int, make: Callable[[], np.ndarray]) -> Callable[[], None]:
+            def job() -> None:
+                index = scaled.T @ np.asarray(make(), dtype=float).T  # (3, m): contiguous rows (i, j, k)
+                ok = np.ones(stop - start, bool)
+                for axis in range(3):
+                    row = index[axis]
+                    row -= offset[axis]
+                    ok &= (row >= -0.5) & (row <= upper[axis] + 0.5)
+                    np.clip(row, 0.0, upper[axis], out=row)
+                    coords[2 - axis, start:stop] = row
+                inside[start:stop] = ok
+            return job
+
+        in_parallel([locate(*block) for block in blocks])
+        return cls(grid, coords, inside, tuple(shape))
+
+    def require_grid(self, grid: Grid) -> None:
+        if not self.grid.same_as(grid):
+            raise InputError(f"points located on {self.grid.describe()} cannot sample a volume on {grid.describe()}")
+
+
+def _located(volume: Volume, points_mm: Any) -> GridPoints:
+    if isinstance(points_mm, GridPoints):
+        points_mm.require_grid(volume.grid)
+        return points_mm
+    return GridPoints.locate(volume.grid, points_mm)
+
+
+def _within(rows: np.ndarray, box: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Which columns of ``rows`` (3, b) (k, j, i) lie strictly inside ``box`` (start, stop), each (k, j, i)."""
+    start, stop = box
+    keep = (rows[0] > start[0]) & (rows[0] < stop[0])
+    for axis in (1, 2):
+        keep &= (rows[axis] > start[axis]) & (rows[axis] < stop[axis])
+    return keep
+
+
 def sample_one_hot(labels: LabelVolume, points_mm: Any) -> np.ndarray:
-    """Labels at LPS points (..., 3) in mm by one-hot interpolation (as :func:`one_hot_vote` with
-    :func:`sample_at` fractions), of shape ``points_mm.shape[:-1]``.
+    """Labels at LPS points (..., 3) in mm (or :class:`GridPoints` on the labels' grid) by one-hot
+    interpolation (as :func:`one_hot_vote` with :func:`sample_at` fractions), of the points' shape.
 
     Each label is interpolated only at the points whose trilinear neighbours can
     touch it (inside its bounding box grown by one voxel) and from its box alone,
     so the cost follows the labels' size, not the number of labels times the points.
+    The points are voted on in blocks, on several threads.
     """
-    points = np.asarray(points_mm, dtype=float)
-    if points.shape[-1] != 3:
-        raise InputError(f"points must have 3 coordinates in the last axis, got shape {points.shape}")
-    index = labels.grid.world_to_index(points.reshape(-1, 3))
-    upper = np.asarray(labels.grid.size, dtype=float) - 1.0
-    inside = np.all((index >= -0.5) & (index <= upper + 0.5), axis=1)  # as sample_at
-    index = np.clip(index, 0.0, upper)
-    result = np.zeros(index.shape[0], dtype=labels.array.dtype)
+    located = _located(labels, points_mm)
+    coords, count = located.coords, located.coords.shape[1]
+    result = np.zeros(count, dtype=labels.array.dtype)
     if not np.any(labels.array):
-        return result.reshape(points.shape[:-1])
-
-    def near(box: tuple[np.ndarray, np.ndarray], where: np.ndarray) -> np.ndarray:
-        """Points (indices into ``index``, among ``where``) within one voxel of the voxel box [start, stop)."""
-        start, stop = box
-        return where[np.all((index[where] > start - 1.0) & (index[where] < stop), axis=1)]
-
-    start, stop = bounding_box(labels.array > 0)
-    candidates = np.flatnonzero(inside & np.all((index > start - 1.0) & (index < stop), axis=1))
-    best = np.zeros(candidates.size, dtype=np.float32)
-    total = np.zeros(candidates.size, dtype=np.float32)
-    chosen = np.zeros(candidates.size, dtype=labels.array.dtype)
-    position = np.full(index.shape[0], -1)
-    position[candidates] = np.arange(candidates.size)
+        return result.reshape(located.shape)
+    boxes = []  # per label: value, the box its neighbours reach (k, j, i), its indicator's corner, the indicator
     for value in labels.present_labels():
         mask = labels.array == value
         start, stop = bounding_box(mask)
-        points_near = near((start, stop), candidates)
         low, high = np.maximum(start - 1, 0), np.minimum(stop + 1, labels.grid.size)
-        box = mask[low[2]:high[2], low[1]:high[1], low[0]:high[0]].astype(np.float32)
-        coords = (index[points_near] - low)[:, ::-1].T  # (k, j, i) rows within the box
-        share = ndimage.map_coordinates(box, coords, order=1, mode="nearest", prefilter=False)
-        at = position[points_near]
-        wins = share > best[at]
-        chosen[at[wins]] = value
-        best[at] = np.maximum(best[at], share)
-        total[at] += share
-    chosen[best <= 1.0 - total] = 0
-    result[candidates] = chosen
-    return result.reshape(points.shape[:-1])
+        indicator = mask[low[2]:high[2], low[1]:high[1], low[0]:high[0]].astype(np.float32)
+        boxes.append((value, (start[::-1] - 1.0, stop[::-1].astype(float)), low[::-1, None].astype(np.float32),
+                      indicator))
+    start, stop = bounding_box(labels.array > 0)
+    every_label = (start[::-1] - 1.0, stop[::-1].astype(float))
+
+    def vote(first: int, last: int) -> None:
+        candidates = np.flatnonzero(_within(coords[:, first:last], every_label) & located.inside[first:last])
+        rows = coords[:, first + candidates]
+        best = np.zeros(candidates.size, dtype=np.float32)
+        total = np.zeros(candidates.size, dtype=np.float32)
+        chosen = np.zeros(candidates.size, dtype=labels.array.dtype)
+        for value, reach, corner, indicator in boxes:
+            near = np.flatnonzero(_within(rows, reach))
+            share = ndimage.map_coordinates(indicator, rows[:, near] - corner, order=1, mode="nearest",
+                                            prefilter=False)  # (k, j, i) within the indicator's box
+            wins = share > best[near]
+            chosen[near[wins]] = value
+            best[near] = np.maximum(best[near], share)
+            total[near] += share
+        chosen[best <= 1.0 - total] = 0
+        result[first + candidates] = chosen
+
+    in_parallel([lambda first=first: vote(first, min(first + _CHUNK_POINTS, count))
+                 for first in range(0, count, _CHUNK_POINTS)])
+    return result.reshape(located.shape)
 
 
 def sample_at(volume: Volume, points_mm: Any, *, fill_value: float = 0.0) -> np.ndarray:
-    """Values of ``volume`` at LPS points (..., 3) in mm; linear for images, nearest for labels.
-
-    Returns an array of shape ``points_mm.shape[:-1]``.
+    """Values of ``volume`` at LPS points (..., 3) in mm (or :class:`GridPoints` on the volume's grid);
+    linear for images, nearest for labels; ``fill_value`` beyond half a voxel outside the outer voxel
+    centres. Returns an array of the points' shape.
     """
-    points = np.asarray(points_mm, dtype=float)
-    if points.shape[-1] != 3:
-        raise InputError(f"points must have 3 coordinates in the last axis, got shape {points.shape}")
-    index = volume.grid.world_to_index(points.reshape(-1, 3))
-    # as in ITK, a voxel covers its whole extent: points up to half a voxel beyond
-    # the outer voxel centres take the edge value, points further out the fill value
-    upper = np.asarray(volume.grid.size, dtype=float) - 1.0
-    inside = np.all((index >= -0.5) & (index <= upper + 0.5), axis=1)
-    coords = np.clip(index, 0.0, upper)[:, ::-1].T  # (k, j, i) rows for the (z, y, x) array
+    located = _located(volume, points_mm)
     order = 0 if isinstance(volume, LabelVolume) else 1
-    values = ndimage.map_coordinates(volume.array, coords, order=order, mode="nearest", prefilter=False)
-    values = np.where(inside, values, np.asarray(fill_value, dtype=values.dtype))
-    return values.reshape(points.shape[:-1])
+    values = map_coordinates_threaded(volume.array, located.coords, order=order)
+    if not located.inside.all():
+        values[~located.inside] = fill_value
+    return values.reshape(located.shape)
 
 
 def bounding_box(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

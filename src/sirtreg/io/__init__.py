@@ -1,16 +1,21 @@
-"""Readers and writers: NIfTI/NRRD/MHA, DICOM series and multi-frame files, SEG, RTSTRUCT, RT Dose, Slicer files."""
+"""Readers and writers: NIfTI/NRRD/MHA, DICOM series and multi-frame files, SEG, RTSTRUCT, RT Dose, Slicer files.
+
+The DICOM readers and writers are imported at their first use (highdicom and pydicom's imaging parts take
+a fifth of a second to load), so a command that reads and writes NIfTI files never loads them. (The
+de-identification names are imported at once: the submodule ``deidentify`` would otherwise shadow the
+function of that name.)
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sirtreg.errors import InputError
 from sirtreg.geometry import LabelVolume, Volume
 from sirtreg.io.deidentify import DEFAULT_PSEUDONYM, Deidentification, deidentification_for, deidentify
-from sirtreg.io.dicom import SeriesInfo, list_series, read_dicom
-from sirtreg.io.dicom_seg import read_dicom_seg, write_dicom_seg
-from sirtreg.io.dicom_write import write_dicom_nm, write_dicom_series
 from sirtreg.io.images import (
     check_output_folder,
     check_plausible_grid,
@@ -25,8 +30,6 @@ from sirtreg.io.images import (
     write_volume_file,
 )
 from sirtreg.io.reorient import orient_like
-from sirtreg.io.rt_dose import read_rt_dose, write_rt_dose
-from sirtreg.io.rtstruct import read_rtstruct, write_rtstruct
 from sirtreg.io.slicer import (
     Segment,
     Segmentation,
@@ -34,6 +37,31 @@ from sirtreg.io.slicer import (
     read_segmentation,
     write_segmentation,
 )
+
+
+_DICOM = {  # name -> the module that defines it, imported at first use
+    **dict.fromkeys(("SeriesInfo", "list_series", "read_dicom"), "sirtreg.io.dicom"),
+    **dict.fromkeys(("read_dicom_seg", "write_dicom_seg"), "sirtreg.io.dicom_seg"),
+    **dict.fromkeys(("write_dicom_nm", "write_dicom_series"), "sirtreg.io.dicom_write"),
+    **dict.fromkeys(("read_rt_dose", "write_rt_dose"), "sirtreg.io.rt_dose"),
+    **dict.fromkeys(("read_rtstruct", "write_rtstruct"), "sirtreg.io.rtstruct"),
+}
+
+if TYPE_CHECKING:
+    from sirtreg.io.dicom import SeriesInfo, list_series, read_dicom
+    from sirtreg.io.dicom_seg import read_dicom_seg, write_dicom_seg
+    from sirtreg.io.dicom_write import write_dicom_nm, write_dicom_series
+    from sirtreg.io.rt_dose import read_rt_dose, write_rt_dose
+    from sirtreg.io.rtstruct import read_rtstruct, write_rtstruct
+
+
+def __getattr__(name: str) -> Any:
+    """The DICOM readers and writers, imported at first use."""
+    if name not in _DICOM:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_DICOM[name]), name)
+    globals()[name] = value
+    return value
 
 
 def read_image(path: str | os.PathLike[str], *, modality: str = "", series: str | None = None) -> Volume:
@@ -48,6 +76,8 @@ def read_image(path: str | os.PathLike[str], *, modality: str = "", series: str 
     if is_segmentation_file(path):
         raise InputError(f"{path.name} is a segmentation, not an image; read it with read_labels or read_segmentation")
     if path.is_dir() or not has_image_suffix(path):
+        from sirtreg.io.dicom import read_dicom
+
         volume = read_dicom(path, series=series, modality=modality)
     else:
         volume = read_volume_file(path, modality=modality)

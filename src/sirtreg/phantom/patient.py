@@ -33,6 +33,7 @@ from sirtreg.errors import InputError
 from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Landmarks, Volume
 from sirtreg.io import write_displacement, write_image
 from sirtreg.output_folder import OutputFolder, write_atomically
+from sirtreg.parallel import in_parallel
 from sirtreg.phantom.anatomy import (
     LABEL,
     ORGAN_LABELS,
@@ -161,17 +162,20 @@ def _half_diagonal_mm(grid: Grid) -> float:
 
 def _tissue_maps(anatomy: Anatomy, grid: Grid, *, points_for: Callable[[Grid], ScanPoints],
                  clip_dilation_mm: float = 0.0, slab_voxels: int = 600_000) -> TissueMaps:
-    """Evaluate the anatomy on ``grid`` slab by slab (a few slices at a time: small, fast temporaries)."""
+    """Evaluate the anatomy on ``grid`` slab by slab (a few slices at a time: small, fast temporaries; the
+    slabs on several threads)."""
     nz, ny, nx = grid.shape
     step = max(1, slab_voxels // (ny * nx))
     out = TissueMaps(np.zeros(grid.shape, np.uint8), np.zeros(grid.shape, np.uint8), np.zeros(grid.shape, np.float32),
                      np.zeros(grid.shape, bool), np.zeros(grid.shape, np.float32), anatomy.necrotic_lesion)
     fields = ("organs", "lesions", "lesion_depth", "liver", "clip_distance_mm")
-    for k0 in range(0, nz, step):
-        k1 = min(nz, k0 + step)
+
+    def slab(k0: int, k1: int) -> None:
         part = anatomy.evaluate(points_for(grid.crop((0, 0, k0), (nx, ny, k1))), clip_dilation_mm=clip_dilation_mm)
         for name in fields:
             getattr(out, name)[k0:k1] = getattr(part, name)
+
+    in_parallel([lambda k0=k0: slab(k0, min(nz, k0 + step)) for k0 in range(0, nz, step)])
     return out
 
 
@@ -298,16 +302,17 @@ def _write_scan(scan: Scan, out_dir: Path) -> dict[str, Any]:
         "organs": (scan.organs, f"{scan.name}_organs.nii.gz"),
     }
     entry: dict[str, Any] = {"name": scan.name, "modality": scan.modality}
-    for key, (volume, filename) in files.items():
-        write_image(volume, out_dir / filename)
-        entry[key] = filename
+    jobs = [lambda volume=volume, filename=filename: write_image(volume, out_dir / filename)
+            for volume, filename in files.values()]
+    entry.update({key: filename for key, (_, filename) in files.items()})
     entry["landmarks_mm"] = _landmark_dict(scan.landmarks)
     entry["grid"] = scan.image.grid.to_dict()
     if scan.displacement is not None:
         filename = f"{scan.name}_displacement.nii.gz"
-        write_displacement(scan.displacement, out_dir / filename)
+        jobs.append(lambda: write_displacement(scan.displacement, out_dir / filename))
         entry["displacement"] = filename
         entry["displacement_convention"] = DISPLACEMENT_CONVENTION
+    in_parallel(jobs)  # compression runs without the GIL
     return entry
 
 

@@ -53,6 +53,7 @@ import os
 import platform
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -63,11 +64,12 @@ import numpy as np
 import pydicom
 import torch
 from pydicom.errors import InvalidDicomError
+from scipy import ndimage
 
 from sirtreg import __version__
 from sirtreg.dosimetry import DoseReport, dose_report, plot_dvh
 from sirtreg.errors import InputError, SirtregError
-from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Volume
+from sirtreg.geometry import LabelVolume, Volume
 from sirtreg.output_folder import OutputFolder
 from sirtreg.io import (
     Deidentification,
@@ -100,9 +102,9 @@ from sirtreg.pipeline.plan import (
 from sirtreg.progress import Progress
 from sirtreg.register import (
     AffineTransform,
+    ReferenceChannels,
     RegistrationResult,
     guidance_labels,
-    map_reference_points,
     mapped_points,
     preset,
     register,
@@ -114,7 +116,7 @@ from sirtreg.register.engine import check_inputs as check_registration_inputs
 from sirtreg.report.html import Picture, Section, Table, Text, write_html
 from sirtreg.report.overlays import Contours, OverlayRow, save_contour_overlays
 from sirtreg.report.views import save_registration_views
-from sirtreg.resample import resample, resample_field
+from sirtreg.resample import resample
 from sirtreg.segment import segment_liver
 from sirtreg.yaml_input import refusal
 
@@ -361,8 +363,13 @@ def _read_contour(contour: ContourInput, image: Volume, role: str) -> LabelVolum
 
 
 def _read_image(name: str, path: Path, series: str | None, modality: str,
-                contours: Mapping[str, ContourInput | None]) -> _Image:
-    volume = read_image(path, modality=modality, series=series)
+                contours: Mapping[str, ContourInput | None], read: dict[tuple[str, str | None, str], Volume]) -> _Image:
+    """One image of the plan with its contours; a scan listed several times (e.g. to compare guidance presets)
+    is read once (``read``: the images read so far, by path, series and modality)."""
+    source = (os.path.abspath(path), series, modality)
+    if source not in read:
+        read[source] = read_image(path, modality=modality, series=series)
+    volume = read[source]
     read = {role: _read_contour(c, volume, role) if c is not None else None for role, c in contours.items()}
     return _Image(name, volume, modality, read["liver"], read["lesions"], read["landmarks"])
 
@@ -372,10 +379,11 @@ def _read_inputs(plan: Plan) -> tuple[_Image, Volume, list[_Image]]:
     def contours(entry: Any) -> dict[str, ContourInput | None]:
         return {role: getattr(entry, role) for role in CONTOUR_ROLES}
 
+    read: dict[tuple[str, str | None, str], Volume] = {}
     reference = _read_image(REFERENCE_SOURCE, plan.reference.image, plan.reference.series, "CT",
-                            contours(plan.reference))
+                            contours(plan.reference), read)
     spect = read_image(plan.spect.image, modality="NM", series=plan.spect.series)
-    floating = [_read_image(f.id, f.image, f.series, f.modality, contours(f)) for f in plan.floating]
+    floating = [_read_image(f.id, f.image, f.series, f.modality, contours(f), read) for f in plan.floating]
     return reference, spect, floating
 
 
@@ -401,15 +409,32 @@ def _check_inputs(plan: Plan, reference: _Image, floating: Sequence[_Image]) -> 
 
 
 # --- registration and carrying ----------------------------------------------------------
-def _register(reference: _Image, floating: _Image, guidance: str, device: str,
+class _ReferenceSide:
+    """What every registration of a run shares: the MAA CT's guidance labels (with and without landmarks)
+    and its pyramid channels."""
+
+    def __init__(self, reference: _Image) -> None:
+        self.reference = reference
+        self.channels = ReferenceChannels()
+        self._labels: dict[bool, LabelVolume] = {}
+
+    def labels(self, with_landmarks: bool) -> LabelVolume:
+        if with_landmarks not in self._labels:
+            assert self.reference.liver is not None
+            self._labels[with_landmarks] = guidance_labels(
+                self.reference.liver, self.reference.landmarks if with_landmarks else None)
+        return self._labels[with_landmarks]
+
+
+def _register(shared: _ReferenceSide, floating: _Image, guidance: str, device: str,
               progress: Progress) -> RegistrationResult:
     settings = replace(preset(guidance), device=device)  # type: ignore[arg-type]
     with_landmarks = guidance == "liver+landmarks"
-    reference_labels = guidance_labels(reference.liver, reference.landmarks if with_landmarks else None)
     floating_labels = None if guidance == "image" else guidance_labels(
         floating.liver, floating.landmarks if with_landmarks else None)
-    return register(reference.volume, floating.volume, settings=settings, reference_labels=reference_labels,
-                    floating_labels=floating_labels, progress=progress)
+    return register(shared.reference.volume, floating.volume, settings=settings,
+                    reference_labels=shared.labels(with_landmarks), floating_labels=floating_labels,
+                    progress=progress, reference_channels=shared.channels)
 
 
 def _lesion_overlap(reference: LabelVolume | None, carried: LabelVolume, names: Mapping[int, str]
@@ -418,36 +443,36 @@ def _lesion_overlap(reference: LabelVolume | None, carried: LabelVolume, names: 
     if reference is None:
         return {}
     by_name = {name: value for value, name in reference.labels.items()}
+    boxes = {"carried": ndimage.find_objects(carried.array), "reference": ndimage.find_objects(reference.array)}
     overlap = {}
     for value, structure in carried.labels.items():
         name = names[value]
         if name not in by_name:
             continue
-        mask = carried.array == value
-        reference_mask = reference.array == by_name[name]
-        centres = [LabelVolume.from_mask(m, carried.grid).mass_centre_mm() for m in (reference_mask, mask)]
+        # both lesions lie in the union of their boxes: DSC and mass centres from that box alone
+        found = [box[label - 1] if label <= len(box) else None
+                 for box, label in ((boxes["reference"], by_name[name]), (boxes["carried"], value))]
+        found = [box for box in found if box is not None] or [(slice(0, 1),) * 3]
+        start = np.array([min(box[axis].start for box in found) for axis in (2, 1, 0)])
+        stop = np.array([max(box[axis].stop for box in found) for axis in (2, 1, 0)])
+        window = (slice(start[2], stop[2]), slice(start[1], stop[1]), slice(start[0], stop[0]))
+        mask = carried.array[window] == value
+        reference_mask = reference.array[window] == by_name[name]
+        grid = carried.grid.crop(start, stop)
+        centres = [LabelVolume.from_mask(m, grid).mass_centre_mm() for m in (reference_mask, mask)]
         distance = float(np.linalg.norm(centres[0] - centres[1])) if all(c is not None for c in centres) else None
         overlap[structure] = {"dsc": dice(reference_mask, mask), "mcd_mm": distance}
     return overlap
 
 
-def _dense_on(transform: AffineTransform | DisplacementField, grid: Grid) -> DisplacementField:
-    """The transform as a displacement field on ``grid`` (the MAA CT's, which the field's grid covers)."""
-    if isinstance(transform, DisplacementField):
-        return resample_field(transform, grid)
-    points = grid.world_coordinates(np.float64)
-    return DisplacementField((map_reference_points(transform, points) - points).astype(np.float32), grid)
-
-
 def _carry(reference: _Image, floating: _Image, entry: FloatingInput, guidance: str,
-           result: RegistrationResult) -> _Carried:
+           result: RegistrationResult, liver_before: LabelVolume) -> _Carried:
     """Warp the floating image and its contours onto the MAA CT grid; measure what can be measured."""
     grid = reference.volume.grid
-    transform = _dense_on(result.transform, grid)
+    transform = result.transform
     points = mapped_points(transform, grid)  # T(x) once for every warp onto the MAA CT
     image = warp(floating.volume, transform, grid, fill_value=float(floating.volume.array.min()), points=points)
     liver = warp(floating.liver, transform, grid, label_mode="one-hot", points=points)
-    liver_before = resample(floating.liver, grid, label_mode="one-hot")
     lesions = overlap = None
     if floating.lesions is not None:
         warped = warp(floating.lesions, transform, grid, label_mode="one-hot", points=points)
@@ -566,16 +591,25 @@ def _write_floating(item: _Carried, floating: _Image, reference: _Image, spect_o
                     files: dict[str, Path]) -> None:
     """The NIfTI files, transform and pictures of one floating image."""
     key = item.entry.id
-    files[f"{key} registered image"] = write_image(item.image, folder / "registered_image.nii.gz")
-    files[f"{key} registered liver"] = write_image(item.liver, folder / "registered_liver.nii.gz")
-    if item.lesions is not None:
-        files[f"{key} registered lesions"] = write_image(item.lesions, folder / "registered_lesions.nii.gz")
-    if item.landmarks is not None:
-        files[f"{key} registered landmarks"] = write_image(item.landmarks, folder / "registered_landmarks.nii.gz")
-    if floating.liver_source == "CNN":
-        files[f"{key} CNN liver"] = write_image(floating.liver, folder / "liver_cnn.nii.gz")
+    volumes = {"registered image": (item.image, "registered_image.nii.gz"),
+               "registered liver": (item.liver, "registered_liver.nii.gz"),
+               "registered lesions": (item.lesions, "registered_lesions.nii.gz"),
+               "registered landmarks": (item.landmarks, "registered_landmarks.nii.gz"),
+               "CNN liver": (floating.liver if floating.liver_source == "CNN" else None, "liver_cnn.nii.gz")}
+    folder.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(2) as pool:  # the NIfTI files (compressed without the GIL) while the pictures are drawn
+        written = {f"{key} {name}": pool.submit(write_image, volume, folder / filename)
+                   for name, (volume, filename) in volumes.items() if volume is not None}
+        _write_floating_pictures(item, reference, spect_on_ct, folder, files)
+        files.update({name: future.result() for name, future in written.items()})
     files[f"{key} transform"] = folder / "transform"
     write_registration(item.result, folder / "transform", extra={"floating": key, "guidance": item.guidance})
+
+
+def _write_floating_pictures(item: _Carried, reference: _Image, spect_on_ct: Volume, folder: Path,
+                             files: dict[str, Path]) -> None:
+    """The contour overlays and the checkerboard of one floating image."""
+    key = item.entry.id
     lesion_sets = [Contours("lesions drawn on the MAA CT", reference.lesions, REFERENCE_COLOUR),
                    Contours(f"lesions of {key}, registered", item.lesions, REGISTERED_COLOUR)]
     centre = _largest_lesion_centre(item.lesions)
@@ -728,15 +762,19 @@ def _register_all(plan: Plan, reference: _Image, floating: Sequence[_Image], spe
                   files: dict[str, Path], device: str, stages: _Stages, timings: dict[str, float]) -> list[_Carried]:
     """Register every floating image, carry its contours onto the MAA CT and write its outputs."""
     spect_on_ct = resample(spect, reference.volume.grid)
+    shared = _ReferenceSide(reference)
+    unregistered: dict[int, LabelVolume] = {}  # the floating livers on the MAA CT grid, without transform
     carried = []
     for index, (entry, image) in enumerate(zip(plan.floating, floating)):
         guidance = plan.guidance(entry)
         with _timed(timings, f"register {entry.id}"):
-            result = _register(reference, image, guidance, device,
+            result = _register(shared, image, guidance, device,
                                stages.callback("register", index=index, label=entry.id, share=_REGISTRATION_SHARE))
         log.info("floating %s: %s registration in %.1f s", entry.id, guidance, result.seconds)
         with _timed(timings, f"carry {entry.id}"):
-            item = _carry(reference, image, entry, guidance, result)
+            if id(image.liver) not in unregistered:  # one per floating liver (a scan listed several times)
+                unregistered[id(image.liver)] = resample(image.liver, reference.volume.grid, label_mode="one-hot")
+            item = _carry(reference, image, entry, guidance, result, unregistered[id(image.liver)])
             _write_floating(item, image, reference, spect_on_ct, staging / "floating" / entry.id, files)
         carried.append(item)
         stages.report("register", 1.0, step=f"{entry.id} carried", index=index)

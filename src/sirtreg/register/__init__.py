@@ -1,7 +1,7 @@
 """Registration: transforms, loss terms, the engine and the paper's guidance presets."""
 
 from sirtreg.register.config import AffineSettings, NonRigidSettings, RegistrationSettings, preset
-from sirtreg.register.engine import guidance_labels, register
+from sirtreg.register.engine import ReferenceChannels, guidance_labels, register
 from sirtreg.register.quality import RegistrationQuality, registration_quality
 from sirtreg.register.result import LevelRecord, RegistrationResult
 from sirtreg.register.storage import read_transform, write_registration
@@ -13,6 +13,7 @@ __all__ = [
     "AffineTransform",
     "LevelRecord",
     "NonRigidSettings",
+    "ReferenceChannels",
     "RegistrationQuality",
     "RegistrationResult",
     "RegistrationSettings",

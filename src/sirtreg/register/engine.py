@@ -18,6 +18,7 @@ levels and records why each level stopped.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -272,6 +273,29 @@ def _near_labels(labels: LabelVolume, grid: Grid, margin_mm: float) -> np.ndarra
     return np.flatnonzero(distance <= margin_mm)
 
 
+class ReferenceChannels:
+    """The reference side of the pyramid (smoothed and resampled image, its MIND descriptor, label indicators,
+    the voxels near the labels), kept for every :func:`register` call given this object: registering several
+    floating images to one reference computes them once.
+
+    Entries are kept per reference volume and label map (by identity: this object holds both, so neither
+    can be replaced by another at the same address), working region, crop and margin; a call with another
+    reference, other labels or other settings gets entries of its own.
+    """
+
+    def __init__(self) -> None:
+        self._scopes: dict[tuple[Any, ...], tuple[Volume, LabelVolume | None, dict[tuple[Any, ...], Any]]] = {}
+
+    def scope(self, reference: Volume, labels: LabelVolume | None, region: Grid, box: tuple[np.ndarray, np.ndarray],
+              margin_mm: float, device: torch.device) -> dict[tuple[Any, ...], Any]:
+        """The channel cache of one reference, label map, working region, crop (start, stop), margin and device."""
+        key = (id(reference), id(labels), json.dumps(region.to_dict()), tuple(map(int, box[0])),
+               tuple(map(int, box[1])), float(margin_mm), str(device))
+        if key not in self._scopes:
+            self._scopes[key] = (reference, labels, {})
+        return self._scopes[key][2]
+
+
 class Level:
     """Reference and floating channels at one pyramid spacing, as torch tensors.
 
@@ -290,12 +314,21 @@ class Level:
     def __init__(self, spacing_mm: float, region: Grid, reference: Volume, floating: Volume,
                  reference_labels: LabelVolume | None, floating_labels: LabelVolume | None,
                  classes: tuple[Classes, Classes] | None, device: torch.device, *, image_term: str | None,
-                 margin_mm: float, cache: dict[tuple[Any, ...], Any]) -> None:
+                 margin_mm: float, cache: dict[tuple[Any, ...], Any],
+                 reference_cache: dict[tuple[Any, ...], Any] | None = None) -> None:
         self.spacing_mm = spacing_mm
         self.grid = region.with_spacing((spacing_mm,) * 3)
         self.points = grid_points(self.grid, device)
         sigma = spacing_mm / 2.0
-        near = _near_labels(reference_labels, self.grid, margin_mm) if reference_labels is not None else None
+        shared = cache if reference_cache is None else reference_cache  # the reference side, maybe shared
+
+        def store(key: tuple[Any, ...]) -> dict[tuple[Any, ...], Any]:
+            return shared if key[0] == "reference" else cache
+
+        if ("reference", "near", spacing_mm) not in shared:
+            shared[("reference", "near", spacing_mm)] = (
+                _near_labels(reference_labels, self.grid, margin_mm) if reference_labels is not None else None)
+        near = shared[("reference", "near", spacing_mm)]
         self.active = torch.from_numpy(near).to(device) if near is not None else None
         self.active_points = self.points.reshape(-1, 3)[self.active] if near is not None else self.points.reshape(-1, 3)
         floating_spacing = max(spacing_mm / FLOATING_OVERSAMPLING, min(floating.grid.spacing_mm))
@@ -303,19 +336,21 @@ class Level:
 
         def channel(key: tuple[Any, ...], make: Callable[[], Volume], onto: Grid) -> torch.Tensor:
             """A smoothed, resampled channel; the affine and non-rigid stages share those of equal spacing."""
-            if (*key, spacing_mm) not in cache:
-                cache[(*key, spacing_mm)] = torch.from_numpy(_smooth_and_resample(make(), onto, sigma)).to(device)
-            return cache[(*key, spacing_mm)]
+            found = store(key)
+            if (*key, spacing_mm) not in found:
+                found[(*key, spacing_mm)] = torch.from_numpy(_smooth_and_resample(make(), onto, sigma)).to(device)
+            return found[(*key, spacing_mm)]
 
         def mind(key: tuple[Any, ...], volume: Volume, onto: Grid) -> torch.Tensor:
             """MIND-SSC of ``volume`` computed at the level spacing, resampled onto ``onto``."""
-            if (*key, "mind", spacing_mm) not in cache:
+            found = store(key)
+            if (*key, "mind", spacing_mm) not in found:
                 same = _aligned_grid(onto, self.grid.direction, spacing_mm) if onto is not self.grid else onto
                 descriptor = mind_ssc(channel(key, lambda: volume, same))
                 if same is not onto:
                     descriptor = PlacedTensor(descriptor, same).sample(grid_points(onto, device))[0]
-                cache[(*key, "mind", spacing_mm)] = descriptor
-            return cache[(*key, "mind", spacing_mm)]
+                found[(*key, "mind", spacing_mm)] = descriptor
+            return found[(*key, "mind", spacing_mm)]
 
         self.reference: dict[str, torch.Tensor] = {}
         groups: list[tuple[str, torch.Tensor]] = [("fov", channel(
@@ -533,7 +568,7 @@ def _full_field(grid: Grid, affine: AffineTransform, residual: DisplacementField
 def register(
     reference: Volume, floating: Volume, *, settings: RegistrationSettings | None = None,
     reference_labels: LabelVolume | None = None, floating_labels: LabelVolume | None = None,
-    progress: Progress | None = None,
+    progress: Progress | None = None, reference_channels: ReferenceChannels | None = None,
 ) -> RegistrationResult:
     """Register ``floating`` to ``reference``; returns the reference->floating transform.
 
@@ -547,6 +582,8 @@ def register(
         value >= 2 per landmark for ``liver+landmarks``. With ``image`` guidance, reference labels
         only set the working region.
     progress : optional callback ``progress(step, fraction)``.
+    reference_channels : the reference side of the pyramid, kept for the next call with the same reference
+        and reference labels (see :class:`ReferenceChannels`); the result does not depend on it.
     """
     settings = settings or RegistrationSettings()
     progress = progress or no_progress
@@ -564,6 +601,9 @@ def register(
     box = _box_around(reference, region.corners_mm(), 1.5 * max(_levels_mm(settings)) + max(reference.grid.spacing_mm))
     reference_crop = reference.crop(*box)
     reference_labels_crop = reference_labels.crop(*box) if reference_labels is not None else None
+    reference_cache = (None if reference_channels is None
+                       else reference_channels.scope(reference, reference_labels, region, box, settings.margin_mm,
+                                                                device))
 
     stages = [("affine", s, n) for s, n in zip(settings.affine.levels_mm, settings.affine.iterations)]
     if settings.nonrigid.enabled:
@@ -592,7 +632,8 @@ def register(
             image_term = settings.nonrigid.similarity if settings.nonrigid.image_weight > 0 else None
             level_classes = classes if settings.nonrigid.label_weight > 0 else None
         level = Level(spacing, region, reference_crop, floating_crop, reference_labels_crop, floating_labels_crop,
-                      level_classes, device, image_term=image_term, margin_mm=settings.margin_mm, cache=channels)
+                      level_classes, device, image_term=image_term, margin_mm=settings.margin_mm, cache=channels,
+                      reference_cache=reference_cache)
         if stage == "affine":
             affine, losses, stopped = _affine_level(level, affine, settings, iterations, tick)
         else:

@@ -95,7 +95,7 @@ def save_contour_overlays(rows: Sequence[OverlayRow], path: str | os.PathLike[st
                 continue
             labels = _to_lps(contours.labels)
             grid.require_same(labels.grid, what=f"{row.title}: the image and the contours {contours.name!r}")
-            masks.append(_planes(labels.array > 0, centre))
+            masks.append([plane > 0 for plane in _planes(labels.array, centre)])
         for column, (ax, plane, aspect) in enumerate(zip(row_axes, _planes(image.array, centre),
                                                           _aspects(grid.spacing_mm))):
             ax.imshow(plane, cmap=row.colour_map, vmin=low, vmax=high, aspect=aspect, interpolation="nearest")

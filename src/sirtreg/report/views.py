@@ -40,16 +40,24 @@ class Panel:
 
 def _to_lps(volume: Volume) -> Volume:
     """The same volume with axes permuted/flipped to the closest LPS order (no interpolation)."""
+    if np.allclose(volume.grid.direction_matrix, np.eye(3)):
+        return volume  # already LPS: no copy
     oriented = sitk.DICOMOrient(to_sitk(volume), "LPS")
     if isinstance(volume, LabelVolume):
         return volume_from_sitk(oriented, modality=volume.modality, labels=dict(volume.labels))
     return volume_from_sitk(oriented, modality=volume.modality)
 
 
+_WINDOW_SAMPLE = 1 << 20  # voxels whose percentiles set a window: every n-th voxel of a larger image
+
+
 def _window(volume: Volume) -> tuple[float, float]:
+    """Display window (low, high): the modality's, else the 1st and 99.5th percentile of the voxels above
+    the image's minimum (of every n-th voxel of a large image)."""
     if volume.modality in WINDOWS:
         return WINDOWS[volume.modality]
-    values = volume.array[volume.array > volume.array.min()] if np.any(volume.array > volume.array.min()) else volume.array
+    array = volume.array.ravel()[:: max(1, volume.array.size // _WINDOW_SAMPLE)]
+    values = array[array > array.min()] if np.any(array > array.min()) else array
     low, high = np.percentile(values, [1.0, 99.5])
     return float(low), float(high if high > low else low + 1.0)
 
@@ -108,9 +116,10 @@ def save_orthogonal_views(
     return path
 
 
-def _unit_window(volume: Volume) -> np.ndarray:
+def _unit_planes(volume: Volume, centre: Sequence[int]) -> list[np.ndarray]:
+    """The three planes of :func:`_planes` through ``centre``, windowed to [0, 1]."""
     low, high = _window(volume)
-    return np.clip((volume.array.astype(np.float32) - low) / (high - low), 0.0, 1.0)
+    return [np.clip((plane.astype(np.float32) - low) / (high - low), 0.0, 1.0) for plane in _planes(volume.array, centre)]
 
 
 def save_registration_views(
@@ -136,21 +145,21 @@ def save_registration_views(
     index = np.clip(np.round(grid.world_to_index(point)), 0, np.asarray(grid.size) - 1).astype(int)
     centre = (index[2], index[1], index[0])
     tiles = [np.arange(n) * s // tile_mm for n, s in zip(grid.shape, grid.spacing_mm[::-1])]
-    board = (tiles[0][:, None, None] + tiles[1][None, :, None] + tiles[2][None, None, :]) % 2 == 0
-    checker = np.where(board, _unit_window(reference), _unit_window(warped))
-    warped_unit = _unit_window(warped)
+    board = _planes((tiles[0][:, None, None] + tiles[1][None, :, None] + tiles[2][None, None, :]) % 2 == 0, centre)
+    warped_unit = _unit_planes(warped, centre)
+    checker = [np.where(b, r, w) for b, r, w in zip(board, _unit_planes(reference, centre), warped_unit)]
     fig, axes = plt.subplots(2, 3, figsize=(12, 8), squeeze=False, facecolor="black")
     names = ("axial", "coronal", "sagittal")
     for column, aspect in enumerate(_aspects(grid.spacing_mm)):
-        axes[0][column].imshow(_planes(checker, centre)[column], cmap="gray", vmin=0, vmax=1, aspect=aspect)
+        axes[0][column].imshow(checker[column], cmap="gray", vmin=0, vmax=1, aspect=aspect)
         axes[0][column].set_title(f"checkerboard reference / warped - {names[column]}", color="white", fontsize=9)
-        axes[1][column].imshow(_planes(warped_unit, centre)[column], cmap="gray", vmin=0, vmax=1, aspect=aspect)
+        axes[1][column].imshow(warped_unit[column], cmap="gray", vmin=0, vmax=1, aspect=aspect)
         axes[1][column].set_title(f"warped floating, contours - {names[column]}", color="white", fontsize=9)
         for item, colour in zip(labels, ("#ff3b30", "#34c759")):
             if item is None:
                 continue
             item.grid.require_same(grid, what="label contours and the reference grid")
-            plane = _planes(item.array > 0, centre)[column]
+            plane = _planes(item.array, centre)[column] > 0
             if plane.any() and not plane.all():
                 axes[1][column].contour(plane, levels=[0.5], colors=colour, linewidths=1.0)
         for row in axes:

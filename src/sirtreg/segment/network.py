@@ -109,14 +109,11 @@ def instance_normalise(x: torch.Tensor) -> torch.Tensor:
 
     In place when no gradient is needed (inference), to save memory.
     """
-    dims = (2, 3, 4)
-    scale = float(x.shape[2] * x.shape[3] * x.shape[4]) ** -0.5
-    mean = x.mean(dim=dims, keepdim=True)
-    centred = x - mean if torch.is_grad_enabled() and x.requires_grad else x.sub_(mean)
-    # sum of squares in slabs of z: fast reduction without a full-size temporary
-    squares = sum(slab.square().sum(dim=dims, keepdim=True) for slab in centred.split(16, dim=2))
-    std = squares.sqrt() * scale
-    return centred / (std + _EPSILON) if centred.requires_grad else centred.div_(std.add_(_EPSILON))
+    var, mean = torch.var_mean(x, dim=(2, 3, 4), keepdim=True, correction=0)  # one pass
+    std = var.sqrt()
+    if torch.is_grad_enabled() and x.requires_grad:
+        return (x - mean) / (std + _EPSILON)
+    return x.sub_(mean).div_(std.add_(_EPSILON))
 
 
 def _activate(x: torch.Tensor) -> torch.Tensor:

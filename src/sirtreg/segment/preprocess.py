@@ -175,6 +175,16 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == int(np.argmax(sizes))
 
 
+def _box_erosion(mask: np.ndarray, width: int) -> np.ndarray:
+    """Binary erosion by a ``width``^3 box (outside the array counts as background), as three 1D erosions:
+    the same result as the 3D box, in a fraction of the time."""
+    for axis in range(3):
+        shape = [1, 1, 1]
+        shape[axis] = width
+        mask = ndimage.binary_erosion(mask, np.ones(shape, dtype=bool))
+    return mask
+
+
 def body_box(volume: Volume, modality: Modality) -> tuple[np.ndarray, np.ndarray]:
     """(start, stop) voxel indices (i, j, k) of the body, as the authors crop it in-plane.
 
@@ -201,7 +211,7 @@ def body_box(volume: Volume, modality: Modality) -> tuple[np.ndarray, np.ndarray
     k = np.arange(max(k[0] - 1, 0), min(k[-1] + 2, array.shape[0]))
     start, stop = np.array([i[0], j[0], k[0]]), np.array([i[-1], j[-1], k[-1]]) + 1
     inner = tissue[k[0]:k[-1] + 1, j[0]:j[-1] + 1, i[0]:i[-1] + 1]
-    core = _largest_component(ndimage.binary_erosion(inner, np.ones((5, 5, 5), dtype=bool)))
+    core = _largest_component(_box_erosion(inner, 5))
     if core.any():
         jj, ii = np.flatnonzero(core.any(axis=(0, 2))), np.flatnonzero(core.any(axis=(0, 1)))
         start[:2] += (ii[0], jj[0])
