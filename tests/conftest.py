@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,3 +38,73 @@ def fast_patient():
     from sirtreg.phantom import make_patient
 
     return make_patient(0, resolution="fast")
+
+
+# --- expensive inputs built once per session and shared by several modules ------------------------------------
+# A shared folder is made read-only while the session runs (which binds every user but root) and its files are
+# checked at the end of the session: a test that changed it fails there. A test that needs to write beside such
+# inputs works on its own copy in its tmp_path.
+def _snapshot(folder: Path) -> dict[str, str]:
+    """Every file and folder under ``folder``, with the SHA-256 of each file's contents."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(folder.rglob("*"))}
+
+
+def _set_read_only(folder: Path, read_only: bool) -> None:
+    write = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
+    for path in (folder, *folder.rglob("*")):
+        mode = path.stat().st_mode
+        path.chmod(mode & ~write if read_only else mode | stat.S_IWUSR)
+
+
+@contextmanager
+def _shared(folder: Path) -> Iterator[Path]:
+    """``folder`` read-only while in use; afterwards writable again, and checked to be unchanged."""
+    before = _snapshot(folder)
+    _set_read_only(folder, True)
+    try:
+        yield folder
+    finally:
+        _set_read_only(folder, False)
+    after = _snapshot(folder)
+    changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    assert not changed, f"tests changed the shared folder {folder}: {changed}"
+
+
+@pytest.fixture(scope="session")
+def fast_patient_folder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict]]:
+    """The seed-0 digital patient at the fast resolution written by ``write_patient``: (folder, manifest).
+
+    Shared and read-only: tests write their outputs elsewhere.
+    """
+    from sirtreg.phantom import write_patient
+
+    folder = tmp_path_factory.mktemp("patient")
+    manifest = write_patient(folder, seed=0, resolution="fast")
+    with _shared(folder):
+        yield folder, manifest
+
+
+@pytest.fixture(scope="session")
+def phantom_cohort(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, tuple[tuple[str, float], ...]]]:
+    """A two-patient phantom cohort (seed 0) at fast resolution, one train and one test patient, each with a CT
+    and an MR: (path of its cohort.yaml, the progress calls made while writing it).
+
+    Shared and read-only: tests write their outputs elsewhere.
+    """
+    from sirtreg.study import write_phantom_cohort
+
+    steps: list[tuple[str, float]] = []
+    path = write_phantom_cohort(tmp_path_factory.mktemp("cohort") / "out", patients=2, resolution="fast", seed=0,
+                                progress=lambda step, fraction: steps.append((step, fraction)))
+    with _shared(path.parent):
+        yield path, tuple(steps)
+
+
+@pytest.fixture(scope="session")
+def dask_scheduler() -> Iterator[str]:
+    """The address of a one-worker (one thread) local Dask cluster shared by the study tests."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0") as cluster:  # leaves port 8787 to run_study's clusters
+        yield cluster.scheduler_address

@@ -110,6 +110,7 @@ def test_phantom_refuses_a_non_empty_folder(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
+@pytest.mark.slow
 def test_phantom_writes_a_patient(tmp_path):
     result = runner.invoke(app, ["phantom", str(tmp_path / "patient"), "--seed", "2", "--resolution", "fast"])
     assert result.exit_code == 0, result.output

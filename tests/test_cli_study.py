@@ -7,13 +7,14 @@ resolution (one train and one test patient, each with a CT and an MR), on one sh
 from __future__ import annotations
 
 import csv
+import shutil
 
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from sirtreg.cli import app
-from sirtreg.study import read_results, summarise, write_phantom_cohort
+from sirtreg.study import read_results, summarise
 
 runner = CliRunner()
 
@@ -33,17 +34,14 @@ def assert_png(path) -> None:
 
 
 @pytest.fixture(scope="module")
-def manifest(tmp_path_factory):
-    return write_phantom_cohort(tmp_path_factory.mktemp("cohort") / "out", patients=2, resolution="fast")
+def manifest(phantom_cohort):
+    return phantom_cohort[0]
 
 
 @pytest.fixture(scope="module")
-def scheduler():
-    """The address of a one-worker local Dask cluster shared by the studies of this module."""
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                  dashboard_address=":0") as cluster:
-        yield cluster.scheduler_address
+def scheduler(dask_scheduler):
+    """The address of the one-worker local Dask cluster shared by the study tests."""
+    return dask_scheduler
 
 
 def study(*arguments):
@@ -80,6 +78,7 @@ def evaluated(manifest, scheduler, tuned, tmp_path_factory):
 
 
 # --- phantom-cohort and study check --------------------------------------------------------------
+@pytest.mark.slow
 def test_phantom_cohort_writes_a_cohort_and_names_its_manifest(tmp_path):
     result = runner.invoke(app, ["phantom-cohort", str(tmp_path / "cohort"), "--patients", "1", "--resolution",
                                  "fast", "--seed", "3"])
@@ -108,8 +107,12 @@ def test_check_prints_one_line_per_split(manifest):
     assert "test: 1 patient, 1 CT, 1 MR registrations" in result.stdout
 
 
-def test_check_lists_every_problem_in_one_error(manifest):
-    broken = manifest.with_name("broken.yaml")
+def test_check_lists_every_problem_in_one_error(manifest, tmp_path):
+    for path in (p for p in manifest.parent.rglob("*") if p.is_file()):  # a copy: the shared cohort is read-only
+        copy = tmp_path / "cohort" / path.relative_to(manifest.parent)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, copy)
+    broken = tmp_path / "cohort" / "broken.yaml"
     broken.write_text(manifest.read_text().replace("split: train", "split: validation")
                       .replace("modality: MR", "modality: PET", 1))
     result = study("check", broken)
@@ -121,6 +124,7 @@ def test_check_lists_every_problem_in_one_error(manifest):
 
 
 # --- study register ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_register_prints_the_rrmsd_per_modality(registered):
     result = registered["first"]
     assert result.exit_code == 0, result.output
@@ -135,6 +139,7 @@ def test_register_prints_the_rrmsd_per_modality(registered):
     assert "computed 4 of 4 registrations; 0 were already in results.csv" in result.stdout
 
 
+@pytest.mark.slow
 def test_register_again_computes_nothing(registered):
     result = registered["second"]
     assert result.exit_code == 0, result.output
@@ -142,6 +147,7 @@ def test_register_again_computes_nothing(registered):
     assert registered["after_second"] == registered["after_first"]
 
 
+@pytest.mark.slow
 def test_register_refuses_a_table_of_other_engine_settings(registered, manifest):
     before = registered["path"].read_bytes()
     result = runner.invoke(app, ["-q", "study", "register", str(manifest), "--affine-only", "-o",
@@ -151,6 +157,7 @@ def test_register_refuses_a_table_of_other_engine_settings(registered, manifest)
 
 
 # --- study tune ------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_tune_prints_rrmsd_per_grid_point_and_the_chosen_weights(tuned):
     result = tuned["result"]
     assert result.exit_code == 0, result.output
@@ -163,12 +170,14 @@ def test_tune_prints_rrmsd_per_grid_point_and_the_chosen_weights(tuned):
     assert "computed 8 of 8 registrations" in result.stdout
 
 
+@pytest.mark.slow
 def test_tune_writes_a_heat_map_beside_the_table(tuned):
     assert tuned["result"].exit_code == 0, tuned["result"].output
     assert_png(tuned["path"].with_name("tune_rrmsd.png"))
 
 
 # --- study evaluate --------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_evaluate_writes_a_table_and_box_plots_of_the_paper_methods(evaluated):
     result = evaluated["result"]
     assert result.exit_code == 0, result.output
@@ -187,6 +196,7 @@ def test_evaluate_writes_a_table_and_box_plots_of_the_paper_methods(evaluated):
     assert all(f"{float(row['rrmsd_mm']):.2f}" in report for row in table)  # every RRMSD of the table
 
 
+@pytest.mark.slow
 def test_evaluate_uses_the_tuned_weights_per_modality(evaluated, tuned):
     assert evaluated["result"].exit_code == 0, evaluated["result"].output
     chosen = {line.split(":")[0].removeprefix("chosen for "): line.split(": ")[1].split(" (")[0]
@@ -237,6 +247,7 @@ def test_evaluate_refuses_a_non_empty_output_folder(manifest, tmp_path):
     assert_refused(result, "not empty")
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_a_results_table_of_other_methods(manifest, tuned, tmp_path):
     before = tuned["path"].read_bytes()
     result = study("evaluate", manifest, "--results", tuned["path"], "-o", tmp_path / "out")
@@ -244,6 +255,7 @@ def test_evaluate_refuses_a_results_table_of_other_methods(manifest, tuned, tmp_
     assert tuned["path"].read_bytes() == before
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_weights_from_a_table_that_is_not_a_grid_search(manifest, registered, evaluated, tmp_path):
     result = study("evaluate", manifest, "--results", tmp_path / "results.csv", "--weights-from",
                    evaluated["results"], "-o", tmp_path / "out")

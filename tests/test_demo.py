@@ -5,12 +5,14 @@ import csv
 import json
 import re
 
+import pytest
 from typer.testing import CliRunner
 
 from sirtreg.cli import app
 from sirtreg.pipeline import read_plan
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_pipeline_and_refuses_to_overwrite(tmp_path, trained_models):
     runner = CliRunner()
     out = tmp_path / "demo"

@@ -32,7 +32,8 @@ import pytest
 from sirtreg.errors import InputError
 from sirtreg.output_folder import MANIFEST_NAME, OutputFolder, verify_folder
 
-pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX signals and process semantics")
+# every case runs the command line in child processes (seconds each): all slow
+pytestmark = [pytest.mark.skipif(os.name != "posix", reason="POSIX signals and process semantics"), pytest.mark.slow]
 
 START_TIMEOUT_S = 120.0  # generous: two shared cores, other test runs beside us
 EXIT_TIMEOUT_S = 60.0

@@ -35,6 +35,7 @@ def groups():
     return {"CNN&LM": cohort(0, 0.05), "CNN": cohort(1, 0.15)}
 
 
+@pytest.mark.slow
 def test_box_plots_and_passing_bablok_plots(groups, tmp_path):
     for plot in (plot_difference_boxes, plot_passing_bablok):
         path = plot(groups, tmp_path / f"{plot.__name__}.png")

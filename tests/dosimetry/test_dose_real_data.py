@@ -10,6 +10,8 @@ from sirtreg.io.slicer import read_segmentation
 
 ACTIVITY_GBQ = 2.0  # Y-90
 
+pytestmark = pytest.mark.slow  # the real SPECT and its 512 x 512 x 161 segmentation take seconds to read
+
 
 @pytest.fixture(scope="module")
 def report(shared_data):

@@ -108,6 +108,7 @@ def test_unknown_segment_and_overwrite_are_refused(tmp_path, overlapping):
         write_segmentation(overlapping, path)
 
 
+@pytest.mark.slow
 def test_real_slicer_segmentation(shared_data):
     segmentation = read_segmentation(shared_data / "taranis" / "patient_2_Segmentation.seg.nrrd")
     assert segmentation.grid.size == (512, 512, 161)

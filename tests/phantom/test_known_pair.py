@@ -34,6 +34,7 @@ def painted(ct_and_liver):
                          at_edge=(False, False, True))
 
 
+@pytest.mark.slow
 def test_lesions_have_their_volume_lie_in_the_liver_and_are_darker(ct_and_liver, painted):
     image, liver = ct_and_liver
     painted_image, lesions = painted
@@ -63,6 +64,7 @@ def motion(ct_and_liver):
                        sliding_mm=(10.0, 20.0), bspline_mm=(3.0, 6.0))
 
 
+@pytest.mark.slow
 def test_the_truth_inverts_the_motion(ct_and_liver, motion):
     image, _ = ct_and_liver
     points = image.grid.world_coordinates(np.float64)[::4, ::8, ::8].reshape(-1, 3)
@@ -90,6 +92,7 @@ def mr_pair(ct_and_liver, painted, motion):
                            rng=np.random.default_rng(2), truncation="top", cut_fraction=0.1, contour_sd_mm=0.0)
 
 
+@pytest.mark.slow
 def test_a_thick_slice_mr_like_pair_has_its_truth(mr_pair):
     pair = mr_pair
     assert pair.floating.grid.spacing_mm == (2.0, 2.0, 5.0)
@@ -104,6 +107,7 @@ def test_a_thick_slice_mr_like_pair_has_its_truth(mr_pair):
     assert unregistered.liver_msd_mm > 3 * truth.liver_msd_mm
 
 
+@pytest.mark.slow
 def test_the_field_of_view_cuts_the_top_of_the_liver(mr_pair):
     pair = mr_pair
     kept = pair.floating_liver.volume_ml(1) / pair.reference_liver.volume_ml(1)

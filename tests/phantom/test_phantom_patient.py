@@ -43,6 +43,7 @@ def written(tmp_path_factory):
 
 
 # --- 1. determinism ------------------------------------------------------------------------
+@pytest.mark.slow
 def test_same_seed_gives_identical_files(written):
     first, second, manifest, _ = written
     names = sorted(p.name for p in first.iterdir())
@@ -52,6 +53,7 @@ def test_same_seed_gives_identical_files(written):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_different_seeds_give_different_patients(fast):
     other = make_patient(1, resolution="fast")
     assert other.reference.image.array.shape == fast.reference.image.array.shape
@@ -60,6 +62,7 @@ def test_different_seeds_give_different_patients(fast):
     assert other.deformations["mr_t1"].amplitude_mm != fast.deformations["mr_t1"].amplitude_mm
 
 
+@pytest.mark.slow
 def test_manifest_lists_every_file_with_relative_paths(written):
     folder, _, manifest, steps = written
     on_disk = json.loads((folder / "patient.json").read_text())
@@ -82,6 +85,7 @@ def test_manifest_lists_every_file_with_relative_paths(written):
     assert steps[-1] == ("done", 1.0) and all(0 <= f <= 1 for _, f in steps)
 
 
+@pytest.mark.slow
 def test_written_displacement_round_trips(written, fast):
     folder, _, manifest, _ = written
     field = read_displacement(folder / manifest["floating"][0]["displacement"])
@@ -102,6 +106,7 @@ def _warped_masks(scan, reference):
     return sl, sample_at(scan.liver, mapped), sample_at(scan.lesions, mapped)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["contrast_ct", "mr_t1"])
 def test_known_deformation_maps_reference_truth_to_floating_truth(full, name):
     scan = next(s for s in full.floating if s.name == name)
@@ -154,6 +159,7 @@ def test_spect_lung_shunt_and_tumour_to_normal_ratios(fast):
     assert 0.01 <= counts[lungs].sum() / counts.sum() <= 0.12
 
 
+@pytest.mark.slow
 def test_spect_activity_truth_matches_stated_ratios(full):
     spect = full.spect
     organs = sample_at(full.reference.organs, spect.activity.grid.world_coordinates(np.float64))

@@ -40,7 +40,6 @@ from sirtreg.io import (
 )
 from sirtreg.metrics import dice
 from sirtreg.output_folder import OutputFolder
-from sirtreg.phantom import write_patient
 from sirtreg.pipeline import (
     ContourInput,
     FloatingInput,
@@ -59,10 +58,9 @@ IDS = {"contrast_ct": "ct", "mr_t1": "mr"}
 
 
 @pytest.fixture(scope="module")
-def patient(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """The seed-0 digital patient at the fast resolution: its folder and manifest."""
-    folder = tmp_path_factory.mktemp("patient")
-    return folder, write_patient(folder, seed=0, resolution="fast")
+def patient(fast_patient_folder: tuple[Path, dict]) -> tuple[Path, dict]:
+    """The seed-0 digital patient at the fast resolution: its folder (shared, read-only) and manifest."""
+    return fast_patient_folder
 
 
 def _plan(patient: tuple[Path, dict], *, floating: tuple[str, ...] = ("contrast_ct",), livers: bool = True,
@@ -110,6 +108,7 @@ def full_run(patient, tmp_path_factory):
 
 
 # --- the full run ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_results_hold_per_lesion_doses(full_run, patient):
     _, manifest = patient
     _, result = full_run
@@ -133,6 +132,7 @@ def test_results_hold_per_lesion_doses(full_run, patient):
         assert [row["floating"] for row in csv.DictReader(handle)] == ["ct"]
 
 
+@pytest.mark.slow
 def test_registered_lesions_overlap_the_reference_lesions(full_run, patient):
     folder, manifest = patient
     _, result = full_run
@@ -146,6 +146,7 @@ def test_registered_lesions_overlap_the_reference_lesions(full_run, patient):
         assert rows[f"ct/lesion {value}"]["dsc_to_maa_ct_lesion"] == pytest.approx(score)
 
 
+@pytest.mark.slow
 def test_outputs_lie_on_the_maa_ct_and_spect_grids(full_run, patient):
     folder, manifest = patient
     _, result = full_run
@@ -159,6 +160,7 @@ def test_outputs_lie_on_the_maa_ct_and_spect_grids(full_run, patient):
     assert not list(result.out_dir.parent.glob(".*"))  # no partial or old folder left beside it
 
 
+@pytest.mark.slow
 def test_report_is_self_contained_and_holds_the_lesion_table(full_run, patient):
     folder, _ = patient
     _, result = full_run
@@ -171,6 +173,7 @@ def test_report_is_self_contained_and_holds_the_lesion_table(full_run, patient):
     assert str(folder) not in text  # no input paths (they may name the patient)
 
 
+@pytest.mark.slow
 def test_a_second_run_into_the_folder_is_refused(full_run):
     plan, result = full_run
     before = (result.out_dir / "results.json").stat().st_mtime_ns
@@ -180,6 +183,7 @@ def test_a_second_run_into_the_folder_is_refused(full_run):
 
 
 # --- plumbing, with the quick preset --------------------------------------------------------
+@pytest.mark.slow
 def test_dicom_outputs_reference_the_maa_ct(patient, tmp_path, quick):
     folder, manifest = patient
     maa_ct = write_dicom_series(read_image(folder / manifest["reference"]["image"], modality="CT"),
@@ -216,6 +220,7 @@ def test_dicom_outputs_reference_the_maa_ct(patient, tmp_path, quick):
     assert sources == {"MAA CT", "ct", "mr"}  # lesions of each floating image are kept apart
 
 
+@pytest.mark.slow
 def test_missing_liver_contours_are_segmented(patient, tmp_path, monkeypatch, quick):
     folder, manifest = patient
     truth = {scan["modality"] + str(scan["grid"]["size"]): read_labels(folder / scan["liver"], labels={1: "liver"})
@@ -244,6 +249,7 @@ def test_missing_liver_contours_are_segmented(patient, tmp_path, monkeypatch, qu
     assert [row["liver"] for row in result.results["registrations"]] == ["CNN", "CNN"]
 
 
+@pytest.mark.slow
 def test_rtstruct_contours_are_read(patient, tmp_path, quick):
     """A floating CT as a DICOM series with its liver and lesions in one RTSTRUCT, overlapping as drawn."""
     folder, manifest = patient
@@ -452,6 +458,7 @@ def _check_dicom_outputs(result: RunResult, export: _Export) -> dict[str, pydico
     return datasets
 
 
+@pytest.mark.slow
 def test_a_plan_of_dicom_files_only_runs_end_to_end(dicom_runs, dicom_export):
     """MAA CT, SPECT, CT and MR series in one folder; contours as SEGs and RTSTRUCTs (liver, lesions, landmarks)."""
     plain, _, _ = dicom_runs
@@ -469,6 +476,7 @@ def test_a_plan_of_dicom_files_only_runs_end_to_end(dicom_runs, dicom_export):
     assert str(datasets["rt_dose.dcm"].PatientName) == PATIENT_NAME  # not de-identified: copied from the MAA CT
 
 
+@pytest.mark.slow
 def test_deidentified_outputs_hold_no_identifier(dicom_runs, dicom_export):
     plain, deidentified, messages = dicom_runs
     assert _identifiers_in(deidentified.out_dir) == {}
@@ -491,6 +499,7 @@ def test_deidentified_outputs_hold_no_identifier(dicom_runs, dicom_export):
     assert [r["mean_gy"] for r in deidentified.doses] == pytest.approx([r["mean_gy"] for r in same])
 
 
+@pytest.mark.slow
 def test_a_pseudonym_without_deidentify_is_refused(dicom_export, tmp_path, no_reading):
     with pytest.raises(InputError, match="pseudonym"):
         run_plan(dicom_export.plan, tmp_path / "out", pseudonym=PSEUDONYM)

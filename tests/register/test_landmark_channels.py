@@ -36,6 +36,7 @@ def _scene(offset_mm: float) -> tuple[Volume, LabelVolume, LabelVolume]:
             LabelVolume(lesions, GRID, labels={1: "lesion 1", 2: "lesion 2"}))
 
 
+@pytest.mark.slow
 def test_adjacent_lesions_keep_their_identity_with_one_channel_each():
     reference, reference_liver, reference_lesions = _scene(0.0)
     floating, floating_liver, floating_lesions = _scene(SHIFT_MM)

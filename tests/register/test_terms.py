@@ -74,11 +74,13 @@ def test_springs_are_relaxed_under_the_affine_and_any_rigid_motion():
     rotation *= torch.sign(torch.det(rotation))
     v = points @ rotation.T - points + torch.tensor([5.0, -3.0, 2.0], dtype=torch.float64)
     spring = SpringRegulariser(STEP, connectivity=26)
-    assert float(spring(v.float())) < 1e-10
+    # zero up to float32 rounding: displacements of up to ~30 mm are off by ~2e-6 mm, a strain of <= 1e-6 on
+    # springs of 2-7 mm, so a mean squared strain far below 1e-10 (2e-15 seen)
+    assert float(spring(v.float())) == pytest.approx(0.0, abs=1e-10)
     scaling = torch.diag(torch.tensor([1.2, 0.9, 1.1], dtype=torch.float64))
     with_affine = SpringRegulariser(STEP, scaling, connectivity=26)  # rest lengths after the affine
     # float32 lengths of the same vector, computed twice, may differ in the last bit: a strain of ~1e-8
-    assert float(with_affine(torch.zeros(6, 7, 8, 3))) < 1e-12
+    assert float(with_affine(torch.zeros(6, 7, 8, 3))) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_spring_energy_of_a_uniform_stretch_is_the_mean_squared_strain():
@@ -95,6 +97,7 @@ def test_spring_energy_of_a_uniform_stretch_is_the_mean_squared_strain():
         neighbour_offsets(18)
 
 
+@pytest.mark.slow
 def test_spring_gradient_matches_finite_differences():
     rng = np.random.default_rng(3)
     v = torch.from_numpy(rng.normal(0, 0.5, (4, 5, 6, 3)))
@@ -117,7 +120,7 @@ def test_folding_penalty_is_zero_for_mild_deformation_and_pushes_a_fold_open():
     points = _world((6, 6, 6))
     penalty = FoldingPenalty(STEP.float(), threshold=0.3)
     mild = 1.5 * torch.sin(points / 15.0)  # det stays near 1
-    assert float(penalty(mild.float())) == 0.0
+    assert float(penalty(mild.float())) == 0.0  # exact: no determinant nears the threshold, every term is 0
     folded = points * torch.tensor([-1.5, 0.0, 0.0], dtype=torch.float64)  # x -> -0.5 x: det = -0.5
     v = folded.float().requires_grad_(True)
     energy = penalty(v)

@@ -91,6 +91,7 @@ def _dice(a, b):
     return 2.0 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
 
 
+@pytest.mark.slow
 def test_liver_of_a_real_ct(shared_data, trained_models):
     """The TotalSegmentator example CT (3 mm): DSC >= 0.90 against its liver label (5)."""
     folder = shared_data / "totalsegmentator"
@@ -102,6 +103,7 @@ def test_liver_of_a_real_ct(shared_data, trained_models):
     assert liver.volume_ml(1) == pytest.approx(reference.volume_ml(5), rel=0.1)
 
 
+@pytest.mark.slow
 def test_liver_of_a_thin_real_mr(shared_data, trained_models):
     """The TotalSegmentator example MR: 20 slices of 3 mm through the liver (a thin stack, continued
     with air slices); DSC >= 0.85 against its liver label (5). With 0-padding no liver is found."""
@@ -113,6 +115,7 @@ def test_liver_of_a_thin_real_mr(shared_data, trained_models):
     assert _dice(liver.array == 1, reference.array == 5) >= 0.85
 
 
+@pytest.mark.slow
 def test_lesions_of_a_real_ct_stay_near_the_liver(shared_data, trained_models):
     """Smoke test of the lesion network on a small piece of the example CT (one window)."""
     folder = shared_data / "totalsegmentator"

@@ -106,6 +106,7 @@ def _hdf5_weights(wheel: Path, member: str):
         return [(f[n][n]["kernel:0"][()].astype(np.float64), f[n][n]["bias:0"][()].astype(np.float64)) for n in names]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "size_xyz"), [("liver", (54, 54, 54)), ("lesion", (92, 92, 46))])
 def test_equivalence_with_keras_reference(name, size_xyz, authors_wheel, trained_models):
     """Runs the original HDF5 weights through our network and through a NumPy re-implementation of

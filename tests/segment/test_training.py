@@ -45,6 +45,7 @@ def _held_out_loss(checkpoint, cases) -> float:
     return float(np.mean(losses))
 
 
+@pytest.mark.slow
 def test_loss_falls_and_resume_is_exact(tmp_path):
     cases = [_case("ct", 0), _case("mr", 3)]
     options = {"batch_size": 1, "learning_rate": 1e-2, "input_shape": PATCH, "pretrained": False, "seed": 3}

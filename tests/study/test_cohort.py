@@ -11,12 +11,9 @@ from sirtreg.study import COHORT_MANIFEST_NAME, COMPUTE, read_manifest, write_ph
 
 
 @pytest.fixture(scope="module")
-def two_patients(tmp_path_factory):
-    """A two-patient cohort at fast resolution, its manifest path and the progress calls."""
-    steps = []
-    path = write_phantom_cohort(tmp_path_factory.mktemp("cohort") / "out", patients=2, resolution="fast", seed=0,
-                                progress=lambda step, fraction: steps.append((step, fraction)))
-    return path, steps
+def two_patients(phantom_cohort):
+    """A two-patient cohort at fast resolution (seed 0), its manifest path and the progress calls."""
+    return phantom_cohort
 
 
 def test_manifest_reads_back_with_the_expected_counts(two_patients):
@@ -56,6 +53,7 @@ def test_progress_rises_to_one_and_names_each_patient(two_patients):
     assert {step.split(":")[0] for step, _ in steps[:-2]} == {"P01", "P02"}
 
 
+@pytest.mark.slow
 def test_compute_cnn_masks_all_test_split_and_overwrite(tmp_path):
     (tmp_path / "stale.txt").write_text("left from before")
     path = write_phantom_cohort(tmp_path, patients=1, resolution="fast", seed=1, train_fraction=0.0,
