@@ -85,14 +85,17 @@ def _quantise(array: np.ndarray, *, dtype: type[np.integer]) -> tuple[np.ndarray
 
 
 def _file_dataset(sop_class: str, *, modality: str, study_uid: str, series_uid: str, frame_uid: str,
-                  series_description: str, patient_name: str, patient_id: str) -> FileDataset:
+                  series_description: str, patient_name: str, patient_id: str,
+                  now: datetime.datetime | None = None) -> FileDataset:
+    """One file's dataset; ``now`` (default: this moment) dates it: give every file of a series the same, or a
+    series written across a second boundary holds two series times (and splits where it has no UID)."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds = FileDataset("", Dataset(), file_meta=meta, preamble=b"\0" * 128)
-    now = datetime.datetime.now()
+    now = now or datetime.datetime.now()
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
@@ -161,10 +164,11 @@ def write_dicom_series(volume: Volume, folder: str | os.PathLike[str], *, modali
     uids = _uids(frame_of_reference_uid, study_instance_uid)
     direction = grid.direction_matrix
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".partial", dir=folder.parent))
+    written_at = datetime.datetime.now()  # one series date and time for every slice
     try:
         for k in range(grid.size[2]):
             ds = _file_dataset(SOP_CLASSES[modality], modality=modality, series_description=series_description,
-                               patient_name=patient_name, patient_id=patient_id, **uids)
+                               patient_name=patient_name, patient_id=patient_id, now=written_at, **uids)
             ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
             ds.InstanceNumber = k + 1
             position = grid.index_to_world([0, 0, k])
