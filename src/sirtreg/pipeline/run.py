@@ -370,8 +370,8 @@ def _read_image(name: str, path: Path, series: str | None, modality: str,
     if source not in read:
         read[source] = read_image(path, modality=modality, series=series)
     volume = read[source]
-    read = {role: _read_contour(c, volume, role) if c is not None else None for role, c in contours.items()}
-    return _Image(name, volume, modality, read["liver"], read["lesions"], read["landmarks"])
+    found = {role: _read_contour(c, volume, role) if c is not None else None for role, c in contours.items()}
+    return _Image(name, volume, modality, found["liver"], found["lesions"], found["landmarks"])
 
 
 def _read_inputs(plan: Plan) -> tuple[_Image, Volume, list[_Image]]:
