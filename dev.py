@@ -31,6 +31,7 @@ STAMP = VENV / ".sirtreg-installed"
 NO_TESTS_COLLECTED = 5
 BROWSER_PACKAGES = ("chromium", "chromium-driver")  # Debian's, for the review page's browser test
 BROWSER_INSTALL_S = 600  # at most, for apt-get update and install together
+TEST_WORKERS = 4  # test processes at most: each builds the session's shared inputs (patient, cohort) once
 
 
 def _fingerprint() -> str:
@@ -81,6 +82,16 @@ def ensure_browser() -> None:
               file=sys.stderr, flush=True)
 
 
+def _workers(arguments: list[str]) -> list[str]:
+    """pytest-xdist options: one test process per core (at most :data:`TEST_WORKERS`), each on its own cores
+    (tests/conftest.py), the longest tests first; none when the arguments choose themselves or one core is all."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if cores < 2 or any(a == "-n" or a.startswith(("-n", "--numprocesses", "--dist")) or a == "no:xdist"
+                        for a in arguments):
+        return []
+    return ["-n", str(min(cores, TEST_WORKERS)), "--dist", "worksteal"]
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"demo", "test"}:
         print(__doc__)
@@ -90,7 +101,7 @@ def main(argv: list[str]) -> int:
     if command == "demo":
         return subprocess.run([str(BIN / "sirtreg"), "demo", *rest], cwd=ROOT).returncode
     ensure_browser()
-    code = subprocess.run([str(PYTHON), "-m", "pytest", *rest], cwd=ROOT).returncode
+    code = subprocess.run([str(PYTHON), "-m", "pytest", *_workers(rest), *rest], cwd=ROOT).returncode
     if code == NO_TESTS_COLLECTED:
         print("pytest collected no tests: the test suite is missing or was filtered away", file=sys.stderr)
         return 1

@@ -208,7 +208,7 @@ def study_finetune_cnn(
                               device=device, progress=progress)
     first, last = result.losses[0], result.losses[-1]
     console.print(f"{result.steps} steps, Dice loss {first:.3f} -> {last:.3f}; weights for --cnn-weights: "
-                  f"{result.checkpoint}", highlight=False)
+                  f"{result.checkpoint}", highlight=False, soft_wrap=True)  # a path to copy: never broken
 
 
 # --- study register ---------------------------------------------------------------------

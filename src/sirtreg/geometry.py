@@ -354,10 +354,13 @@ class LabelVolume(Volume):
 
     def mass_centre_mm(self) -> np.ndarray | None:
         """The LPS point (mm) at the mass centre of the non-zero voxels, None if there are none."""
-        voxels = np.argwhere(self.array > 0)
-        if voxels.size == 0:
+        mask = self.array > 0
+        count = np.count_nonzero(mask)
+        if count == 0:
             return None
-        k, j, i = voxels.mean(axis=0)
+        # the mean index along each axis from the mask's projections (no list of the voxels)
+        k, j, i = (float(mask.sum(axis=tuple(a for a in range(3) if a != axis)) @ np.arange(mask.shape[axis])) / count
+                   for axis in range(3))
         return self.grid.index_to_world([i, j, k])
 
     @classmethod

@@ -93,7 +93,7 @@ def one_hot_vote(
     return result
 
 
-_CHUNK_POINTS = 1 << 20  # points located per step: float64 temporaries of 24 MB, not one of the whole grid
+_CHUNK_POINTS = 1 << 18  # points per step and thread: temporaries of a few MB, reused from step to step
 
 
 def map_coordinates_threaded(array: np.ndarray, coords: np.ndarray, *, order: int) -> np.ndarray:

@@ -2,8 +2,8 @@
 
 The DICOM readers and writers are imported at their first use (highdicom and pydicom's imaging parts take
 a fifth of a second to load), so a command that reads and writes NIfTI files never loads them. (The
-de-identification names are imported at once: the submodule ``deidentify`` would otherwise shadow the
-function of that name.)
+de-identification names are imported at once, the submodule ``deidentify`` would otherwise shadow the
+function of that name; that module loads pydicom only when it de-identifies a dataset.)
 """
 
 from __future__ import annotations

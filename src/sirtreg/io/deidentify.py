@@ -32,10 +32,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-from pydicom.dataset import Dataset
+from typing import TYPE_CHECKING
 
 from sirtreg.errors import InputError
+
+if TYPE_CHECKING:  # pydicom loads when a dataset is de-identified, not with sirtreg.io
+    from pydicom.dataset import Dataset
 
 DEFAULT_PSEUDONYM = "ANONYMOUS"
 METHOD = "DICOM PS3.15 E.1 basic profile: retain UIDs, clean descriptors"  # LO, at most 64 characters
@@ -128,6 +130,8 @@ class Deidentification:
 
     def apply(self, dataset: Dataset) -> Dataset:
         """De-identify ``dataset`` in place (private attributes removed too); returns it."""
+        from pydicom.dataset import Dataset
+
         dataset.remove_private_tags()
         _clean(dataset, {**_DUMMY_ALWAYS, **_DUMMIES.get(str(dataset.get("Modality", "")).upper(), {})})
         for keyword in EMPTIED:

@@ -13,7 +13,7 @@ from sirtreg.resample import GridPoints, resample_field, sample_at, sample_one_h
 
 Transform = AffineTransform | DisplacementField
 
-_SLAB_VOXELS = 1 << 20  # voxels of the reference grid mapped per step
+_SLAB_VOXELS = 1 << 18  # voxels of the reference grid mapped per step: temporaries of a few MB, reused
 
 
 def map_reference_points(transform: Transform, points_mm: Any) -> np.ndarray:

@@ -87,9 +87,8 @@ def save_orthogonal_views(
         image = _to_lps(panel.image)
         labels = _to_lps(panel.labels) if panel.labels is not None else None
         point = centre_mm
-        if point is None and labels is not None and np.any(labels.array):
-            k, j, i = np.argwhere(labels.array > 0).mean(axis=0)
-            point = labels.grid.index_to_world([i, j, k])
+        if point is None and labels is not None:
+            point = labels.mass_centre_mm()
         if point is None:
             point = image.grid.center_mm
         index = np.clip(np.round(image.grid.world_to_index(point)), 0, np.asarray(image.grid.size) - 1).astype(int)
@@ -138,17 +137,21 @@ def save_registration_views(
     reference.grid.require_same(warped.grid, what="the reference and the warped floating image")
     labels = [_to_lps(item) if item is not None else None for item in (reference_labels, warped_labels)]
     grid = reference.grid
-    point = grid.center_mm
-    if labels[0] is not None and np.any(labels[0].array):
-        k, j, i = np.argwhere(labels[0].array > 0).mean(axis=0)
-        point = grid.index_to_world([i, j, k])
+    point = labels[0].mass_centre_mm() if labels[0] is not None else None
+    if point is None:
+        point = grid.center_mm
     index = np.clip(np.round(grid.world_to_index(point)), 0, np.asarray(grid.size) - 1).astype(int)
     centre = (index[2], index[1], index[0])
-    tiles = [np.arange(n) * s // tile_mm for n, s in zip(grid.shape, grid.spacing_mm[::-1])]
-    board = _planes((tiles[0][:, None, None] + tiles[1][None, :, None] + tiles[2][None, None, :]) % 2 == 0, centre)
+    k, j, i = (np.arange(n) * s // tile_mm for n, s in zip(grid.shape, grid.spacing_mm[::-1]))  # tile numbers
+    board = [(tiles % 2 == 0)[::flip] for tiles, flip in  # as _planes orders them: axial, coronal, sagittal
+             ((j[:, None] + i[None, :] + k[centre[0]], 1), (k[:, None] + i[None, :] + j[centre[1]], -1),
+              (k[:, None] + j[None, :] + i[centre[2]], -1))]
     warped_unit = _unit_planes(warped, centre)
     checker = [np.where(b, r, w) for b, r, w in zip(board, _unit_planes(reference, centre), warped_unit)]
     fig, axes = plt.subplots(2, 3, figsize=(12, 8), squeeze=False, facecolor="black")
+    for ax in axes.flat:  # no ticks to lay out: the figure draws in two thirds of the time
+        ax.set_xticks([])
+        ax.set_yticks([])
     names = ("axial", "coronal", "sagittal")
     for column, aspect in enumerate(_aspects(grid.spacing_mm)):
         axes[0][column].imshow(checker[column], cmap="gray", vmin=0, vmax=1, aspect=aspect)
@@ -164,7 +167,7 @@ def save_registration_views(
                 axes[1][column].contour(plane, levels=[0.5], colors=colour, linewidths=1.0)
         for row in axes:
             row[column].axis("off")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.95, bottom=0.01, wspace=0.04, hspace=0.12)
     save_figure(fig, path, overwrite=True, dpi=90, facecolor="black")
     plt.close(fig)
     return path
