@@ -13,8 +13,13 @@ import pytest
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under pytest-xdist, each worker gets its own share of the cores (and its subprocesses with it), and every
-    thread pool its size: two workers never contend for one core, where PyTorch slows many fold."""
+    """The command line's allocator setting for the whole session (a test process allocates and frees large
+    arrays as a command does). Under pytest-xdist, each worker gets its own share of the cores (and its
+    subprocesses with it), and every thread pool its size: two workers never contend for one core, where
+    PyTorch slows many fold."""
+    from sirtreg.allocator import reuse_freed_memory
+
+    reuse_freed_memory()
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if not worker or count < 2 or not hasattr(os, "sched_setaffinity"):
         return
