@@ -543,19 +543,22 @@ def register_command(
         grid = reference_image.grid
         points = mapped_points(result.transform, grid)  # T(x) once for every warp
         files, carried = {}, {}
-        for name, item in (("floating", floating_image), ("liver", livers[1]), ("landmarks", landmarks[1]),
-                           ("lesions", lesions.result() if lesions else None)):
-            if item is None:
-                continue
+
+        def carry(name: str, item: Any) -> None:  # each file compressed (without the GIL) while the next is warped
             carried[name] = warp(item, result.transform, grid, label_mode="one-hot", points=points,
                                  fill_value=float(item.array.min()) if name == "floating" else 0.0)
-            # each file is compressed (without the GIL) while the next volume is warped
             files["warped" if name == "floating" else f"warped {name}"] = pool.submit(
                 write_image, carried[name], out.staging / f"warped_{name}.nii.gz")
-            if name == "liver" or (name == "floating" and livers[1] is None):
-                overlay = pool.submit(views.result().save_registration_views, reference_image, carried["floating"],
-                                      out.staging / "overlay.png", reference_labels=livers[0],
-                                      warped_labels=carried.get("liver"))
+
+        carry("floating", floating_image)
+        if livers[1] is not None:
+            carry("liver", livers[1])
+        overlay = pool.submit(views.result().save_registration_views, reference_image, carried["floating"],
+                              out.staging / "overlay.png", reference_labels=livers[0],
+                              warped_labels=carried.get("liver"))
+        for name, item in (("landmarks", landmarks[1]), ("lesions", lesions.result() if lesions else None)):
+            if item is not None:
+                carry(name, item)
         written["overlay"] = overlay.result()
         written.update({name: future.result() for name, future in files.items()})
         written = out.final_paths(written)

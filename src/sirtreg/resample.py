@@ -96,6 +96,11 @@ def one_hot_vote(
 _CHUNK_POINTS = 1 << 18  # points per step and thread: temporaries of a few MB, reused from step to step
 
 
+def _chunks(count: int) -> list[tuple[int, int]]:
+    """(start, stop) of the consecutive steps of at most :data:`_CHUNK_POINTS` that cover ``count`` points."""
+    return [(start, min(start + _CHUNK_POINTS, count)) for start in range(0, count, _CHUNK_POINTS)]
+
+
 def map_coordinates_threaded(array: np.ndarray, coords: np.ndarray, *, order: int) -> np.ndarray:
     """``ndimage.map_coordinates(array, coords, order, mode="nearest", prefilter=False)`` over the columns
     of ``coords`` (3, n) in blocks on several threads (SciPy releases the GIL while it interpolates)."""
@@ -106,7 +111,7 @@ def map_coordinates_threaded(array: np.ndarray, coords: np.ndarray, *, order: in
         return lambda: ndimage.map_coordinates(array, coords[:, start:stop], output=out[start:stop], order=order,
                                                mode="nearest", prefilter=False)
 
-    in_parallel([block(start, min(start + _CHUNK_POINTS, count)) for start in range(0, count, _CHUNK_POINTS)])
+    in_parallel([block(start, stop) for start, stop in _chunks(count)])
     return out
 
 
@@ -136,8 +141,8 @@ class GridPoints:
         if points.ndim < 1 or points.shape[-1] != 3:
             raise InputError(f"points must have 3 coordinates in the last axis, got shape {points.shape}")
         flat = points.reshape(-1, 3)
-        blocks = [(start, min(start + _CHUNK_POINTS, flat.shape[0])) for start in range(0, flat.shape[0], _CHUNK_POINTS)]
-        return cls.from_blocks(grid, points.shape[:-1], [(a, b, lambda a=a, b=b: flat[a:b]) for a, b in blocks])
+        return cls.from_blocks(grid, points.shape[:-1],
+                               [(a, b, lambda a=a, b=b: flat[a:b]) for a, b in _chunks(flat.shape[0])])
 
     @classmethod
     def from_blocks(cls, grid: Grid, shape: tuple[int, ...],
@@ -234,8 +239,7 @@ def sample_one_hot(labels: LabelVolume, points_mm: Any) -> np.ndarray:
         chosen[best <= 1.0 - total] = 0
         result[first + candidates] = chosen
 
-    in_parallel([lambda first=first: vote(first, min(first + _CHUNK_POINTS, count))
-                 for first in range(0, count, _CHUNK_POINTS)])
+    in_parallel([lambda first=first, last=last: vote(first, last) for first, last in _chunks(count)])
     return result.reshape(located.shape)
 
 
