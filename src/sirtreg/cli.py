@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -22,6 +22,10 @@ from rich.table import Table
 
 from sirtreg import __version__
 from sirtreg.errors import InputError, OutputExistsError, SirtregError
+
+if TYPE_CHECKING:
+    from sirtreg.geometry import LabelVolume, Volume
+    from sirtreg.register import ReferenceChannels, RegistrationSettings
 
 app = typer.Typer(
     name="sirtreg",
@@ -504,40 +508,44 @@ def register_command(
 
     from sirtreg.io import read_image, read_labels, write_image
     from sirtreg.output_folder import OutputFolder
+    from sirtreg.register import ReferenceChannels, preset
 
     inputs = [p for p in (reference, floating, reference_liver, floating_liver, reference_landmarks,
                           floating_landmarks, floating_lesions) if p is not None]
     weights = nonrigid_weights(image_weight, label_weight, rigidity, affine_only=affine_only)
     if folding_weight is not None:
         weights["folding_weight"] = folding_weight
-    with ThreadPoolExecutor(2) as pool:  # the inputs are read (SimpleITK, without the GIL) while PyTorch is imported
+    settings = preset(guidance, **weights)  # type: ignore[arg-type]
+    settings = replace(settings, device=device, landmark_channels=landmark_channels or settings.landmark_channels,
+                       nonrigid=replace(settings.nonrigid, similarity=similarity or settings.nonrigid.similarity))
+    if guidance == "liver+landmarks" and None in (reference_landmarks, floating_landmarks):
+        raise SirtregError("liver+landmarks guidance needs --reference-landmarks and --floating-landmarks")
+    if guidance != "image" and None in (reference_liver, floating_liver):
+        raise SirtregError(f"{guidance} guidance needs --reference-liver and --floating-liver")
+    channels = ReferenceChannels()
+    with ThreadPoolExecutor(2) as pool:
         images = [pool.submit(read_image, path) for path in (reference, floating)]
         livers = [pool.submit(_one_structure, path, liver_segment, "liver") if path is not None else None
                   for path in (reference_liver, floating_liver)]
         landmarks = [pool.submit(read_labels, path) if path is not None else None
                      for path in (reference_landmarks, floating_landmarks)]
         lesions = pool.submit(read_labels, floating_lesions) if floating_lesions is not None else None
-        from sirtreg.register import guidance_labels, mapped_points, preset, register, warp, write_registration
-
-        settings = preset(guidance, **weights)  # type: ignore[arg-type]
-        settings = replace(settings, device=device, landmark_channels=landmark_channels or settings.landmark_channels,
-                           nonrigid=replace(settings.nonrigid, similarity=similarity or settings.nonrigid.similarity))
-    if guidance == "liver+landmarks" and None in (reference_landmarks, floating_landmarks):
-        raise SirtregError("liver+landmarks guidance needs --reference-landmarks and --floating-landmarks")
-    if guidance != "image" and None in (reference_liver, floating_liver):
-        raise SirtregError(f"{guidance} guidance needs --reference-liver and --floating-liver")
-    # the pool inside the output folder: every file written, or every writer stopped, before the folder is settled
-    with OutputFolder(output, overwrite=overwrite, inputs=inputs, command="register") as out, \
-            ThreadPoolExecutor(2) as pool:
+        # read before PyTorch's import, behind which each step of a read would wait for the GIL; then the inputs
+        # checked and the reference's pyramid smoothed (SimpleITK, without the GIL) while PyTorch is imported
         reference_image, floating_image = (future.result() for future in images)
         livers = [future.result() if future is not None else None for future in livers]
         landmarks = [future.result() if future is not None else None for future in landmarks]
-        labels = [guidance_labels(liver, marks if guidance == "liver+landmarks" else None)
-                  if liver is not None else None for liver, marks in zip(livers, landmarks)]
+        checked = pool.submit(_checked_and_prepared, reference_image, floating_image, livers, landmarks, settings,
+                              channels)
+        from sirtreg.register import mapped_points, register, warp, write_registration
+    labels = checked.result()
+    # the pool inside the output folder: every file written, or every writer stopped, before the folder is settled
+    with OutputFolder(output, overwrite=overwrite, inputs=inputs, command="register") as out, \
+            ThreadPoolExecutor(2) as pool:
         views = pool.submit(import_module, "sirtreg.report.views")  # matplotlib, while the engine computes
         with progress_bar(f"register ({guidance})") as progress:
             result = register(reference_image, floating_image, settings=settings, reference_labels=labels[0],
-                              floating_labels=labels[1] if guidance != "image" else None, progress=progress)
+                              floating_labels=labels[1], progress=progress, reference_channels=channels)
         written = write_registration(result, out.staging, extra={
             "reference": reference_image.describe(), "floating": floating_image.describe()})
         grid = reference_image.grid
@@ -563,6 +571,25 @@ def register_command(
         written.update({name: future.result() for name, future in files.items()})
         written = out.final_paths(written)
     _print_files(f"registration ({guidance}), {result.seconds:.1f} s", written)
+
+
+def _checked_and_prepared(reference: Volume, floating: Volume, livers: list[LabelVolume | None],
+                          landmarks: list[LabelVolume | None], settings: RegistrationSettings,
+                          channels: ReferenceChannels) -> list[LabelVolume | None]:
+    """The guidance labels of the reference and the floating image (None without a liver, and on the floating
+    side with ``image`` guidance), once the inputs pass the engine's checks, with the reference's pyramid
+    channels computed into ``channels``."""
+    from sirtreg.register import guidance_labels
+    from sirtreg.register.guidance import check_inputs
+
+    with_landmarks = settings.guidance == "liver+landmarks"
+    labels = [guidance_labels(liver, marks if with_landmarks else None) if liver is not None else None
+              for liver, marks in zip(livers, landmarks)]
+    if settings.guidance == "image":
+        labels[1] = None
+    check_inputs(reference, floating, settings, *labels)
+    channels.prepare(reference, labels[0], settings)
+    return labels
 
 
 def nonrigid_weights(image_weight: float | None, label_weight: float | None, rigidity: float | None, *,

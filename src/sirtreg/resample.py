@@ -14,7 +14,6 @@ from typing import Any, Literal
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
 from sirtreg.errors import InputError
 from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Volume
@@ -104,6 +103,8 @@ def _chunks(count: int) -> list[tuple[int, int]]:
 def map_coordinates_threaded(array: np.ndarray, coords: np.ndarray, *, order: int) -> np.ndarray:
     """``ndimage.map_coordinates(array, coords, order, mode="nearest", prefilter=False)`` over the columns
     of ``coords`` (3, n) in blocks on several threads (SciPy releases the GIL while it interpolates)."""
+    from scipy import ndimage  # at first use: commands that never resample start without SciPy
+
     count = coords.shape[1]
     out = np.empty(count, dtype=array.dtype)
 
@@ -219,6 +220,8 @@ def sample_one_hot(labels: LabelVolume, points_mm: Any) -> np.ndarray:
         indicator = mask[low[2]:high[2], low[1]:high[1], low[0]:high[0]].astype(np.float32)
         boxes.append((value, (start[::-1] - 1.0, stop[::-1].astype(float)), low[::-1, None].astype(np.float32),
                       indicator))
+    from scipy import ndimage
+
     start, stop = bounding_box(labels.array > 0)
     every_label = (start[::-1] - 1.0, stop[::-1].astype(float))
 

@@ -10,9 +10,8 @@ from scipy.spatial.transform import Rotation
 
 from sirtreg.errors import GeometryMismatchError, InputError
 from sirtreg.geometry import Grid, LabelVolume, Volume
-from sirtreg.register import AffineTransform, warp
+from sirtreg.register import AffineTransform, guidance_labels, register, warp
 from sirtreg.register.config import AffineSettings, NonRigidSettings, preset
-from sirtreg.register.engine import guidance_labels, register
 
 
 def affine_only(guidance: str):

@@ -50,7 +50,7 @@ def test_adjacent_lesions_keep_their_identity_with_one_channel_each():
 
 
 def test_each_landmark_is_a_class_of_its_own_and_the_paper_map_merges_them():
-    from sirtreg.register.engine import check_inputs
+    from sirtreg.register.guidance import check_inputs
 
     reference, reference_liver, reference_lesions = _scene(0.0)
     labels = guidance_labels(reference_liver, reference_lesions)

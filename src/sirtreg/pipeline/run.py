@@ -112,7 +112,7 @@ from sirtreg.register import (
     warp,
     write_registration,
 )
-from sirtreg.register.engine import check_inputs as check_registration_inputs
+from sirtreg.register.guidance import check_inputs as check_registration_inputs
 from sirtreg.report.html import Picture, Section, Table, Text, write_html
 from sirtreg.report.overlays import Contours, OverlayRow, save_contour_overlays
 from sirtreg.report.views import save_registration_views

@@ -1,7 +1,16 @@
-"""Registration: transforms, loss terms, the engine and the paper's guidance presets."""
+"""Registration: transforms, loss terms, the engine and the paper's guidance presets.
+
+The engine (:func:`register`) loads PyTorch, so it is imported at its first use: a command can read its
+inputs, check them and build the reference's channels (:class:`ReferenceChannels`) while PyTorch loads.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from sirtreg.register.config import AffineSettings, NonRigidSettings, RegistrationSettings, preset
-from sirtreg.register.engine import ReferenceChannels, guidance_labels, register
+from sirtreg.register.guidance import guidance_labels
+from sirtreg.register.pyramid import ReferenceChannels
 from sirtreg.register.quality import RegistrationQuality, registration_quality
 from sirtreg.register.result import LevelRecord, RegistrationResult
 from sirtreg.register.storage import read_transform, write_registration
@@ -31,3 +40,16 @@ __all__ = [
     "write_affine",
     "write_registration",
 ]
+
+if TYPE_CHECKING:
+    from sirtreg.register.engine import register
+
+
+def __getattr__(name: str) -> Any:
+    """``register``, imported (with PyTorch) when first asked for."""
+    if name == "register":
+        from sirtreg.register.engine import register
+
+        globals()["register"] = register
+        return register
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

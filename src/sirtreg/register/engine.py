@@ -18,7 +18,6 @@ levels and records why each level stopped.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -28,15 +27,26 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 import torch
-from scipy import ndimage
 from torch import nn
 
-from sirtreg.errors import InputError
 from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Volume
 from sirtreg.itk_bridge import to_sitk
 from sirtreg.progress import Progress, no_progress
 from sirtreg.register.config import RegistrationSettings
+from sirtreg.register.guidance import Classes, check_inputs
 from sirtreg.register.optimiser import AnnealedAdam
+from sirtreg.register.pyramid import (
+    ReferenceChannels,
+    Stage,
+    aligned_grid,
+    box_around,
+    indicator,
+    indicator_margin_mm,
+    reference_box,
+    reference_level,
+    smooth_and_resample,
+    stages,
+)
 from sirtreg.register.result import LevelRecord, RegistrationResult
 from sirtreg.register.sampling import PlacedTensor, grid_points, index_step_matrix
 from sirtreg.register.terms import (
@@ -49,106 +59,14 @@ from sirtreg.register.terms import (
 )
 from sirtreg.register.terms.mutual_information import normalise_intensities
 from sirtreg.register.transforms import AffineTransform
-from sirtreg.resample import bounding_box, crop_to_mask, empty_sitk_image, mask_box
+from sirtreg.resample import bounding_box
 
 log = logging.getLogger(__name__)
 
 FLOATING_MARGIN_MM = 60.0
 FLOATING_OVERSAMPLING = 1.5
-LIVER = 1
 STOP_WINDOW = 15
 LANDMARK_REACH_MM = 25.0  # a landmark's channel is sampled this far around the reference landmark
-MIN_COARSE_VOXELS = 4  # along every axis, each image spans at least this many voxels of the coarsest level
-
-
-def guidance_labels(liver: LabelVolume, landmarks: LabelVolume | None = None) -> LabelVolume:
-    """The guidance label map: liver = 1 and, with landmarks, the voxels of landmark value v = 1 + v.
-
-    ``liver`` is a mask (any non-zero value); ``landmarks`` a map with one value per
-    landmark (lesions, clips, vessel knots) on the same grid, the same value for the
-    same landmark on every scan. Every value >= 2 is a landmark: the paper's two-class
-    map (liver, landmarks) is their union, and ``landmark_channels="each"`` gives every
-    landmark a channel of its own.
-    """
-    array = np.where(liver.array > 0, LIVER, 0).astype(np.int32)
-    names = {LIVER: "liver"}
-    if landmarks is not None:
-        liver.grid.require_same(landmarks.grid, what="the liver mask and the landmark map")
-        marked = landmarks.array > 0
-        array[marked] = LIVER + landmarks.array[marked].astype(np.int32)
-        names |= {LIVER + v: landmarks.labels.get(v, f"landmark {v}") for v in landmarks.present_labels()}
-    return LabelVolume(array.astype(np.uint8) if array.max() < 256 else array, liver.grid, labels=names)
-
-
-# --- input checks -----------------------------------------------------------------
-def _levels_mm(settings: RegistrationSettings) -> tuple[float, ...]:
-    """Spacings (mm) of every pyramid level the settings run, affine and non-rigid."""
-    return (*settings.affine.levels_mm, *(settings.nonrigid.levels_mm if settings.nonrigid.enabled else ()))
-
-
-Classes = list[tuple[int, ...]]
-
-
-def check_inputs(
-    reference: Volume, floating: Volume, settings: RegistrationSettings,
-    reference_labels: LabelVolume | None, floating_labels: LabelVolume | None,
-) -> tuple[Classes, Classes] | None:
-    """Refuse inputs the engine cannot use; return the guiding classes (label values per channel) of both sides.
-
-    Refused: NaN or infinite voxels, constant images, images thinner than four voxels of
-    the coarsest pyramid level along any axis (a slab of a few slices), label maps off
-    their image's grid, and labels the guidance cannot use. Images that do not overlap in
-    space are not refused here: :func:`register` aligns them first.
-
-    ``liver`` guidance: one class, every non-zero label (the liver mask).
-    ``liver+landmarks``: the liver (value 1), then the landmarks (values >= 2, see
-    :func:`guidance_labels`): one class per landmark with ``landmark_channels="each"``,
-    all of them as one class with ``"paper"``.
-    ``image``: None.
-    """
-    for name, image in (("reference", reference), ("floating", floating)):
-        if not np.all(np.isfinite(image.array)):
-            raise InputError(f"the {name} image has NaN or infinite voxels; fill or mask them first")
-        if np.ptp(image.array) == 0:
-            raise InputError(f"the {name} image is constant: nothing to register")
-    coarsest_mm = max(_levels_mm(settings))
-    for name, image in (("reference", reference), ("floating", floating)):
-        extent = np.asarray(image.grid.extent_mm)
-        if np.any(extent < MIN_COARSE_VOXELS * coarsest_mm):
-            raise InputError(
-                f"the {name} image spans only {extent.min():.1f} mm along one axis ({image.grid.describe()}); "
-                f"registration needs at least {MIN_COARSE_VOXELS * coarsest_mm:g} mm along every axis "
-                f"({MIN_COARSE_VOXELS} voxels of its coarsest level, {coarsest_mm:g} mm)")
-    for name, image, labels in (("reference", reference, reference_labels), ("floating", floating, floating_labels)):
-        if labels is not None:
-            image.grid.require_same(labels.grid, what=f"the {name} label map and the {name} image")
-    if not settings.uses_labels:
-        return None
-    if reference_labels is None or floating_labels is None:
-        raise InputError(
-            f"guidance {settings.guidance!r} needs label maps on both the reference and the floating image")
-    present = {}
-    for name, labels in (("reference", reference_labels), ("floating", floating_labels)):
-        present[name] = set(labels.present_labels())
-        if not present[name]:
-            raise InputError(f"the {name} label map is empty: {settings.guidance} guidance needs the liver")
-    if settings.guidance == "liver":
-        return [tuple(sorted(present["reference"]))], [tuple(sorted(present["floating"]))]
-    for name in ("reference", "floating"):
-        if LIVER not in present[name]:
-            raise InputError(f"the {name} label map has no liver (value {LIVER}) for liver+landmarks guidance")
-    if present["reference"] != present["floating"]:
-        one_side = sorted(present["reference"] ^ present["floating"])
-        raise InputError(
-            f"labels missing from one side: {', '.join(map(str, one_side))} "
-            f"(reference has {sorted(present['reference'])}, floating has {sorted(present['floating'])})"
-        )
-    landmarks = sorted(present["reference"] - {LIVER})
-    if not landmarks:
-        raise InputError("liver+landmarks guidance needs at least one landmark (label value >= 2) on both sides")
-    classes = [(LIVER,), *((v,) for v in landmarks)] if settings.landmark_channels == "each" else \
-        [(LIVER,), tuple(landmarks)]
-    return classes, classes
 
 
 # --- initial alignment ------------------------------------------------------------
@@ -181,65 +99,6 @@ def initial_alignment(reference: Volume, floating: Volume, reference_labels: Lab
 
 
 # --- pyramid levels -----------------------------------------------------------------
-def working_region(reference: Volume, reference_labels: LabelVolume | None, margin_mm: float) -> Grid:
-    """The reference grid cropped to its labels' bounding box plus ``margin_mm`` (whole grid without labels)."""
-    if reference_labels is None or not np.any(reference_labels.array):
-        return reference.grid
-    return reference.grid.crop(*mask_box(reference_labels.array > 0, reference.grid, margin_mm=margin_mm))
-
-
-def _smooth_and_resample(volume: Volume, onto: Grid, sigma_mm: float) -> np.ndarray:
-    """Low-pass ``volume`` to about ``2 * sigma_mm`` resolution and resample it linearly onto ``onto``.
-
-    Blocks of voxels are first averaged (integer shrink factors up to sigma / spacing),
-    then a recursive Gaussian brings the remaining blur to ``sigma_mm``; both run in
-    SimpleITK, in time independent of sigma. Zero outside ``volume``.
-    """
-    image = to_sitk(volume.with_array(volume.array.astype(np.float32, copy=False)))
-    spacing = np.asarray(volume.grid.spacing_mm)
-    factors = np.maximum(1, np.floor(sigma_mm / spacing)).astype(int)
-    if np.any(factors > 1):
-        image = sitk.BinShrink(image, [int(f) for f in factors])
-    remaining = np.sqrt(np.maximum(sigma_mm**2 - (np.asarray(image.GetSpacing()) / 2.0) ** 2, 0.0))
-    if np.any(remaining > 0.1 * np.asarray(image.GetSpacing())):
-        image = sitk.SmoothingRecursiveGaussian(image, [float(v) for v in np.maximum(remaining, 1e-3)])
-    reference = empty_sitk_image(onto)
-    out = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(out)
-
-
-def _box_around(volume: Volume, points_mm: np.ndarray, margin_mm: float,
-                tried: str = "") -> tuple[np.ndarray, np.ndarray]:
-    """Voxel box (start, stop) of ``volume`` holding the world points plus a margin; refuse when it misses
-    (``tried``: how the points were aligned, for the message)."""
-    index = volume.grid.world_to_index(points_mm.reshape(-1, 3))
-    pad = margin_mm / np.asarray(volume.grid.spacing_mm)
-    start = np.maximum(np.floor(index.min(axis=0) - pad), 0).astype(int)
-    stop = np.minimum(np.ceil(index.max(axis=0) + pad) + 1, volume.grid.size).astype(int)
-    if np.any(stop <= start):
-        raise InputError(f"the reference working region falls outside the image it is mapped into, even after "
-                         f"initial alignment by {tried or 'scanner coordinates'}: "
-                         "check that both images show the liver")
-    return start, stop
-
-
-def _aligned_grid(grid: Grid, direction: tuple[float, ...], spacing_mm: float) -> Grid:
-    """An isotropic grid with ``direction`` whose box holds all of ``grid``."""
-    axes = np.asarray(direction, float).reshape(3, 3)
-    local = grid.corners_mm() @ axes  # corner coordinates along the new axes
-    lo, hi = local.min(axis=0), local.max(axis=0)
-    size = np.maximum(np.ceil((hi - lo) / spacing_mm).astype(int), 2)
-    origin = axes @ (lo + spacing_mm / 2.0)
-    return Grid(tuple(size), (spacing_mm,) * 3, tuple(origin), direction)
-
-
-def _indicator(labels: LabelVolume, values: tuple[int, ...], margin_mm: float) -> Volume:
-    """The indicator (0/1) of ``values``, cropped to their box plus ``margin_mm``: a lesion's channel is
-    smoothed and resampled around the lesion only (zero elsewhere)."""
-    mask = np.isin(labels.array, values)
-    return crop_to_mask(Volume(mask.astype(np.float32), labels.grid), mask, margin_mm=margin_mm)
-
-
 @dataclass(frozen=True)
 class _LocalChannel:
     """One landmark's floating indicator on a grid around it, and which active voxels of a level may see it
@@ -261,47 +120,13 @@ def _box_mask(mask: torch.Tensor, grow: float) -> np.ndarray:
     return box
 
 
-def _near_labels(labels: LabelVolume, grid: Grid, margin_mm: float) -> np.ndarray | None:
-    """Flat indices of the voxels of ``grid`` within ``margin_mm`` of the labels (None: no label voxel)."""
-    if not np.any(labels.array):
-        return None
-    inside = _smooth_and_resample(Volume((labels.array > 0).astype(np.float32), labels.grid), grid,
-                                  min(grid.spacing_mm) / 2.0) > 0.5
-    if not np.any(inside):
-        return None
-    distance = ndimage.distance_transform_edt(~inside, sampling=grid.spacing_mm[::-1])
-    return np.flatnonzero(distance <= margin_mm)
-
-
-class ReferenceChannels:
-    """The reference side of the pyramid (smoothed and resampled image, its MIND descriptor, label indicators,
-    the voxels near the labels), kept for every :func:`register` call given this object: registering several
-    floating images to one reference computes them once.
-
-    Entries are kept per reference volume and label map (by identity: this object holds both, so neither
-    can be replaced by another at the same address), working region, crop and margin; a call with another
-    reference, other labels or other settings gets entries of its own.
-    """
-
-    def __init__(self) -> None:
-        self._scopes: dict[tuple[Any, ...], tuple[Volume, LabelVolume | None, dict[tuple[Any, ...], Any]]] = {}
-
-    def scope(self, reference: Volume, labels: LabelVolume | None, region: Grid, box: tuple[np.ndarray, np.ndarray],
-              margin_mm: float, device: torch.device) -> dict[tuple[Any, ...], Any]:
-        """The channel cache of one reference, label map, working region, crop (start, stop), margin and device."""
-        key = (id(reference), id(labels), json.dumps(region.to_dict()), tuple(map(int, box[0])),
-               tuple(map(int, box[1])), float(margin_mm), str(device))
-        if key not in self._scopes:
-            self._scopes[key] = (reference, labels, {})
-        return self._scopes[key][2]
-
-
 class Level:
     """Reference and floating channels at one pyramid spacing, as torch tensors.
 
     Channels come in named groups: ``"image"`` (the normalised intensity, or its
-    12-channel MIND descriptor when ``image_term`` is ``"mind"``) and ``"labels"``
+    12-channel MIND descriptor when the stage's image term is ``"mind"``) and ``"labels"``
     (one indicator per guiding class). Only the groups a stage uses are built. The
+    reference side comes from :func:`~sirtreg.register.pyramid.reference_level`. The
     floating channels lie on an isotropic grid in the reference orientation, of the
     level spacing / ``FLOATING_OVERSAMPLING`` (never finer than the floating image),
     with one more channel first: the floating field of view (1 inside, 0 outside).
@@ -311,76 +136,63 @@ class Level:
     grid, where the regularisers see it.
     """
 
-    def __init__(self, spacing_mm: float, region: Grid, reference: Volume, floating: Volume,
+    def __init__(self, stage: Stage, region: Grid, reference: Volume, floating: Volume,
                  reference_labels: LabelVolume | None, floating_labels: LabelVolume | None,
-                 classes: tuple[Classes, Classes] | None, device: torch.device, *, image_term: str | None,
-                 margin_mm: float, cache: dict[tuple[Any, ...], Any],
-                 reference_cache: dict[tuple[Any, ...], Any] | None = None) -> None:
-        self.spacing_mm = spacing_mm
+                 classes: tuple[Classes, Classes] | None, device: torch.device, *, margin_mm: float,
+                 cache: dict[tuple[Any, ...], Any], reference_cache: dict[tuple[Any, ...], Any] | None = None) -> None:
+        spacing_mm = self.spacing_mm = stage.spacing_mm
         self.grid = region.with_spacing((spacing_mm,) * 3)
         self.points = grid_points(self.grid, device)
         sigma = spacing_mm / 2.0
         shared = cache if reference_cache is None else reference_cache  # the reference side, maybe shared
-
-        def store(key: tuple[Any, ...]) -> dict[tuple[Any, ...], Any]:
-            return shared if key[0] == "reference" else cache
-
-        if ("reference", "near", spacing_mm) not in shared:
-            shared[("reference", "near", spacing_mm)] = (
-                _near_labels(reference_labels, self.grid, margin_mm) if reference_labels is not None else None)
-        near = shared[("reference", "near", spacing_mm)]
-        self.active = torch.from_numpy(near).to(device) if near is not None else None
-        self.active_points = self.points.reshape(-1, 3)[self.active] if near is not None else self.points.reshape(-1, 3)
+        side = reference_level(shared, stage, self.grid, reference, reference_labels,
+                               classes[0] if classes else None, margin_mm)
+        self.active = torch.from_numpy(side.near).to(device) if side.near is not None else None
+        self.active_points = self.points.reshape(-1, 3)
+        if self.active is not None:
+            self.active_points = self.active_points[self.active]
         floating_spacing = max(spacing_mm / FLOATING_OVERSAMPLING, min(floating.grid.spacing_mm))
-        floating_grid = _aligned_grid(floating.grid, self.grid.direction, floating_spacing)
+        floating_grid = aligned_grid(floating.grid, self.grid.direction, floating_spacing)
 
-        def channel(key: tuple[Any, ...], make: Callable[[], Volume], onto: Grid) -> torch.Tensor:
-            """A smoothed, resampled channel; the affine and non-rigid stages share those of equal spacing."""
-            found = store(key)
-            if (*key, spacing_mm) not in found:
-                found[(*key, spacing_mm)] = torch.from_numpy(_smooth_and_resample(make(), onto, sigma)).to(device)
-            return found[(*key, spacing_mm)]
-
-        def mind(key: tuple[Any, ...], volume: Volume, onto: Grid) -> torch.Tensor:
-            """MIND-SSC of ``volume`` computed at the level spacing, resampled onto ``onto``."""
-            found = store(key)
-            if (*key, "mind", spacing_mm) not in found:
-                same = _aligned_grid(onto, self.grid.direction, spacing_mm) if onto is not self.grid else onto
-                descriptor = mind_ssc(channel(key, lambda: volume, same))
-                if same is not onto:
-                    descriptor = PlacedTensor(descriptor, same).sample(grid_points(onto, device))[0]
-                found[(*key, "mind", spacing_mm)] = descriptor
-            return found[(*key, "mind", spacing_mm)]
+        def channel(key: tuple[Any, ...], make: Callable[[], Volume]) -> torch.Tensor:
+            """A floating channel smoothed and resampled onto ``floating_grid``; the affine and non-rigid stages
+            share those of equal spacing."""
+            if (*key, spacing_mm) not in cache:
+                smoothed = smooth_and_resample(make(), floating_grid, sigma)
+                cache[(*key, spacing_mm)] = torch.from_numpy(smoothed).to(device)
+            return cache[(*key, spacing_mm)]
 
         self.reference: dict[str, torch.Tensor] = {}
         groups: list[tuple[str, torch.Tensor]] = [("fov", channel(
-            ("floating fov",), lambda: floating.with_array(np.ones(floating.shape, np.float32)), floating_grid)[None])]
-        if image_term == "mi":
-            reference_image = channel(("reference",), lambda: reference, self.grid)
-            floating_image = channel(("floating",), lambda: floating, floating_grid)
-            self.reference["image"] = normalise_intensities(reference_image)[None]
-            groups.append(("image", normalise_intensities(floating_image)[None]))
-        elif image_term == "mind":
-            self.reference["image"] = mind(("reference",), reference, self.grid)
-            groups.append(("image", mind(("floating",), floating, floating_grid)))
+            ("floating fov",), lambda: floating.with_array(np.ones(floating.shape, np.float32)))[None])]
+        if stage.image_term == "mi":
+            self.reference["image"] = normalise_intensities(torch.from_numpy(side.image).to(device))[None]
+            groups.append(("image", normalise_intensities(channel(("floating",), lambda: floating))[None]))
+        elif stage.image_term == "mind":
+            if ("reference", "mind", spacing_mm) not in shared:
+                shared[("reference", "mind", spacing_mm)] = mind_ssc(torch.from_numpy(side.image).to(device))
+            self.reference["image"] = shared[("reference", "mind", spacing_mm)]
+            if ("floating", "mind", spacing_mm) not in cache:  # MIND at the level spacing, sampled on floating_grid
+                same = aligned_grid(floating_grid, self.grid.direction, spacing_mm)
+                descriptor = mind_ssc(torch.from_numpy(smooth_and_resample(floating, same, sigma)).to(device))
+                cache[("floating", "mind", spacing_mm)] = PlacedTensor(descriptor, same).sample(
+                    grid_points(floating_grid, device))[0]
+            groups.append(("image", cache[("floating", "mind", spacing_mm)]))
         self.landmarks: list[_LocalChannel] = []
-        if classes:
-            assert reference_labels is not None and floating_labels is not None
-            reference_classes, floating_classes = classes
-            margin = 4.0 * sigma + 2.0 * spacing_mm  # where the smoothed indicator is still above zero
-            self.reference["labels"] = torch.stack([
-                channel(("reference", c), lambda c=c: _indicator(reference_labels, c, margin), self.grid)
-                for c in reference_classes])
+        if side.labels:
+            assert classes is not None and floating_labels is not None
+            floating_classes = classes[1]
+            margin = indicator_margin_mm(spacing_mm)
+            self.reference["labels"] = torch.stack([torch.from_numpy(array) for array in side.labels]).to(device)
             # the liver is sampled with the other channels; each landmark on a grid of its own, at the
             # active voxels near it only (elsewhere its warped indicator is zero)
             groups.append(("labels", channel(("floating", floating_classes[0]),
-                                             lambda: _indicator(floating_labels, floating_classes[0], margin),
-                                             floating_grid)[None]))
+                                             lambda: indicator(floating_labels, floating_classes[0], margin))[None]))
             for values, reference_channel in zip(floating_classes[1:], self.reference["labels"][1:]):
                 if ("floating local", values, spacing_mm) not in cache:
-                    crop = _indicator(floating_labels, values, margin)
-                    onto = _aligned_grid(crop.grid, self.grid.direction, floating_spacing)
-                    data = torch.from_numpy(_smooth_and_resample(crop, onto, sigma)).to(device)
+                    crop = indicator(floating_labels, values, margin)
+                    onto = aligned_grid(crop.grid, self.grid.direction, floating_spacing)
+                    data = torch.from_numpy(smooth_and_resample(crop, onto, sigma)).to(device)
                     cache[("floating local", values, spacing_mm)] = PlacedTensor(data[None], onto, with_gradients=True)
                 near = _box_mask(reference_channel > 1e-3, LANDMARK_REACH_MM / spacing_mm)
                 self.landmarks.append(_LocalChannel(cache[("floating local", values, spacing_mm)],
@@ -590,34 +402,30 @@ def register(
     classes = check_inputs(reference, floating, settings, reference_labels, floating_labels)
     torch.manual_seed(settings.seed)
     device = torch.device(settings.device)
-    region = working_region(reference, reference_labels, settings.margin_mm)
+    region, crop_box = reference_box(reference, reference_labels, settings)
     affine, how = initial_alignment(reference, floating, reference_labels if classes else None,
                                     floating_labels if classes else None, region)
     log.debug("initial alignment by %s: %s mm", how, np.round(affine.translation_mm, 1))
-    box = _box_around(floating, affine.transform_points(region.corners_mm()), FLOATING_MARGIN_MM, tried=how)
-    floating_crop = floating.crop(*box)
-    floating_labels_crop = floating_labels.crop(*box) if classes and floating_labels is not None else None
-    # smoothing reads 3 sigma around the region: the rest of the reference is never looked at
-    box = _box_around(reference, region.corners_mm(), 1.5 * max(_levels_mm(settings)) + max(reference.grid.spacing_mm))
-    reference_crop = reference.crop(*box)
-    reference_labels_crop = reference_labels.crop(*box) if reference_labels is not None else None
+    floating_box = box_around(floating, affine.transform_points(region.corners_mm()), FLOATING_MARGIN_MM, tried=how)
+    floating_crop = floating.crop(*floating_box)
+    floating_labels_crop = floating_labels.crop(*floating_box) if classes and floating_labels is not None else None
+    reference_crop = reference.crop(*crop_box)
+    reference_labels_crop = reference_labels.crop(*crop_box) if reference_labels is not None else None
     reference_cache = (None if reference_channels is None
-                       else reference_channels.scope(reference, reference_labels, region, box, settings.margin_mm,
-                                                                device))
+                       else reference_channels.scope(reference, reference_labels, region, crop_box,
+                                                     settings.margin_mm, settings.device))
 
-    stages = [("affine", s, n) for s, n in zip(settings.affine.levels_mm, settings.affine.iterations)]
-    if settings.nonrigid.enabled:
-        stages += [("non-rigid", s, n) for s, n in zip(settings.nonrigid.levels_mm, settings.nonrigid.iterations)]
-    total = sum(n for _, _, n in stages)
+    levels = stages(settings, classes is not None)
+    total = sum(stage.iterations for stage in levels)
     done = 0
     channels: dict[tuple[Any, ...], Any] = {}
     records: list[LevelRecord] = []
     residual: torch.Tensor | None = None
     previous_grid: Grid | None = None
     final_level: Level | None = None
-    for stage, spacing, iterations in stages:
+    for stage in levels:
         start = time.perf_counter()
-        label = f"{stage} {spacing:g} mm"
+        label = f"{stage.name} {stage.spacing_mm:g} mm"
 
         def tick(label: str = label) -> None:
             nonlocal done
@@ -625,16 +433,10 @@ def register(
             if done % 10 == 0:
                 progress(label, done / total)
 
-        # the affine stage uses the labels when it has them, else the image; the non-rigid one what it weighs
-        if stage == "affine":
-            image_term, level_classes = (None if classes else "mi"), classes
-        else:
-            image_term = settings.nonrigid.similarity if settings.nonrigid.image_weight > 0 else None
-            level_classes = classes if settings.nonrigid.label_weight > 0 else None
-        level = Level(spacing, region, reference_crop, floating_crop, reference_labels_crop, floating_labels_crop,
-                      level_classes, device, image_term=image_term, margin_mm=settings.margin_mm, cache=channels,
-                      reference_cache=reference_cache)
-        if stage == "affine":
+        level = Level(stage, region, reference_crop, floating_crop, reference_labels_crop, floating_labels_crop,
+                      classes, device, margin_mm=settings.margin_mm, cache=channels, reference_cache=reference_cache)
+        iterations = stage.iterations
+        if stage.name == "affine":
             affine, losses, stopped = _affine_level(level, affine, settings, iterations, tick)
         else:
             initial = _upsample_residual(residual, previous_grid, level) if residual is not None else None
@@ -642,7 +444,7 @@ def register(
             previous_grid, final_level = level.grid, level
         used = len(losses["total"])
         done += iterations - used
-        records.append(LevelRecord(stage, spacing, used, time.perf_counter() - start, losses, stopped))
+        records.append(LevelRecord(stage.name, stage.spacing_mm, used, time.perf_counter() - start, losses, stopped))
         log.debug("%s: %d iterations (%s), loss %.5f, %.2f s", label, used, stopped, losses["total"][-1],
                   records[-1].seconds)
     progress("done", 1.0)
