@@ -287,6 +287,8 @@ CASES = [
     # review and study
     Case("review", "review {mine} --export {out}.csv", "holds no results.json"),
     Case("review", "review {root}/nothing --no-browser", "is not a folder"),
+    Case("review-summary", "review-summary {mine} -o {out}", "holds no results.json"),
+    Case("review-summary", "review-summary {root}/nothing -o {out}", "is not a folder"),
     Case("study", "study check {root}/nothing.yaml", "nothing.yaml"),
     Case("study", "study check {plan_bomb}", "billion laughs"),
 ]
@@ -301,7 +303,8 @@ def _snapshot(root: Path) -> dict[str, str]:
 def test_the_suite_covers_every_command_with_at_least_60_cases():
     commands = {case.command for case in CASES}
     assert len(CASES) >= 60
-    assert commands >= {"info", "convert", "segment", "register", "warp", "dose", "run", "review", "study"}
+    assert commands >= {"info", "convert", "segment", "register", "warp", "dose", "run", "review", "review-summary",
+                        "study"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.command}-{i}" for i, c in enumerate(CASES)])

@@ -278,6 +278,41 @@ def review(
     console.print(f"stopped; {len(server.store.scores())} score(s) in {server.folder.store_path}", highlight=False)
 
 
+@app.command("review-summary")
+@refusals_as_messages
+def review_summary(
+    runs: Annotated[list[Path], typer.Argument(help="Output folders of `sirtreg run`, each scored with `sirtreg review`.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (new or empty).")],
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace an earlier output of sirtreg in that folder, once the new one is complete.")] = False,
+) -> None:
+    """Count the Likert scores of several runs and reviewers per modality and guidance (the paper's Fig. 8)."""
+    from sirtreg.output_folder import OutputFolder
+    from sirtreg.review.summary import (
+        likert_counts,
+        plot_likert,
+        read_rated_landmarks,
+        write_counts_csv,
+        write_rated_csv,
+    )
+
+    _refuse_overwriting_inputs(output, runs)
+    rated = read_rated_landmarks(runs)
+    counts = likert_counts(rated)
+    with OutputFolder(output, overwrite=overwrite, inputs=runs, command="review-summary") as out:
+        written = out.final_paths({"counts": write_counts_csv(counts, out.staging / "likert_counts.csv"),
+                                   "scores": write_rated_csv(rated, out.staging / "likert_scores.csv"),
+                                   "chart": plot_likert(counts, out.staging / "likert.png")})
+    table = Table("modality", "guidance", *(f"{value}" for value in range(1, 6)), "scores",
+                  title=f"Likert scores of {len(runs)} run(s), {len({r.reviewer for r in rated})} reviewer(s)")
+    for group in dict.fromkeys((row["modality"], row["guidance"]) for row in counts):
+        rows = [row for row in counts if (row["modality"], row["guidance"]) == group]
+        table.add_row(*map(escape, group), *(f"{row['count']} ({row['percent']:.0f} %)" for row in rows),
+                      str(rows[0]["total"]))
+    console.print(table)
+    _print_files("review summary", written)
+
+
 def _open_privately(url: str) -> Path:
     """Open ``url`` in the browser through a page only this user can read, so that the token in the
     address never appears on a command line other users can list; returns that page (delete it after)."""
