@@ -281,7 +281,8 @@ def review(
 @app.command("review-summary")
 @refusals_as_messages
 def review_summary(
-    runs: Annotated[list[Path], typer.Argument(help="Output folders of `sirtreg run`, each scored with `sirtreg review`.")],
+    runs: Annotated[list[Path], typer.Argument(
+        help="Output folders of `sirtreg run`, each scored with `sirtreg review`.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (new or empty).")],
     overwrite: Annotated[bool, typer.Option(
         help="Replace an earlier output of sirtreg in that folder, once the new one is complete.")] = False,
