@@ -45,6 +45,14 @@ def levels_mm(settings: RegistrationSettings) -> tuple[float, ...]:
     return (*settings.affine.levels_mm, *(settings.nonrigid.levels_mm if settings.nonrigid.enabled else ()))
 
 
+def _require_liver(present: Collection[int], settings: RegistrationSettings, side: str) -> None:
+    """Refuse an empty label map, and one without the liver (value 1) for ``liver+landmarks`` guidance."""
+    if not present:
+        raise InputError(f"the {side} label map is empty: {settings.guidance} guidance needs the liver")
+    if settings.guidance == "liver+landmarks" and LIVER not in present:
+        raise InputError(f"the {side} label map has no liver (value {LIVER}) for liver+landmarks guidance")
+
+
 def guiding_classes(present: Collection[int], settings: RegistrationSettings, side: str = "reference") -> Classes:
     """The guiding classes of one side's label map, from the label values ``present`` in it (``side`` names it
     in messages).
@@ -54,12 +62,9 @@ def guiding_classes(present: Collection[int], settings: RegistrationSettings, si
     :func:`guidance_labels`): one class per landmark with ``landmark_channels="each"``,
     all of them as one class with ``"paper"``.
     """
-    if not present:
-        raise InputError(f"the {side} label map is empty: {settings.guidance} guidance needs the liver")
+    _require_liver(present, settings, side)
     if settings.guidance == "liver":
         return [tuple(sorted(present))]
-    if LIVER not in present:
-        raise InputError(f"the {side} label map has no liver (value {LIVER}) for liver+landmarks guidance")
     landmarks = sorted(set(present) - {LIVER})
     if not landmarks:
         raise InputError("liver+landmarks guidance needs at least one landmark (label value >= 2) on both sides")
@@ -103,15 +108,10 @@ def check_inputs(
     sides = (("reference", reference_labels), ("floating", floating_labels))
     present = {name: set(labels.present_labels()) for name, labels in sides}
     for name, values in present.items():
-        if not values:
-            raise InputError(f"the {name} label map is empty: {settings.guidance} guidance needs the liver")
-    if settings.guidance == "liver+landmarks":
-        for name, values in present.items():
-            if LIVER not in values:
-                raise InputError(f"the {name} label map has no liver (value {LIVER}) for liver+landmarks guidance")
-        if present["reference"] != present["floating"]:
-            one_side = sorted(present["reference"] ^ present["floating"])
-            raise InputError(
-                f"labels missing from one side: {', '.join(map(str, one_side))} "
-                f"(reference has {sorted(present['reference'])}, floating has {sorted(present['floating'])})")
+        _require_liver(values, settings, name)
+    if settings.guidance == "liver+landmarks" and present["reference"] != present["floating"]:
+        one_side = sorted(present["reference"] ^ present["floating"])
+        raise InputError(
+            f"labels missing from one side: {', '.join(map(str, one_side))} "
+            f"(reference has {sorted(present['reference'])}, floating has {sorted(present['floating'])})")
     return guiding_classes(present["reference"], settings), guiding_classes(present["floating"], settings, "floating")
