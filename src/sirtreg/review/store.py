@@ -21,6 +21,7 @@ from typing import Any
 
 from sirtreg.errors import InputError, OutputExistsError
 from sirtreg.io import prepare_output
+from sirtreg.output_folder import replacing
 from sirtreg.review.landmarks import LIKERT, ReviewItem
 
 log = logging.getLogger(__name__)
@@ -230,17 +231,19 @@ def export_csv(store: ScoreStore, path: str | os.PathLike[str]) -> tuple[Path, i
         raise OutputExistsError(f"{path} exists; choose another file name for the scores")
     path = prepare_output(path)
     scores = store.scores()
-    temporary = path.with_name(f".{path.name}.partial")
-    try:
-        with open(temporary, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(COLUMNS)
-            writer.writerows([spreadsheet_cell(value) for value in astuple(score)] for score in scores)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_safe_csv(path, COLUMNS, [astuple(score) for score in scores])
     log.debug("exported %d score(s)", len(scores))
     return path, len(scores)
+
+
+def write_safe_csv(path: str | os.PathLike[str], header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
+    """A CSV file (``header``, then ``rows``) written under a temporary name and renamed when complete, every
+    cell through :func:`spreadsheet_cell`; refuses an existing file."""
+    with replacing(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows([spreadsheet_cell(value) for value in row] for row in rows)
+    return Path(path)
 
 
 def scores_by_item(scores: Sequence[Score]) -> Mapping[ReviewItem, Score]:

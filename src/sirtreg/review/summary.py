@@ -8,7 +8,6 @@ guidance and score; :func:`plot_likert` draws the counts as stacked bars, one ba
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -17,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from sirtreg.errors import InputError
-from sirtreg.output_folder import replacing
 from sirtreg.register.config import GUIDANCES
 from sirtreg.review.landmarks import LIKERT, LIKERT_SHORT, RESULTS_NAME, read_review_folder
-from sirtreg.review.store import ScoreStore, spreadsheet_cell
+from sirtreg.review.store import ScoreStore, write_safe_csv
 
 # the paper's colours run from red (major misalignment) to green (near perfect)
 _SCORE_COLOURS = {1: "#b2182b", 2: "#ef8a62", 3: "#f7d56e", 4: "#91cf60", 5: "#1a9850"}
@@ -95,22 +93,13 @@ def likert_counts(rated: Sequence[RatedLandmark]) -> list[dict[str, Any]]:
 
 def write_rated_csv(rated: Sequence[RatedLandmark], path: Path) -> Path:
     """Every score as a CSV row (:data:`RATED_COLUMNS`)."""
-    return _write_csv(path, RATED_COLUMNS, [astuple(item) for item in rated])
+    return write_safe_csv(path, RATED_COLUMNS, [astuple(item) for item in rated])
 
 
 def write_counts_csv(counts: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """The counts of :func:`likert_counts` as CSV (:data:`COUNT_COLUMNS`), percentages to 0.1."""
-    return _write_csv(path, COUNT_COLUMNS, [[f"{row[c]:.1f}" if c == "percent" else row[c] for c in COUNT_COLUMNS]
+    return write_safe_csv(path, COUNT_COLUMNS, [[f"{row[c]:.1f}" if c == "percent" else row[c] for c in COUNT_COLUMNS]
                                             for row in counts])
-
-
-def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> Path:
-    """A CSV file written under a temporary name, every text cell made safe for a spreadsheet."""
-    with replacing(path) as temporary, open(temporary, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows([spreadsheet_cell(value) for value in row] for row in rows)
-    return path
 
 
 def plot_likert(counts: Sequence[Mapping[str, Any]], path: Path) -> Path:
