@@ -104,16 +104,24 @@ LESION_SPEC = UNetSpec(
 )
 
 
+_SLAB = 8  # z slices per partial sum of squares in inference: a few tens of MB at most
+
+
 def instance_normalise(x: torch.Tensor) -> torch.Tensor:
     """(x - mean) / (std + 1e-7) per sample and channel over (z, y, x), population std.
 
-    In place when no gradient is needed (inference), to save memory.
+    Two passes (the mean, then the squares of the centred values) rather than ``torch.var_mean``, whose one-pass
+    reduction over (z, y, x) of a channels-last tensor takes half the network's time besides the convolutions
+    (the liver network on one core: 27 -> 22 s). In place when no gradient is needed (inference), to save memory;
+    the squares are then summed a slab of z at a time, so that no full-size temporary is made.
     """
-    var, mean = torch.var_mean(x, dim=(2, 3, 4), keepdim=True, correction=0)  # one pass
-    std = var.sqrt()
+    spatial = (2, 3, 4)
     if torch.is_grad_enabled() and x.requires_grad:
-        return (x - mean) / (std + _EPSILON)
-    return x.sub_(mean).div_(std.add_(_EPSILON))
+        centred = x - x.mean(dim=spatial, keepdim=True)
+        return centred / (centred.square().mean(dim=spatial, keepdim=True).sqrt() + _EPSILON)
+    centred = x.sub_(x.mean(dim=spatial, keepdim=True))
+    squares = sum(slab.square().sum(dim=spatial, keepdim=True) for slab in centred.split(_SLAB, dim=2))
+    return centred.div_(squares.div_(x[0, 0].numel()).sqrt_().add_(_EPSILON))
 
 
 def _activate(x: torch.Tensor) -> torch.Tensor:
