@@ -29,6 +29,7 @@ def test_demo_runs_the_whole_pipeline_and_refuses_to_overwrite(tmp_path, trained
     assert results["reference"]["liver"] == "CNN"
     assert len(results["registrations"]) == 6 and {r["liver"] for r in results["registrations"]} == {"CNN"}
     assert sum(key.startswith("segment") for key in results["timings_s"]) == 3  # each scan segmented once
+    assert plan.weights and {r["weights_from"] for r in results["registrations"]} == {"the plan"}
 
     with open(out / "run" / "doses.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))

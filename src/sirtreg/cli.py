@@ -223,14 +223,24 @@ def run_command(
                              "UIDs kept), results, tables and report (no input paths, no dates).")] = False,
     pseudonym: Annotated[str | None, typer.Option(
         help="With --deidentify: PatientName and PatientID of the DICOM outputs (default ANONYMOUS).")] = None,
+    weights_from: Annotated[list[Path] | None, typer.Option(
+        help="Table of a `sirtreg study tune` grid search: the floating images of its guidance get the weights it "
+             "chose for their modality (repeatable, one table per guidance).")] = None,
 ) -> None:
     """Run a patient's plan: segment, register, carry lesions onto the MAA CT, dose; tables, DICOM, HTML report."""
     from sirtreg.io import check_output_folder, deidentification_for
-    from sirtreg.pipeline import read_plan, run_plan
+    from sirtreg.pipeline import read_plan, run_plan, with_tuned_weights
 
     deidentification_for(deidentify, pseudonym)  # a lone or bad pseudonym is refused before the plan is read
     check_output_folder(output, overwrite=overwrite)
     patient = read_plan(plan)
+    if weights_from:
+        from sirtreg.study.tuning import read_tuned_weights
+
+        patient = with_tuned_weights(patient, [read_tuned_weights(path) for path in weights_from])
+    for entry in patient.floating:
+        console.print(f"{entry.id}: {patient.guidance(entry)} guidance, {patient.weights_for(entry).describe()}",
+                      highlight=False, soft_wrap=True)
     with progress_bar("run") as progress:
         result = run_plan(patient, output, overwrite=overwrite, device=device, progress=progress,
                           deidentify=deidentify, pseudonym=pseudonym)

@@ -26,6 +26,7 @@ from sirtreg.errors import InputError
 if TYPE_CHECKING:
     from sirtreg.register import RegistrationSettings
     from sirtreg.study import Cohort, GridSearch, Method
+    from sirtreg.study.tuning import TunedWeights
 
 log = logging.getLogger("sirtreg")
 
@@ -321,27 +322,19 @@ def study_tune(
 
 
 # --- study evaluate ---------------------------------------------------------------------
-def _tuned(path: Path) -> tuple[Method, dict[str, Method]]:
-    """The paper method that a grid-search table tunes, and that method with the best weights per modality."""
-    from sirtreg.study import PAPER_METHODS, Method, best_methods, read_results, summarise
+def _tuned(path: Path) -> tuple[Method, TunedWeights]:
+    """The paper method that a grid-search table tunes, and what it chose per modality."""
+    from sirtreg.study import PAPER_METHODS
+    from sirtreg.study.tuning import read_tuned_weights
 
     tunable = {method.name: method for method in PAPER_METHODS if not method.affine_only}
-    rows = read_results(path)
-    names = sorted({(row["method_name"], row["guidance"]) for row in rows})
-    if len(names) != 1:
-        found = ", ".join(name for name, _ in names) or "none"
-        raise InputError(f"{path.name} is not the table of one grid search (`sirtreg study tune`): its methods are "
-                         f"{found}")
-    [(name, guidance)] = names
-    paper = tunable.get(name)
-    if paper is None or paper.guidance != guidance:
-        raise InputError(f"{path.name} tunes {name} ({guidance} guidance), not one of the paper's non-rigid methods "
-                         f"({', '.join(tunable)}); name the grid search with `sirtreg study tune --name`")
-    grid = tuple(dict.fromkeys(Method(name=name, guidance=guidance, image_weight=row["image_weight"],
-                                      label_weight=row["label_weight"], rigidity=row["rigidity"]) for row in rows))
-    best = best_methods(summarise(rows), grid, split="train")
-    return paper, {modality: replace(paper, image_weight=method.image_weight, label_weight=method.label_weight,
-                                     rigidity=method.rigidity) for modality, method in best.items()}
+    tuned = read_tuned_weights(path)
+    paper = tunable.get(tuned.name)
+    if paper is None or paper.guidance != tuned.guidance:
+        raise InputError(f"{path.name} tunes {tuned.name} ({tuned.guidance} guidance), not one of the paper's "
+                         f"non-rigid methods ({', '.join(tunable)}); name the grid search with `sirtreg study tune "
+                         f"--name`")
+    return paper, tuned
 
 
 def _evaluated_methods(tune_tables: Sequence[Path]) -> dict[str, tuple[Method, ...]]:
@@ -350,9 +343,11 @@ def _evaluated_methods(tune_tables: Sequence[Path]) -> dict[str, tuple[Method, .
 
     tuned: dict[str, dict[str, Method]] = {}
     for path in tune_tables:
-        paper, best = _tuned(path)
+        paper, chosen = _tuned(path)
         if paper.name in tuned:
             raise InputError(f"two --weights-from tables tune {paper.name}; give one")
+        best = {modality: replace(paper, image_weight=method.image_weight, label_weight=method.label_weight,
+                                  rigidity=method.rigidity) for modality, method in chosen.best.items()}
         tuned[paper.name] = best
         for modality in MODALITIES:
             if modality not in best:
@@ -421,7 +416,6 @@ def study_evaluate(
         PAPER_METHODS,
         engine_settings_id,
         read_manifest,
-        read_results,
         run_study,
         study_tasks,
         summarise,
@@ -464,10 +458,10 @@ def study_evaluate(
     figure = plot_rmsd_boxes(rows, output / "rmsd_boxplot.png", methods=names, overwrite=overwrite)
     heat_maps = {}
     for tune_table in weights_from or []:
-        paper, best = _tuned(tune_table)
+        paper, chosen = _tuned(tune_table)
         heat_maps[paper.name] = plot_grid_rrmsd(
-            summarise(read_results(tune_table)), output / f"tuning_{paper.name}.png",
-            best={modality: method.key for modality, method in best.items()}, overwrite=overwrite)
+            chosen.summary, output / f"tuning_{paper.name}.png",
+            best={modality: method.key for modality, method in chosen.best.items()}, overwrite=overwrite)
     cnn_figure = None
     if dsc_rows:
         _write_csv(list(dsc_rows.values()), output / "cnn_dsc.csv", overwrite=overwrite)

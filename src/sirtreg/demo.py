@@ -3,9 +3,9 @@
 The demo writes a digital patient (MAA CT, MAA SPECT, a contrast CT and a T1 MR,
 each with lesion and landmark contours), then a plan that leaves every liver to
 the CNN and registers the CT and the MR with each of the three guidance presets
-(image, liver, liver+landmarks), and runs it: liver segmentation, six
-registrations, lesions carried onto the MAA CT, local-deposition doses of 2 GBq
-of Y-90, tables and the HTML report. Output folder::
+(image, liver, liver+landmarks) and the non-rigid weights it states, and runs it:
+liver segmentation, six registrations, lesions carried onto the MAA CT,
+local-deposition doses of 2 GBq of Y-90, tables and the HTML report. Output folder::
 
     patient/        the digital patient (NIfTI) and its manifest patient.json
     plan.yaml       the plan, an example to copy for a real patient
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,8 +36,11 @@ _SHORT = {"image": "image", "liver": "liver", "liver+landmarks": "landmarks"}  #
 
 
 def demo_plan(patient_dir: Path, manifest: dict) -> Plan:
-    """The plan of the digital patient: CNN livers, every floating scan with each guidance preset."""
+    """The plan of the digital patient: CNN livers, every floating scan with each guidance preset, and the
+    non-rigid weights of each modality and guidance written out (the engine's: on this patient the paper's MR
+    optimum for CNN-guided registration, affine only, carries the MR lesions less well)."""
     from sirtreg.pipeline import ContourInput, FloatingInput, Plan, ReferenceInput, SpectInput
+    from sirtreg.pipeline.weights import PLAN_SOURCE, default_weights
 
     def contour(scan: dict, key: str) -> ContourInput:
         return ContourInput(patient_dir / scan[key])
@@ -52,7 +56,9 @@ def demo_plan(patient_dir: Path, manifest: dict) -> Plan:
                                  landmarks=contour(reference, "landmark_map")),
         spect=SpectInput(patient_dir / manifest["spect"]["image"], activity_gbq=DEMO_ACTIVITY_GBQ,
                          isotope=DEMO_ISOTOPE, lung_shunt_fraction=manifest["spect"]["lung_shunt_fraction"]),
-        floating=floating)
+        floating=floating,
+        weights={(entry.modality, entry.guidance): replace(default_weights(entry.guidance), source=PLAN_SOURCE)
+                 for entry in floating})
 
 
 def run_demo(

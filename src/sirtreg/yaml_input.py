@@ -238,8 +238,9 @@ class Reader:
             return None
         for key in entry:
             if key not in keys:
-                close = difflib.get_close_matches(str(key), list(keys), n=1)
-                hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(keys)}"
+                by_folded = {known.casefold(): known for known in keys}  # "wi" is close to "wI"
+                close = difflib.get_close_matches(str(key).casefold(), list(by_folded), n=1)
+                hint = f"did you mean {by_folded[close[0]]!r}?" if close else f"known keys: {', '.join(keys)}"
                 self.problem(where, f"unknown key {key!r}; {hint}")
         for key, required in keys.items():
             if required and key not in entry:

@@ -7,6 +7,7 @@ import shutil
 import textwrap
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from sirtreg.pipeline import (
     FloatingInput,
     Plan,
     ReferenceInput,
+    RunWeights,
     SpectInput,
     check_plan,
     read_plan,
@@ -206,6 +208,23 @@ def test_plan_round_trips_through_yaml(inputs, document, tmp_path):
     with pytest.raises(OutputExistsError):
         write_plan(plan, path)
     assert read_plan(write_plan(plan, path, overwrite=True)) == plan
+
+
+def test_weights_are_read_per_modality_and_guidance_with_the_engines_for_the_rest(inputs, document, tmp_path):
+    document["weights"] = {"MR": {"image": {"wI": 0.5}, "liver": {"affine_only": True}},
+                           "CT": {"liver+landmarks": {"wS": 2, "rigidity": 3}}}
+    plan = read_plan(_save(inputs, document))
+    assert plan.weights == {("MR", "image"): RunWeights(0.5, 0.0, 1.0), ("MR", "liver"): RunWeights(0.0, 0.0, 1.0),
+                            ("CT", "liver+landmarks"): RunWeights(1.0, 2.0, 3.0)}
+    ct1, mr1 = plan.floating  # guidance: liver+landmarks (by default) and image
+    assert plan.weights_for(ct1) == RunWeights(1.0, 2.0, 3.0, source="the plan")
+    assert plan.weights_for(mr1).describe() == "wI 0.5, wS 0, rigidity 1 (from the plan)"
+    assert plan.weights[("MR", "liver")].describe() == "affine only: wI 0, wS 0, rigidity 1 (from the plan)"
+    engine = plan.weights_for(replace(ct1, guidance="liver"))
+    assert engine == RunWeights(1.0, 1.0, 1.0, source="the engine's defaults")
+    assert read_plan(write_plan(plan, tmp_path / "plan.yaml")) == plan
+    assert yaml.safe_load((tmp_path / "plan.yaml").read_text())["weights"]["MR"]["liver"] == {
+        "wI": 0.0, "wS": 0.0, "rigidity": 1.0}
 
 
 def test_activity_in_mbq_becomes_gbq_and_isotope_names_are_canonical(inputs, document):
@@ -466,6 +485,27 @@ ONE_PROBLEM = [  # (edit of the valid document, the one problem it makes)
     pytest.param(_set((*CT1, "lesions"), "diag/ct/00001.dcm"),
                  r"floating ct1, lesions: 00001\.dcm is a DICOM CT; a contour is a label map", id="not a contour"),
     pytest.param(_set((*CT1, "lesions"), "diag/ct"), r"floating ct1, lesions: .*ct is a folder", id="folder as contour"),
+    # non-rigid weights
+    pytest.param(_set(("weights",), {"MR": {"image": {"wS": 1}}}),
+                 r"plan, weights, MR, image: image-based registration has no label term", id="wS with image guidance"),
+    pytest.param(_set(("weights",), {"MR": {"liver": {"affine_only": True, "wI": 1}}}),
+                 r"plan, weights, MR, liver: affine_only runs no non-rigid stage: leave out wI$", id="affine and wI"),
+    pytest.param(_set(("weights",), {"CT": {"liver": {"rigidity": -1}}}),
+                 r"plan, weights, CT, liver, rigidity: must be >= 0, got -1$", id="negative rigidity"),
+    pytest.param(_set(("weights",), {"CT": {"liver": {"wI": "high"}}}),
+                 r"plan, weights, CT, liver, wI: must be a finite number, got 'high'", id="weight not a number"),
+    pytest.param(_set(("weights",), {"CT": {"liver": {"affine_only": "yes"}}}),
+                 r"plan, weights, CT, liver, affine_only: must be true or false, got 'yes'", id="affine_only text"),
+    pytest.param(_set(("weights",), {"PET": {"liver": {"wI": 1}}}),
+                 r"plan, weights: unknown key 'PET'; known keys: CT, MR", id="unknown modality"),
+    pytest.param(_set(("weights",), {"MR": {"cnn": {"wI": 1}}}),
+                 r"plan, weights, MR: unknown key 'cnn'; known keys: image, liver, liver\+landmarks",
+                 id="unknown guidance"),
+    pytest.param(_set(("weights",), {"MR": {"liver": {"wi": 1}}}),
+                 r"plan, weights, MR, liver: unknown key 'wi'; did you mean 'wI'\?", id="misspelt weight"),
+    pytest.param(_set(("weights",), {"MR": [1]}),
+                 r"plan, weights, MR: must be a mapping of image, liver, liver\+landmarks, got \[1\]",
+                 id="weights not a mapping"),
 ]
 
 
@@ -479,7 +519,7 @@ def test_each_refusal_alone(inputs, document, edit: Callable[[dict], None], expe
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("reference: {image: a}\nreference: {image: b}\n", r"line 2: key 'reference' is repeated"),
-    ("[1, 2]\n", r"plan: must be a mapping of format, version, reference, spect, floating, got \[1, 2\]"),
+    ("[1, 2]\n", r"plan: must be a mapping of format, version, reference, spect, floating, weights, got \[1, 2\]"),
 ])
 def test_refused_documents(inputs, text: str, expected: str):
     problems = _refused(inputs, text)
@@ -527,6 +567,10 @@ def test_check_plan_lists_every_problem_of_a_plan_made_in_code(inputs):
     (lambda: ContourInput("c.nii.gz", segments="liver"), "segments must be a list of names"),
     (lambda: Plan(ReferenceInput("r"), SpectInput("s", 1, "Y-90"),
                   (FloatingInput("a", "CT", "c"), FloatingInput("a", "MR", "m"))), "repeated: a"),
+    (lambda: Plan(ReferenceInput("r"), SpectInput("s", 1, "Y-90"), weights={("MR", "image"): RunWeights(1, 1, 1)}),
+     "image-based registration has no label term"),
+    (lambda: Plan(ReferenceInput("r"), SpectInput("s", 1, "Y-90"), weights={("PET", "liver"): RunWeights(1, 1, 1)}),
+     r"plan weights map \(modality, guidance\) to RunWeights, got \('PET', 'liver'\)"),
 ])
 def test_plan_objects_refuse_bad_values(make: Callable[[], object], expected: str):
     with pytest.raises(InputError, match=expected):

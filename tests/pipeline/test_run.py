@@ -46,6 +46,7 @@ from sirtreg.pipeline import (
     Plan,
     ReferenceInput,
     RunResult,
+    RunWeights,
     SpectInput,
     run_plan,
     write_plan,
@@ -247,6 +248,46 @@ def test_missing_liver_contours_are_segmented(patient, tmp_path, monkeypatch, qu
     result = run_plan(replace(plan, floating=twice), tmp_path / "twice")
     assert calls == ["ct", "ct"]
     assert [row["liver"] for row in result.results["registrations"]] == ["CNN", "CNN"]
+
+
+@pytest.mark.slow
+def test_the_plans_weights_reach_the_engine_and_the_report(patient, tmp_path):
+    """Affine only for CT with liver+landmarks guidance, set in the plan: no non-rigid stage is run, and the
+    tables and the report say which weights were used and where they came from."""
+    plan = replace(_plan(patient), weights={("CT", "liver+landmarks"): RunWeights(0.0, 0.0, 2.0)})
+    result = run_plan(plan, tmp_path / "out")
+    [registration] = result.results["registrations"]
+    assert registration["nonrigid"] is False
+    assert registration["registration"]["settings"]["nonrigid"]["rigidity"] == 2.0
+    with open(result.out_dir / "registrations.csv", newline="") as handle:
+        [row] = list(csv.DictReader(handle))
+    assert (row["image_weight"], row["label_weight"], row["rigidity"], row["weights_from"]) == (
+        "0.0", "0.0", "2.0", "the plan")
+    assert "affine only: wI 0, wS 0, rigidity 2 (from the plan)" in result.report.read_text()
+
+
+def test_run_refuses_weights_from_a_table_without_the_modality(patient, tmp_path, write_tune_table):
+    plan = write_plan(_plan(patient, floating=("contrast_ct", "mr_t1")), tmp_path / "plan.yaml")
+    table = write_tune_table(tmp_path / "tune.csv", "liver+landmarks", {("CT", 1.0, 1.0): [2.0]})
+    result = CliRunner().invoke(app, ["run", str(plan), "-o", str(tmp_path / "out"), "--weights-from", str(table)])
+    assert result.exit_code == 2
+    assert "floating mr: tune.csv chose no MR weights for liver+landmarks guidance (modalities it tuned: CT)" in (
+        " ".join(result.stderr.split()))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_run_takes_the_weights_a_grid_search_chose(patient, tmp_path, write_tune_table):
+    plan = write_plan(_plan(patient), tmp_path / "plan.yaml")
+    table = write_tune_table(tmp_path / "tune.csv", "liver+landmarks",
+                             {("CT", 1.0, 1.0): [3.0, 3.0], ("CT", 0.0, 0.0): [2.0, 2.5]})  # affine only wins
+    result = CliRunner().invoke(app, ["run", str(plan), "-o", str(tmp_path / "out"), "--weights-from", str(table)])
+    assert result.exit_code == 0, result.output
+    chosen = "affine only: wI 0, wS 0, rigidity 1 (from tune.csv (grid search 'liver+landmarks', RRMSD 2.26 mm"
+    assert f"ct: liver+landmarks guidance, {chosen}" in " ".join(result.stdout.split())
+    with open(tmp_path / "out" / "registrations.csv", newline="") as handle:
+        [row] = list(csv.DictReader(handle))
+    assert row["nonrigid"] == "False" and row["weights_from"].startswith("tune.csv (grid search")
 
 
 @pytest.mark.slow

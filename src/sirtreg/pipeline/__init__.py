@@ -5,6 +5,7 @@
 floating CT/MR images with their contours and guidance. :mod:`.run` runs a
 plan: liver segmentation where needed, registration, lesions carried onto the
 MAA CT, dose, and one output folder with tables, DICOM and an HTML report.
+:mod:`.weights` holds the non-rigid weights per floating modality and guidance, from the plan or a grid search.
 """
 
 from sirtreg.pipeline.plan import (
@@ -20,6 +21,7 @@ from sirtreg.pipeline.plan import (
     write_plan,
 )
 from sirtreg.pipeline.run import RunResult, check_run, run_plan
+from sirtreg.pipeline.weights import RunWeights, with_tuned_weights
 
 __all__ = [
     "FORMAT",
@@ -29,10 +31,12 @@ __all__ = [
     "Plan",
     "ReferenceInput",
     "RunResult",
+    "RunWeights",
     "SpectInput",
     "check_plan",
     "check_run",
     "read_plan",
     "run_plan",
+    "with_tuned_weights",
     "write_plan",
 ]

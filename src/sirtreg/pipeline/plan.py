@@ -44,6 +44,9 @@ Example (relative paths resolve against the folder of the plan)::
           path: diagnostic/mr_organs.nii.gz   #   its label value
           segments: [5]
         lesions: diagnostic/mr_lesions.nii.gz
+    weights:                        # optional: non-rigid weights per floating modality and guidance (see
+      MR:                           #   sirtreg.pipeline.weights; default: the engine's)
+        liver: {affine_only: true}
 
 A contour is a label map (NIfTI, NRRD, MHA) on the voxels of its image (the same
 voxel centres, in any axis order), a 3D Slicer ``.seg.nrrd`` on those voxels, a
@@ -61,7 +64,8 @@ one), repeated and missing keys; files beyond the bounds of
 laughs"); activities without their unit in the key, not a finite number, not > 0 or
 above 100 GBq; unknown isotopes; lung shunt fractions that are not finite numbers in
 [0, 1) (``.nan`` and ``.inf`` are refused wherever a number is read); bad ids,
-modalities and guidance; ``liver+landmarks`` without landmarks on both sides;
+modalities and guidance; ``liver+landmarks`` without landmarks on both sides; weights that are not
+numbers >= 0, ``affine_only`` beside wI or wS, wS > 0 for image guidance;
 missing files and folders; a ``series`` that matches no series or several (or a
 DICOM folder of several series and no ``series``); images that are not images;
 a SPECT in another DICOM frame of reference than the MAA CT, or (where either is
@@ -99,6 +103,7 @@ from sirtreg.io import SeriesInfo, is_segmentation_file, list_series, read_label
 from sirtreg.io.dicom import NON_IMAGE_MODALITIES, select_series
 from sirtreg.io.dicom_seg import series_grid
 from sirtreg.io.images import has_image_suffix
+from sirtreg.pipeline.weights import RunWeights, default_weights, plan_weights_document, read_plan_weights
 from sirtreg.register.config import GUIDANCES
 from sirtreg.yaml_input import (
     ID_PATTERN,
@@ -121,7 +126,8 @@ ACTIVITY_KEYS = {"activity_gbq": ("GBq", 1.0), "activity_mbq": ("MBq", 1e-3)}  #
 _GRID_TOLERANCE_MM = 1e-3  # as sirtreg.io.orient_like, which places a label map on its image's voxels
 
 # Keys of each mapping: True if required.
-_TOP_KEYS = {"format": False, "version": False, "reference": True, "spect": True, "floating": False}
+_TOP_KEYS = {"format": False, "version": False, "reference": True, "spect": True, "floating": False,
+             "weights": False}
 _REFERENCE_KEYS = {"image": True, "series": False, "liver": False, "lesions": False, "landmarks": False}
 _SPECT_KEYS = {"image": True, "series": False, "activity_gbq": False, "activity_mbq": False, "isotope": True,
                "lung_shunt_fraction": False}
@@ -253,11 +259,13 @@ class FloatingInput:
 
 @dataclass(frozen=True)
 class Plan:
-    """Every input of one patient: the reference, the SPECT and the floating images (see :func:`read_plan`)."""
+    """Every input of one patient: the reference, the SPECT, the floating images and the non-rigid weights per
+    (floating modality, guidance) where not the engine's (see :func:`read_plan`, :mod:`sirtreg.pipeline.weights`)."""
 
     reference: ReferenceInput
     spect: SpectInput
     floating: tuple[FloatingInput, ...] = ()
+    weights: Mapping[tuple[str, str], RunWeights] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         floating = tuple(self.floating)
@@ -266,6 +274,17 @@ class Plan:
         if repeated:
             raise InputError(f"floating ids must be unique; repeated: {', '.join(repeated)}")
         object.__setattr__(self, "floating", floating)
+        for key, weights in self.weights.items():
+            if (not isinstance(key, tuple) or len(key) != 2 or key[0] not in MODALITIES or key[1] not in GUIDANCES
+                    or not isinstance(weights, RunWeights)):
+                raise InputError(f"plan weights map (modality, guidance) to RunWeights, got {key!r}: {weights!r}")
+            weights.settings(key[1])  # refuses wS > 0 with image guidance
+        object.__setattr__(self, "weights", dict(self.weights))
+
+    def weights_for(self, floating: FloatingInput) -> RunWeights:
+        """The non-rigid weights of a floating image: the plan's for its modality and guidance, else the engine's."""
+        guidance = self.guidance(floating)
+        return self.weights.get((floating.modality, guidance)) or default_weights(guidance)
 
     def guidance(self, floating: FloatingInput) -> str:
         """The guidance of a floating image: its own, else liver+landmarks where it and the reference have
@@ -316,8 +335,11 @@ class Plan:
             if entry.guidance is not None:
                 fields["guidance"] = entry.guidance
             floating.append(fields)
-        return {"format": FORMAT, "version": VERSION, "reference": image(self.reference), "spect": spect,
-                "floating": floating}
+        document = {"format": FORMAT, "version": VERSION, "reference": image(self.reference), "spect": spect,
+                    "floating": floating}
+        if self.weights:
+            document["weights"] = plan_weights_document(self.weights)
+        return document
 
 
 _FILE_KINDS = ((".seg.nrrd", "3D Slicer segmentation"), (".nii.gz", "NIfTI file"), (".nii", "NIfTI file"),
@@ -695,10 +717,11 @@ class _PlanReader(Reader):
         reference, reference_scan = self.reference(top["reference"]) if "reference" in top else (None, None)
         spect, spect_scan = self.spect(top["spect"]) if "spect" in top else (None, None)
         floating, floating_scans = self.floating_list(top.get("floating", []))
+        weights = read_plan_weights(self, top["weights"]) if "weights" in top else {}
         scans = (reference_scan, spect_scan, floating_scans)
         if self.problems or reference is None or spect is None or floating is None:
             return None, scans
-        return Plan(reference=reference, spect=spect, floating=floating), scans
+        return Plan(reference=reference, spect=spect, floating=floating, weights=weights), scans
 
     def reference(self, entry: Any) -> tuple[ReferenceInput | None, _Scan | None]:
         start, where = len(self.problems), "reference"
@@ -802,7 +825,8 @@ def read_plan(path: str | os.PathLike[str]) -> Plan:
         raise refusal(reader.problems, what="plan", prefix=f"{path.name}: ")
     for floating in plan.floating:
         how = "chosen" if floating.guidance is not None else "by default"
-        log.info("floating %s: %s guidance (%s)", floating.id, plan.guidance(floating), how)
+        log.info("floating %s: %s guidance (%s), %s", floating.id, plan.guidance(floating), how,
+                 plan.weights_for(floating).describe())
     log.info("plan %s: %s %.4g GBq, %d floating images", path.name, plan.spect.isotope, plan.spect.activity_gbq,
              len(plan.floating))
     return plan

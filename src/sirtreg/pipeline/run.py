@@ -19,7 +19,7 @@ run into the same folder is refused while the first works)::
 
     results.json                 everything: plan, dose summary, tables, settings, timings, files
     doses.csv                    one row per structure (liver, lesions): volume, mean dose, Vx, Dx, DSC
-    registrations.csv            one row per floating image: guidance, time, quality where truth exists
+    registrations.csv            one row per floating image: guidance, weights and their source, time, quality
     report.html                  self-contained report (pictures embedded)
     dose.nii.gz                  absorbed dose (Gy) on the SPECT grid
     maa_ct/liver.nii.gz          the MAA CT liver used (given or CNN)
@@ -99,6 +99,7 @@ from sirtreg.pipeline.plan import (
     describe_values,
     is_label_value,
 )
+from sirtreg.pipeline.weights import RunWeights
 from sirtreg.progress import Progress
 from sirtreg.register import (
     AffineTransform,
@@ -184,6 +185,7 @@ class _Carried:
 
     entry: FloatingInput
     guidance: str
+    weights: RunWeights
     liver_source: str
     result: RegistrationResult
     image: Volume
@@ -426,9 +428,9 @@ class _ReferenceSide:
         return self._labels[with_landmarks]
 
 
-def _register(shared: _ReferenceSide, floating: _Image, guidance: str, device: str,
+def _register(shared: _ReferenceSide, floating: _Image, guidance: str, weights: RunWeights, device: str,
               progress: Progress) -> RegistrationResult:
-    settings = replace(preset(guidance), device=device)  # type: ignore[arg-type]
+    settings = replace(preset(guidance, **weights.preset_weights()), device=device)  # type: ignore[arg-type]
     with_landmarks = guidance == "liver+landmarks"
     floating_labels = None if guidance == "image" else guidance_labels(
         floating.liver, floating.landmarks if with_landmarks else None)
@@ -465,7 +467,7 @@ def _lesion_overlap(reference: LabelVolume | None, carried: LabelVolume, names: 
     return overlap
 
 
-def _carry(reference: _Image, floating: _Image, entry: FloatingInput, guidance: str,
+def _carry(reference: _Image, floating: _Image, entry: FloatingInput, guidance: str, weights: RunWeights,
            result: RegistrationResult, liver_before: LabelVolume) -> _Carried:
     """Warp the floating image and its contours onto the MAA CT grid; measure what can be measured."""
     grid = reference.volume.grid
@@ -489,8 +491,8 @@ def _carry(reference: _Image, floating: _Image, entry: FloatingInput, guidance: 
                 applied, reference_liver=reference.liver, floating_liver=floating.liver,
                 reference_landmarks=reference.landmarks if with_landmarks else None,
                 floating_landmarks=floating.landmarks if with_landmarks else None).as_dict()
-    return _Carried(entry, guidance, floating.liver_source, result, image, liver_before, liver, lesions, landmarks,
-                    quality, overlap or {})
+    return _Carried(entry, guidance, weights, floating.liver_source, result, image, liver_before, liver, lesions,
+                    landmarks, quality, overlap or {})
 
 
 # --- dose -------------------------------------------------------------------------------
@@ -527,9 +529,12 @@ def _write_csv(rows: Sequence[Mapping[str, Any]], path: Path, columns: Sequence[
 
 
 def _registration_row(item: _Carried) -> dict[str, Any]:
+    weights = item.weights
     row: dict[str, Any] = {"floating": item.entry.id, "modality": item.entry.modality, "role": item.entry.role,
-                           "guidance": item.guidance, "liver": item.liver_source,
-                           "seconds": round(item.result.seconds, 3), "nonrigid": item.result.displacement is not None}
+                           "guidance": item.guidance, "liver": item.liver_source, "image_weight": weights.image_weight,
+                           "label_weight": weights.label_weight, "rigidity": weights.rigidity,
+                           "weights_from": weights.source, "seconds": round(item.result.seconds, 3),
+                           "nonrigid": item.result.displacement is not None}
     for when in ("before", "after"):
         metrics = item.quality.get(when, {})
         for key in ("liver_dsc", "liver_msd_mm", "mean_mcd_mm", "rmsd_mm"):
@@ -674,12 +679,10 @@ def _parameter_rows(plan: Plan, carried: Sequence[_Carried], reference: _Image, 
         ["MAA CT liver", reference.liver_source], ["device", device],
     ]
     for item in carried:
-        nonrigid = item.result.settings.get("nonrigid", {})
+        folding = item.result.settings.get("nonrigid", {}).get("folding_weight")
         chosen = "chosen" if item.entry.guidance is not None else "default"
-        weights = ", ".join(f"{k} {nonrigid.get(k)}" for k in ("image_weight", "label_weight", "rigidity",
-                                                                "folding_weight"))
         rows.append([f"{item.entry.id}: guidance", f"{item.guidance} ({chosen}); liver {item.liver_source}"])
-        rows.append([f"{item.entry.id}: non-rigid weights", weights])
+        rows.append([f"{item.entry.id}: non-rigid weights", f"{item.weights.describe()}; folding weight {folding}"])
     return rows
 
 
@@ -702,7 +705,7 @@ def _report_sections(plan: Plan, reference: _Image, report: DoseReport, rows: Se
         key = item.entry.id
         described = f"{item.entry.modality}" + (f", {item.entry.role}" if item.entry.role else "")
         parts: list[Any] = [Text(f"{item.guidance} guidance, liver {item.liver_source}, registered in "
-                                 f"{item.result.seconds:.1f} s.")]
+                                 f"{item.result.seconds:.1f} s; {item.weights.describe()}.")]
         if item.quality:
             parts.append(_quality_table(item))
         parts.append(Picture.from_file(
@@ -766,15 +769,16 @@ def _register_all(plan: Plan, reference: _Image, floating: Sequence[_Image], spe
     unregistered: dict[int, LabelVolume] = {}  # the floating livers on the MAA CT grid, without transform
     carried = []
     for index, (entry, image) in enumerate(zip(plan.floating, floating)):
-        guidance = plan.guidance(entry)
+        guidance, weights = plan.guidance(entry), plan.weights_for(entry)
         with _timed(timings, f"register {entry.id}"):
-            result = _register(shared, image, guidance, device,
+            result = _register(shared, image, guidance, weights, device,
                                stages.callback("register", index=index, label=entry.id, share=_REGISTRATION_SHARE))
-        log.info("floating %s: %s registration in %.1f s", entry.id, guidance, result.seconds)
+        log.info("floating %s: %s registration in %.1f s, %s", entry.id, guidance, result.seconds,
+                 weights.describe())
         with _timed(timings, f"carry {entry.id}"):
             if id(image.liver) not in unregistered:  # one per floating liver (a scan listed several times)
                 unregistered[id(image.liver)] = resample(image.liver, reference.volume.grid, label_mode="one-hot")
-            item = _carry(reference, image, entry, guidance, result, unregistered[id(image.liver)])
+            item = _carry(reference, image, entry, guidance, weights, result, unregistered[id(image.liver)])
             _write_floating(item, image, reference, spect_on_ct, staging / "floating" / entry.id, files)
         carried.append(item)
         stages.report("register", 1.0, step=f"{entry.id} carried", index=index)
