@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +30,8 @@ def pytest_configure(config: pytest.Config) -> None:
     os.sched_setaffinity(0, share)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
         os.environ[name] = str(len(share))
+    if "torch" in sys.modules:  # imported by a conftest loaded before this hook: its thread pool is already sized
+        sys.modules["torch"].set_num_threads(len(share))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -132,3 +136,29 @@ def dask_scheduler() -> Iterator[str]:
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                                   dashboard_address=":0") as cluster:  # leaves port 8787 to run_study's clusters
         yield cluster.scheduler_address
+
+
+BROWSER_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1600,1000")
+BROWSER_WAIT_S = 20
+
+
+@pytest.fixture()
+def browser(tmp_path: Path) -> Iterator[object]:
+    """Headless Chromium with a fresh profile, driven by chromedriver (selenium), quit after the test; skips with
+    the reason when Chromium, its driver or selenium is missing (CI installs them where it can)."""
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or chromedriver is None:
+        pytest.skip("chromium and chromedriver are needed (Debian: apt-get install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is needed (pip install -e '.[test]')")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in (*BROWSER_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
+    driver.set_page_load_timeout(BROWSER_WAIT_S)
+    yield driver
+    driver.quit()

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from sirtreg.study import COLUMNS, Method
-
 
 @pytest.fixture
 def write_tune_table() -> Callable[..., Path]:
@@ -20,6 +18,8 @@ def write_tune_table() -> Callable[..., Path]:
 def _write_tune_table(path: Path, guidance: str, rmsd_mm: dict[tuple[str, float, float], list[float]],
                       *, name: str | None = None) -> Path:
     """A `sirtreg study tune` table: for each (modality, wI, wS), one train-split row per RMSD (mm) given."""
+    from sirtreg.study import COLUMNS, Method  # not at import: this conftest may load before the cores are shared
+
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
