@@ -250,7 +250,8 @@ class OutputFolder:
                 log.warning("removing %s, left by an interrupted command", self.staging.name)
                 shutil.rmtree(self.staging)
             self.staging.mkdir(parents=True)
-        except BaseException:
+        except BaseException:  # also Ctrl-C arriving just after the folder was made: it is ours, under our lock
+            shutil.rmtree(self.staging, ignore_errors=True)
             self._release()
             raise
         return self
