@@ -1,9 +1,10 @@
 """`sirtreg demo` end to end on the digital patient (what the README's first command runs), at the fast
-resolution: the CNN, six registrations, doses and the report."""
+resolution: the CNN, six registrations, doses and the report, which opens on the lesions to check."""
 
 import csv
 import json
 import re
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -12,11 +13,16 @@ from sirtreg.cli import app
 from sirtreg.pipeline import read_plan
 
 
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, trained_models):
+    """The demo's output folder and the command's result."""
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    return out, CliRunner().invoke(app, ["demo", str(out), "--resolution", "fast"])
+
+
 @pytest.mark.slow
-def test_demo_runs_the_whole_pipeline_and_refuses_to_overwrite(tmp_path, trained_models):
-    runner = CliRunner()
-    out = tmp_path / "demo"
-    result = runner.invoke(app, ["demo", str(out), "--resolution", "fast"])
+def test_demo_runs_the_whole_pipeline_and_refuses_to_overwrite(demo):
+    out, result = demo
     assert result.exit_code == 0, result.output
     assert "open the report" in result.output
 
@@ -42,12 +48,38 @@ def test_demo_runs_the_whole_pipeline_and_refuses_to_overwrite(tmp_path, trained
     # carried with landmarks, the lesions land on those drawn on the MAA CT
     carried = [float(row["dsc_to_maa_ct_lesion"]) for row in lesions if row["source"].endswith("landmarks")]
     assert carried and min(carried) > 0.5
+    # one agreement per lesion of each floating scan; a flagged one has its reasons in its rows
+    agreements = results["lesion_agreement"]
+    assert {a["image"] for a in agreements} == {"ct-image, ct-liver, ct-landmarks", "mr-image, mr-liver, mr-landmarks"}
+    assert len(agreements) == 2 * len(drawn)
+    for agreement in agreements:
+        flags = [row["flag"] for row in lesions if row["structure"].endswith("/" + agreement["name"])
+                 and row["source"] in agreement["registrations"]]
+        assert len(flags) == 3 and any(flags) == agreement["flagged"]
 
     report = (out / "run" / "report.html").read_text()
     assert len(re.findall(r'<img src="data:image/png;base64,', report)) >= 13  # overlays, checkerboards, DVHs
 
-    again = runner.invoke(app, ["demo", str(out)])
+    again = CliRunner().invoke(app, ["demo", str(out)])
     assert again.exit_code == 2 and "not empty" in again.stderr
+
+
+@pytest.mark.slow
+def test_demo_report_opens_on_the_lesions_to_check(demo, browser, tmp_path):
+    """In headless Chromium, the report's first section names every lesion that results.json flags, and why."""
+    from selenium.webdriver.common.by import By
+
+    out, result = demo
+    assert result.exit_code == 0, result.output
+    page = shutil.copy(out / "run" / "report.html", tmp_path / "report.html")  # the browser's profile is here
+    browser.get(page.as_uri())
+    first = browser.find_elements(By.TAG_NAME, "section")[0]
+    assert first.find_element(By.TAG_NAME, "h2").text == "Which numbers to trust"
+    flagged = [a for a in json.loads((out / "run" / "results.json").read_text())["lesion_agreement"] if a["flagged"]]
+    shown = first.text
+    assert f"{len(flagged)} of " in shown.splitlines()[1]
+    for agreement in flagged:
+        assert all(reason in shown for reason in agreement["reasons"]), agreement
 
 
 def test_demo_refuses_an_unknown_resolution(tmp_path):

@@ -199,7 +199,16 @@ def demo(
         summary = run_demo(outdir, seed=seed, resolution=resolution, overwrite=overwrite, device=device,
                            progress=progress)
     _print_files(f"sirtreg demo (seed {seed})", summary)
+    _print_flagged(json.loads(summary["results"].read_text(encoding="utf-8"))["lesion_agreement"])
     console.print(f"open the report: {summary['report']}", highlight=False, soft_wrap=True)
+
+
+def _print_flagged(agreements: list[dict[str, Any]]) -> None:
+    """One line per lesion the run flagged (``lesion_agreement`` of results.json): which, and why."""
+    for lesion in agreements:
+        if lesion["flagged"]:
+            where, reasons = escape(f"{lesion['name']} of {lesion['image']}"), escape("; ".join(lesion["reasons"]))
+            console.print(f"[bold]check {where}[/]: {reasons}", highlight=False, soft_wrap=True)
 
 
 def _print_files(title: str, files: dict[str, Any]) -> None:
@@ -250,6 +259,7 @@ def run_command(
         table.add_row(*(_cell(row.get(key)) for key in
                         ("source", "structure", "volume_ml", "mean_gy", "V70_percent", "V100_percent", "error")))
     console.print(table)
+    _print_flagged(result.results["lesion_agreement"])
     console.print(f"wrote {result.out_dir} in {result.seconds:.0f} s; report: {result.report}", highlight=False,
                   soft_wrap=True)
 

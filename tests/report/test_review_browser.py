@@ -20,28 +20,11 @@ CHROMEDRIVER = shutil.which("chromedriver")
 if CHROMIUM is None or CHROMEDRIVER is None:
     pytest.skip("chromium and chromedriver are needed (Debian: apt-get install chromium chromium-driver)",
                 allow_module_level=True)
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is needed (pip install -e '.[test]')")
-from selenium.webdriver.chrome.service import Service
+pytest.importorskip("selenium.webdriver", reason="selenium is needed (pip install -e '.[test]')")
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--window-size=1600,1000")
 WAIT_S = 20
-
-
-@pytest.fixture()
-def browser(tmp_path):
-    """Headless Chromium with a fresh profile, driven by chromedriver; quit after the test."""
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (*FLAGS, f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(WAIT_S)
-    yield driver
-    driver.quit()
 
 
 @pytest.fixture()

@@ -10,15 +10,17 @@ dose statistics of the liver and of every lesion, and writes the results.
 Lesions keep the image they were drawn on: those of floating image ``ct1`` are named
 ``ct1/<lesion name>``, those drawn on the MAA CT itself ``MAA CT/<lesion name>``; lesions of
 several floating images are never merged. Where the MAA CT holds a lesion of the same name,
-the registered lesion is compared to it (DSC, mass-centre distance).
+the registered lesion is compared to it (DSC, mass-centre distance). A lesion whose registrations
+disagree, or differ from the MAA CT's lesion, is flagged (:mod:`sirtreg.pipeline.agreement`): in the
+report's first section, the ``flag`` column of the dose table and ``lesion_agreement`` in results.json.
 
 The output folder is written as a unit (:class:`~sirtreg.output_folder.OutputFolder`: built as
 ``.<name>.partial`` beside it under a lock, listed with checksums in ``sirtreg-manifest.json`` and
 renamed into place at the end, so an interrupted run leaves no half-written folder and a second
 run into the same folder is refused while the first works)::
 
-    results.json                 everything: plan, dose summary, tables, settings, timings, files
-    doses.csv                    one row per structure (liver, lesions): volume, mean dose, Vx, Dx, DSC
+    results.json                 everything: plan, dose summary, tables, lesion agreement, settings, timings, files
+    doses.csv                    one row per structure (liver, lesions): volume, mean dose, Vx, Dx, DSC, flag
     registrations.csv            one row per floating image: guidance, weights and their source, time, quality
     report.html                  self-contained report (pictures embedded)
     dose.nii.gz                  absorbed dose (Gy) on the SPECT grid
@@ -55,7 +57,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -98,6 +100,13 @@ from sirtreg.pipeline.plan import (
     check_plan,
     describe_values,
     is_label_value,
+)
+from sirtreg.pipeline.agreement import (
+    LesionAgreement,
+    agreement_section,
+    lesion_agreement,
+    lesion_doses,
+    row_flag,
 )
 from sirtreg.pipeline.weights import RunWeights
 from sirtreg.progress import Progress
@@ -519,6 +528,51 @@ def _dose_rows(report: DoseReport, carried: Sequence[_Carried]) -> list[dict[str
     return rows
 
 
+def _image_names(plan: Plan) -> dict[str, str]:
+    """floating id -> the ids of every floating entry of the same scan, joined: the scan's name in tables."""
+    groups: dict[tuple[str, str | None], list[str]] = {}
+    for entry, source in zip(plan.floating, _image_sources(plan)[1:], strict=True):
+        groups.setdefault(source, []).append(entry.id)
+    return {floating_id: ", ".join(ids) for ids in groups.values() for floating_id in ids}
+
+
+def _agreement(plan: Plan, reference: _Image, carried: Sequence[_Carried], rows: list[dict[str, Any]]
+               ) -> list[LesionAgreement]:
+    """Each carried lesion's agreement across the registrations of its scan and with the MAA CT's lesion; sets
+    the ``flag`` of every dose row (the reasons, "" if none)."""
+    doses = {row["structure"]: row for row in rows if row["role"] == "lesion"}
+    images = _image_names(plan)
+    carried_doses = []
+    for item in carried:
+        if item.lesions is not None:  # labels "<id>/<name>"; ids hold no "/"
+            labels = item.lesions.labels
+            carried_doses += lesion_doses(item.lesions, {v: n.split("/", 1)[1] for v, n in labels.items()},
+                                          {v: doses.get(n, {}) for v, n in labels.items()}, source=item.entry.id,
+                                          image=images[item.entry.id])
+    drawn = {} if reference.lesions is None else {lesion.name: lesion for lesion in lesion_doses(
+        reference.lesions, reference.lesions.labels,
+        {v: doses.get(f"{REFERENCE_SOURCE}/{n}", {}) for v, n in reference.lesions.labels.items()},
+        source=REFERENCE_SOURCE, image=REFERENCE_SOURCE)}
+    agreements = lesion_agreement(carried_doses, drawn)
+    by_lesion = {(a.image, a.name): a for a in agreements}
+    for row in rows:
+        carried_row = row["role"] == "lesion" and row["source"] != REFERENCE_SOURCE
+        row["flag"] = row_flag(by_lesion.get((images[row["source"]], row["structure"].split("/", 1)[1])),
+                               row["source"]) if carried_row else ""
+    return agreements
+
+
+def _by_lesion(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The liver first, then the rows of each lesion name together (the MAA CT's first), in order of appearance."""
+    def name(row: Mapping[str, Any]) -> str:
+        return row["structure"].split("/", 1)[1]
+
+    lesions = [row for row in rows if row["role"] == "lesion"]
+    order = list(dict.fromkeys(name(row) for row in lesions))
+    return [*(row for row in rows if row["role"] != "lesion"),
+            *sorted(lesions, key=lambda row: (order.index(name(row)), row["source"] != REFERENCE_SOURCE))]
+
+
 # --- writing ----------------------------------------------------------------------------
 def _write_csv(rows: Sequence[Mapping[str, Any]], path: Path, columns: Sequence[str]) -> Path:
     with open(path, "w", newline="", encoding="utf-8") as handle:
@@ -650,12 +704,14 @@ def _dose_table(rows: Sequence[Mapping[str, Any]], source: str | None = None) ->
     chosen = [r for r in rows if source is None or r["source"] == source or r["role"] == "liver"]
     return Table(
         ["image", "structure", "volume (mL)", "mean (Gy)", "V70 (%)", "V100 (%)", "DSC to MAA CT lesion",
-         "MCD (mm)", "note"],
+         "MCD (mm)", "flagged", "note"],
         [[r["source"], r["structure"], r["volume_ml"], r["mean_gy"], r.get("V70_percent"), r.get("V100_percent"),
-          r["dsc_to_maa_ct_lesion"], r["mcd_mm_to_maa_ct_lesion"], r["error"]] for r in chosen],
+          r["dsc_to_maa_ct_lesion"], r["mcd_mm_to_maa_ct_lesion"], "yes" if r.get("flag") else "", r["error"]]
+         for r in chosen],
         formats=_DOSE_FORMATS,
         note="Vx: % of the structure's volume receiving at least x Gy. DSC and MCD (mass-centre distance) compare "
-             "a registered lesion with the lesion of the same name drawn on the MAA CT, where there is one.")
+             "a registered lesion with the lesion of the same name drawn on the MAA CT, where there is one. Why a "
+             "lesion is flagged: see the first section.")
 
 
 def _quality_table(item: _Carried) -> Table:
@@ -687,8 +743,8 @@ def _parameter_rows(plan: Plan, carried: Sequence[_Carried], reference: _Image, 
 
 
 def _report_sections(plan: Plan, reference: _Image, report: DoseReport, rows: Sequence[Mapping[str, Any]],
-                     carried: Sequence[_Carried], files: Mapping[str, Path], timings: Mapping[str, float],
-                     device: str) -> list[Section]:
+                     agreements: Sequence[LesionAgreement], carried: Sequence[_Carried], files: Mapping[str, Path],
+                     timings: Mapping[str, float], device: str) -> list[Section]:
     summary = report.summary()
     liver = report.structures[0]
     mean = f"{liver.mean_gy:.1f} Gy" if liver.mean_gy is not None else "not evaluated"
@@ -696,11 +752,11 @@ def _report_sections(plan: Plan, reference: _Image, report: DoseReport, rows: Se
              f"{summary['liver_activity_gbq']:.4g} GBq to the liver; liver {liver.volume_ml:.0f} mL "
              f"({reference.liver_source}), mean liver dose {mean}, lung dose {summary['lung_dose_gy']:.1f} Gy; "
              f"{100 * summary['counts_inside_fraction']:.1f} % of the SPECT counts inside the liver.")
-    items: list[Any] = [Text(facts), _dose_table(rows)]
+    items: list[Any] = [Text(facts), _dose_table(_by_lesion(rows))]
     items += [Text(f"warning: {w}") for w in summary["warnings"]]
     if "MAA CT dvh" in files:
         items.append(Picture.from_file(files["MAA CT dvh"], title="DVH: lesions drawn on the MAA CT"))
-    sections = [Section("Absorbed dose (local deposition)", items)]
+    sections = [agreement_section(agreements), Section("Absorbed dose (local deposition)", items)]
     for item in carried:
         key = item.entry.id
         described = f"{item.entry.modality}" + (f", {item.entry.role}" if item.entry.role else "")
@@ -874,12 +930,13 @@ def run_plan(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = F
         with _timed(timings, "dose"):
             report = _dose(plan, reference, spect, carried)
             rows = _dose_rows(report, carried)
+            agreements = _agreement(plan, reference, carried, rows)
         stages.report("dose", 1.0)
         with _timed(timings, "write"):
             _write_tables(plan, reference, report, rows, carried, staging, files, deidentification)
         stages.report("write", 1.0)
         with _timed(timings, "report"):
-            sections = _report_sections(plan, reference, report, rows, carried, files, timings, device)
+            sections = _report_sections(plan, reference, report, rows, agreements, carried, files, timings, device)
             when = (f"{started_utc:%Y-%m-%d %H:%M} UTC" if deidentification is None
                     else f"de-identified ({deidentification.pseudonym})")
             files["report"] = write_html(staging / REPORT_NAME, "sirtreg run report", sections,
@@ -887,6 +944,7 @@ def run_plan(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = F
         files["results"] = staging / RESULTS_NAME
         seconds = round(time.perf_counter() - started, 3)
         results = {**_results(plan, reference, report, rows, carried, device, started_utc, deidentification),
+                   "lesion_agreement": [{**asdict(a), "flagged": a.flagged} for a in agreements],
                    "timings_s": timings, "seconds": seconds, "files": _relative(files, staging)}
         files["results"].write_text(json.dumps(results, indent=2, default=float) + "\n", encoding="utf-8")
     stages.report("report", 1.0, step="done")

@@ -172,9 +172,10 @@ def render_html(title: str, sections: Sequence[Section], *, subtitle: str = "") 
     for section in sections:
         if section.level not in (2, 3):
             raise InputError(f"section {section.title!r}: level must be 2 or 3, got {section.level}")
-        lines.append(f"<h{section.level}>{_escape(section.title)}</h{section.level}>")
+        lines += ["<section>", f"<h{section.level}>{_escape(section.title)}</h{section.level}>"]
         for item in section.items:
             lines.extend(_item(item))
+        lines.append("</section>")
     lines += ["</body>", "</html>", ""]
     return "\n".join(lines)
 
