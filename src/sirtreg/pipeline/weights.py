@@ -112,9 +112,8 @@ def _read_entry(reader: Reader, where: str, guidance: str, entry: Any) -> RunWei
     if len(reader.problems) > start:
         return None
     defaults = default_weights(guidance)
-    weights = RunWeights(*(defaults.image_weight if numbers["image_weight"] is None else numbers["image_weight"],
-                           defaults.label_weight if numbers["label_weight"] is None else numbers["label_weight"],
-                           defaults.rigidity if numbers["rigidity"] is None else numbers["rigidity"]))
+    weights = RunWeights(**{name: getattr(defaults, name) if value is None else value
+                            for name, value in numbers.items()})
     try:
         weights.settings(guidance)
     except InputError as exc:
