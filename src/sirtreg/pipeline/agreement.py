@@ -18,9 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
-from sirtreg.geometry import LabelVolume
+from sirtreg.geometry import Landmarks, LabelVolume
 from sirtreg.report.html import Section, Table, Text
 
 CENTRE_SPREAD_MM = 5.0
@@ -157,15 +156,11 @@ def lesion_doses(lesions: LabelVolume, names: Mapping[int, str], doses: Mapping[
     ``names`` maps label values to lesion names, ``doses`` label values to rows of the dose table (with
     ``mean_gy``, ``V70_percent`` and ``V100_percent``); ``source`` and ``image`` as in :class:`LesionDose`.
     """
-    values = list(names)
-    with np.errstate(invalid="ignore", divide="ignore"):  # an empty lesion has no mass centre: NaN
-        centres_kji = ndimage.center_of_mass(np.ones(lesions.array.shape, np.uint8), lesions.array, values)
+    present = Landmarks.from_label_centroids(lesions)  # named by the label names of ``lesions``
+    centres = {name: tuple(float(c) for c in point) for name, point in zip(present.names, present.points_mm)}
     result = []
-    for value, centre in zip(values, centres_kji):
-        world = None
-        if np.all(np.isfinite(centre)):
-            k, j, i = centre
-            world = tuple(float(c) for c in lesions.grid.index_to_world(np.array([[i, j, k]]))[0])
+    for value in names:
+        world = centres.get(lesions.labels.get(value, f"label {value}"))
         row = doses.get(value, {})
         result.append(LesionDose(names[value], source, image, world, *(
             None if row.get(key) in (None, "") else float(row[key])  # type: ignore[arg-type]
