@@ -299,6 +299,7 @@ def study_tune(
     from sirtreg.report.study_figures import plot_grid_rrmsd
     from sirtreg.study import grid_methods, grid_search, read_manifest
     from sirtreg.study.methods import parse_grid
+    from sirtreg.study.runner import best_rrmsd_mm
 
     weights = parse_grid(grid)
     grid_methods(weights, guidance=guidance, name=name)  # refuses a bad grid before the manifest is read
@@ -313,10 +314,9 @@ def study_tune(
     figure = plot_grid_rrmsd(search.summary, output.with_name(f"{output.stem}_rrmsd.png"),
                              best={modality: method.key for modality, method in search.best.items()}, overwrite=True)
     console.print(_grid_table(search, title=f"RRMSD on the {split} split ({name or guidance}; * chosen)"))
-    for modality, method in search.best.items():
-        rrmsd = next(row["rrmsd_mm"] for row in search.summary
-                     if row["method"] == method.key and row["modality"] == modality)
-        console.print(f"chosen for {modality}: {_weights(method)} (RRMSD {rrmsd:.2f} mm)", highlight=False)
+    for modality, rrmsd in best_rrmsd_mm(search.summary, search.best, split=search.split).items():
+        console.print(f"chosen for {modality}: {_weights(search.best[modality])} (RRMSD {rrmsd:.2f} mm)",
+                      highlight=False)
     _print_resumed(_rows_in(output) - before, len(search.methods) * len(cohort.registrations(split=split)), output)
     console.print(f"wrote {figure}", highlight=False, soft_wrap=True)
 

@@ -497,13 +497,23 @@ def best_methods(summary: Sequence[Mapping[str, Any]], methods: Sequence[Method]
     return best
 
 
+def best_rrmsd_mm(summary: Sequence[Mapping[str, Any]], best: Mapping[str, Method], *, split: str = "train"
+                  ) -> dict[str, float]:
+    """Per modality, the RRMSD (mm) on ``split`` of the method :func:`best_methods` chose."""
+    return {modality: next(row["rrmsd_mm"] for row in summary if row["method"] == method.key
+                           and row["modality"] == modality and row["split"] == split)
+            for modality, method in best.items()}
+
+
 @dataclass(frozen=True)
 class GridSearch:
-    """A grid search: its methods (grid points), the summary per grid point and modality, the best per modality."""
+    """A grid search: its methods (grid points), the summary per grid point and modality, the best per modality,
+    and the split it tuned on."""
 
     methods: tuple[Method, ...]
     summary: list[Row]
     best: dict[str, Method]
+    split: str = "train"
 
 
 def grid_search(
@@ -532,8 +542,7 @@ def grid_search(
                      scheduler=scheduler, cnn_weights=cnn_weights, progress=progress)
     summary = summarise(rows)
     best = best_methods(summary, methods, split=split)
-    for modality, method in best.items():
-        rrmsd = next(row["rrmsd_mm"] for row in summary if row["method"] == method.key and row["modality"] == modality)
-        log.info("grid search, %s: best %s (RRMSD %.2f mm)", modality, method.key, rrmsd)
-    return GridSearch(methods=methods, summary=summary, best=best)
+    for modality, rrmsd in best_rrmsd_mm(summary, best, split=split).items():
+        log.info("grid search, %s: best %s (RRMSD %.2f mm)", modality, best[modality].key, rrmsd)
+    return GridSearch(methods=methods, summary=summary, best=best, split=split)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sirtreg.errors import InputError
 from sirtreg.study.methods import Method
-from sirtreg.study.runner import Row, best_methods, read_results, summarise
+from sirtreg.study.runner import Row, best_methods, best_rrmsd_mm, read_results, summarise
 
 TUNING_SPLIT = "train"
 
@@ -56,7 +56,5 @@ def read_tuned_weights(path: str | os.PathLike[str]) -> TunedWeights:
                                       label_weight=row["label_weight"], rigidity=row["rigidity"]) for row in rows))
     summary = summarise(rows)
     best = best_methods(summary, grid, split=TUNING_SPLIT)
-    rrmsd = {modality: next(row["rrmsd_mm"] for row in summary if row["method"] == method.key
-                            and row["modality"] == modality and row["split"] == TUNING_SPLIT)
-             for modality, method in best.items()}
-    return TunedWeights(path=path, name=name, guidance=guidance, best=best, rrmsd_mm=rrmsd, summary=summary)
+    return TunedWeights(path=path, name=name, guidance=guidance, best=best,
+                        rrmsd_mm=best_rrmsd_mm(summary, best, split=TUNING_SPLIT), summary=summary)
