@@ -78,6 +78,10 @@ def test_demo_report_opens_on_the_lesions_to_check(demo, browser, tmp_path):
     flagged = [a for a in json.loads((out / "run" / "results.json").read_text())["lesion_agreement"] if a["flagged"]]
     shown = first.text
     assert f"{len(flagged)} of " in shown.splitlines()[1]
+    livers = json.loads((out / "run" / "results.json").read_text())["cnn_livers"]  # each checked, and said so
+    flagged_livers = [check for check in livers["scans"] if check["flagged"]]
+    assert len(livers["scans"]) == 3 and (f"{len(flagged_livers)} of 3 CNN livers flagged" in shown if flagged_livers
+                                          else "None of the 3 CNN livers is flagged" in shown)
     for agreement in flagged:
         assert all(reason in shown for reason in agreement["reasons"]), agreement
 

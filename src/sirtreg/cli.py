@@ -199,16 +199,23 @@ def demo(
         summary = run_demo(outdir, seed=seed, resolution=resolution, overwrite=overwrite, device=device,
                            progress=progress)
     _print_files(f"sirtreg demo (seed {seed})", summary)
-    _print_flagged(json.loads(summary["results"].read_text(encoding="utf-8"))["lesion_agreement"])
+    _print_flagged(json.loads(summary["results"].read_text(encoding="utf-8")))
     console.print(f"open the report: {summary['report']}", highlight=False, soft_wrap=True)
 
 
-def _print_flagged(agreements: list[dict[str, Any]]) -> None:
-    """One line per lesion the run flagged (``lesion_agreement`` of results.json): which, and why."""
-    for lesion in agreements:
-        if lesion["flagged"]:
-            where, reasons = escape(f"{lesion['name']} of {lesion['image']}"), escape("; ".join(lesion["reasons"]))
-            console.print(f"[bold]check {where}[/]: {reasons}", highlight=False, soft_wrap=True)
+def _print_flagged(results: dict[str, Any]) -> None:
+    """One line per CNN liver and per lesion that a run flagged (its results.json): which, and why."""
+    livers = results["cnn_livers"]
+    flagged = [(f"the CNN liver of {check['image']}", check["reasons"]) for check in livers["scans"]]
+    flagged += [(f"the registration of {check['floating']}" + (
+        f" (image guidance instead of {check['planned_guidance']})"
+        if check["guidance"] != check["planned_guidance"] else ""), check["reasons"])
+        for check in livers["registrations"]]
+    flagged += [(f"{lesion['name']} of {lesion['image']}", lesion["reasons"]) for lesion in results["lesion_agreement"]]
+    for where, reasons in flagged:
+        if reasons:
+            console.print(f"[bold]check {escape(where)}[/]: {escape('; '.join(reasons))}", highlight=False,
+                          soft_wrap=True)
 
 
 def _print_files(title: str, files: dict[str, Any]) -> None:
@@ -259,7 +266,7 @@ def run_command(
         table.add_row(*(_cell(row.get(key)) for key in
                         ("source", "structure", "volume_ml", "mean_gy", "V70_percent", "V100_percent", "error")))
     console.print(table)
-    _print_flagged(result.results["lesion_agreement"])
+    _print_flagged(result.results)
     console.print(f"wrote {result.out_dir} in {result.seconds:.0f} s; report: {result.report}", highlight=False,
                   soft_wrap=True)
 

@@ -471,11 +471,15 @@ def study_evaluate(
              f"{total} registrations; engine settings {engine_settings_id(settings)}"
              + (" (quick: not for reporting)" if quick else ""),
              f"Weights tuned on the train split: {tuned_by}." if tuned_by else "Default weights (no --weights-from)."]
+    flagged = [row for row in rows if row["status"] == "ok" and row["liver_flag"]]
     report = write_study_report(output / "report.html", summary, boxplot=figure, heat_maps=heat_maps,
-                                cnn_dsc=cnn_figure, facts=facts, overwrite=overwrite)
+                                cnn_dsc=cnn_figure, flagged=flagged, facts=facts, overwrite=overwrite)
     for modality in MODALITIES:
         rows_of_modality = [row for row in summary if row["modality"] == modality]
         if rows_of_modality:
             console.print(_summary_table(rows_of_modality, title=f"{modality}, test split", methods=every_method))
     _print_resumed(_rows_in(results) - before, len(rows), results)
+    if flagged:
+        console.print(f"[bold]check[/] {len(flagged)} registration(s) guided by a flagged CNN liver: see the "
+                      "report's section on CNN liver masks", highlight=False, soft_wrap=True)
     console.print(f"wrote {table}, {figure} and {report}", highlight=False, soft_wrap=True)

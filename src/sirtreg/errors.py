@@ -26,3 +26,7 @@ class DicomSeriesError(InputError):
 
 class OutputExistsError(SirtregError, FileExistsError):
     """Writing would overwrite an existing file or one of the inputs."""
+
+
+class FlaggedLiverError(SirtregError):
+    """A CNN liver failed its checks (:mod:`sirtreg.segment.liver_check`) and the plan says to stop."""

@@ -227,6 +227,16 @@ def test_weights_are_read_per_modality_and_guidance_with_the_engines_for_the_res
         "wI": 0.0, "wS": 0.0, "rigidity": 1.0}
 
 
+@pytest.mark.parametrize("action", ["report", "image", "stop"])
+def test_what_to_do_with_a_flagged_cnn_liver_is_read_and_written(inputs, document, tmp_path, action):
+    assert read_plan(_save(inputs, document)).flagged_cnn_liver == "report"  # by default
+    document["flagged_cnn_liver"] = action
+    plan = read_plan(_save(inputs, document))
+    assert plan.flagged_cnn_liver == action
+    assert read_plan(write_plan(plan, tmp_path / "plan.yaml")) == plan
+    assert yaml.safe_load((tmp_path / "plan.yaml").read_text()).get("flagged_cnn_liver", "report") == action
+
+
 def test_activity_in_mbq_becomes_gbq_and_isotope_names_are_canonical(inputs, document):
     del document["spect"]["activity_gbq"]
     document["spect"].update(activity_mbq=1800, isotope="ho166")
@@ -506,6 +516,9 @@ ONE_PROBLEM = [  # (edit of the valid document, the one problem it makes)
     pytest.param(_set(("weights",), {"MR": [1]}),
                  r"plan, weights, MR: must be a mapping of image, liver, liver\+landmarks, got \[1\]",
                  id="weights not a mapping"),
+    pytest.param(_set(("flagged_cnn_liver",), "fallback"),
+                 r"plan, flagged_cnn_liver: must be one of report, image, stop, got 'fallback'",
+                 id="unknown action for a flagged CNN liver"),
 ]
 
 
@@ -519,7 +532,7 @@ def test_each_refusal_alone(inputs, document, edit: Callable[[dict], None], expe
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("reference: {image: a}\nreference: {image: b}\n", r"line 2: key 'reference' is repeated"),
-    ("[1, 2]\n", r"plan: must be a mapping of format, version, reference, spect, floating, weights, got \[1, 2\]"),
+    ("[1, 2]\n", r"plan: must be a mapping of format, version, reference, spect, floating, weights, flagged_cnn_liver, got \[1, 2\]"),
 ])
 def test_refused_documents(inputs, text: str, expected: str):
     problems = _refused(inputs, text)
@@ -571,6 +584,8 @@ def test_check_plan_lists_every_problem_of_a_plan_made_in_code(inputs):
      "image-based registration has no label term"),
     (lambda: Plan(ReferenceInput("r"), SpectInput("s", 1, "Y-90"), weights={("PET", "liver"): RunWeights(1, 1, 1)}),
      r"plan weights map \(modality, guidance\) to RunWeights, got \('PET', 'liver'\)"),
+    (lambda: Plan(ReferenceInput("r"), SpectInput("s", 1, "Y-90"), flagged_cnn_liver="ignore"),
+     "flagged_cnn_liver must be one of report, image, stop, got 'ignore'"),
 ])
 def test_plan_objects_refuse_bad_values(make: Callable[[], object], expected: str):
     with pytest.raises(InputError, match=expected):

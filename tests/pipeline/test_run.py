@@ -22,7 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sirtreg.cli import app
-from sirtreg.errors import InputError, OutputExistsError
+from sirtreg.errors import FlaggedLiverError, InputError, OutputExistsError
 from sirtreg.geometry import Grid, LabelVolume, Volume
 from sirtreg.io import (
     Segmentation,
@@ -248,6 +248,87 @@ def test_missing_liver_contours_are_segmented(patient, tmp_path, monkeypatch, qu
     result = run_plan(replace(plan, floating=twice), tmp_path / "twice")
     assert calls == ["ct", "ct"]
     assert [row["liver"] for row in result.results["registrations"]] == ["CNN", "CNN"]
+
+
+def _split_in_two(liver: LabelVolume) -> LabelVolume:
+    """The liver less a 20 mm slab across its middle (z): two large pieces of about its volume."""
+    k = np.nonzero(liver.array.any(axis=(1, 2)))[0]
+    middle, half = (k[0] + k[-1]) // 2, max(1, round(10.0 / liver.grid.spacing_mm[2]))
+    array = liver.array.copy()
+    array[middle - half:middle + half] = 0
+    return LabelVolume(array, liver.grid, labels=liver.labels)
+
+
+def _upper_half(liver: LabelVolume) -> LabelVolume:
+    """The liver above its middle slice only (one piece, >= 600 mL): no affine can fit it to the whole liver."""
+    k = np.nonzero(liver.array.any(axis=(1, 2)))[0]
+    array = liver.array.copy()
+    array[: (k[0] + k[-1]) // 2] = 0
+    return LabelVolume(array, liver.grid, labels=liver.labels)
+
+
+@pytest.mark.parametrize(("damage", "action"), [(_split_in_two, "report"), (_upper_half, "image"),
+                                                (_split_in_two, "image")])
+def test_a_flagged_cnn_liver_is_reported_and_the_plan_says_what_to_do(patient, tmp_path, monkeypatch, quick,
+                                                                      damage, action):
+    """The contrast CT's CNN liver is damaged (two pieces, or half a liver that the affine stage cannot fit): the
+    run flags it first thing in its report, and registers as planned ("report") or with image guidance."""
+    folder, manifest = patient
+    truth = {scan["modality"] + str(scan["grid"]["size"]): read_labels(folder / scan["liver"], labels={1: "liver"})
+             for scan in (manifest["reference"], *manifest["floating"])}
+    reference_key = "CT" + str(manifest["reference"]["grid"]["size"])
+
+    def fake_segment_liver(volume, *, modality, device, progress):
+        liver = truth[volume.modality + str(list(volume.grid.size))]
+        return liver if str(list(volume.grid.size)) in reference_key else damage(liver)
+
+    monkeypatch.setattr(run_module, "segment_liver", fake_segment_liver)
+    plan = replace(_plan(patient, livers=False), flagged_cnn_liver=action)
+    result = run_plan(plan, tmp_path / "out")
+
+    livers = result.results["cnn_livers"]
+    scans = {check["image"]: check for check in livers["scans"]}
+    assert not scans["MAA CT"]["flagged"]
+    [registration] = livers["registrations"]
+    assert registration["flagged"] and registration["planned_guidance"] == "liver+landmarks"
+    if damage is _split_in_two:
+        assert scans["ct"]["flagged"] and scans["ct"]["large_pieces"] == 2
+        assert registration["reasons"] == ["ct CNN liver: 2 pieces of >= 50 mL"]
+    else:
+        assert not scans["ct"]["flagged"] and registration["affine_liver_dsc"] < 0.8
+        assert "after the affine stage" in registration["reasons"][-1]
+    used = "liver+landmarks" if action == "report" else "image"
+    assert registration["guidance"] == used and result.results["registrations"][0]["guidance"] == used
+    with open(result.out_dir / "registrations.csv", newline="") as handle:
+        [row] = list(csv.DictReader(handle))
+    assert (row["planned_guidance"], row["guidance"]) == ("liver+landmarks", used) and "ct CNN liver" in row["liver_flag"]
+    first = re.search(r"<section>(.*?)</section>", result.report.read_text(), re.S).group(1)
+    assert "Which numbers to trust" in first and "flagged CNN livers" in first
+    assert ("registered with image guidance instead" in first) == (action == "image")
+
+
+def test_a_flagged_cnn_liver_stops_the_run_when_the_plan_says_so(patient, tmp_path, monkeypatch, quick):
+    """A CNN liver of 300 mL (a partial slab, say) with flagged_cnn_liver: stop: no registration, no output."""
+    folder, manifest = patient
+    liver = read_labels(folder / manifest["reference"]["liver"], labels={1: "liver"})
+    k = np.nonzero(liver.array.any(axis=(1, 2)))[0]
+    array = liver.array.copy()
+    top = k[0]  # the last slice kept: the first slices that hold 300 mL
+    while np.count_nonzero(array[: top + 1]) * liver.grid.voxel_volume_ml < 300.0:
+        top += 1
+    array[top + 1:] = 0
+    small = LabelVolume(array, liver.grid, labels=liver.labels)
+
+    def fake_segment_liver(volume, *, modality, device, progress):
+        return small
+
+    monkeypatch.setattr(run_module, "segment_liver", fake_segment_liver)
+    monkeypatch.setattr(run_module, "_register", lambda *args, **kwargs: pytest.fail("registered"))
+    plan = replace(_plan(patient, livers=False), flagged_cnn_liver="stop")
+    with pytest.raises(FlaggedLiverError, match=r"MAA CT: the CNN liver is flagged \(volume 3\d\d mL, outside "
+                                                 r"600-4000 mL\) and the plan says flagged_cnn_liver: stop"):
+        run_plan(plan, tmp_path / "out")
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.slow

@@ -12,9 +12,12 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sirtreg.errors import InputError
+from sirtreg.geometry import LabelVolume
+from sirtreg.io import read_labels, write_image
 from sirtreg.register import AffineSettings, NonRigidSettings, RegistrationSettings
 from sirtreg.study import (
     COLUMNS,
@@ -265,6 +268,41 @@ def test_refuses_a_table_with_another_header(cohort_path, tmp_path, content):
     with pytest.raises(InputError, match="not a sirtreg study table"):
         run_study(cohort_path, [LIVER_AFFINE], path, settings=FAST)
     assert path.read_text(encoding="utf-8") == content
+
+
+def test_a_table_from_before_the_liver_checks_is_read_but_not_extended(cohort_path, tmp_path):
+    earlier = [column for column in COLUMNS if column != "liver_flag"]
+    row = {column: "" for column in earlier} | {
+        "patient": "P01", "floating": "ct", "method": LIVER_AFFINE.key, "status": "ok", "rmsd_mm": "2.5",
+        "settings_id": engine_settings_id(FAST)}
+    path = tmp_path / "results.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerows([earlier, [row[column] for column in earlier]])
+    [read] = read_results(path)
+    assert read["liver_flag"] is None and read["rmsd_mm"] == 2.5 and read["status"] == "ok"
+    content = path.read_text(encoding="utf-8")
+    with pytest.raises(InputError, match="written before the CNN liver checks .* write new results to a new file"):
+        run_study(cohort_path, [LIVER_AFFINE], path, settings=FAST)
+    assert path.read_text(encoding="utf-8") == content
+
+
+def test_a_cnn_mask_in_two_pieces_is_flagged_in_its_row(cohort, tmp_path):
+    """The floating image's CNN mask (a file named by the manifest) is its manual liver cut in two by a 20 mm
+    slab: the row of a liver-guided task says so; guided by the manual contours, nothing is flagged."""
+    patient, floating = cohort.patients[0], cohort.patients[0].floating[0]
+    liver = read_labels(floating.liver)
+    k = np.nonzero(liver.array.any(axis=(1, 2)))[0]
+    middle, half = (k[0] + k[-1]) // 2, max(1, round(10.0 / liver.grid.spacing_mm[2]))
+    array = liver.array.copy()
+    array[middle - half:middle + half] = 0
+    mask = write_image(LabelVolume(array, liver.grid), tmp_path / "two_pieces.nii.gz")
+    damaged = Cohort(patients=(replace(patient, floating=(replace(floating, cnn_liver=mask),)),))
+    task = Task(patient=patient.id, floating=floating.id, method=LIVER_AFFINE)
+    row = run_registration_task(damaged, task, settings=FAST)
+    assert row["status"] == "ok" and row["guidance_liver"] == "mixed"
+    assert row["liver_flag"] == "floating CNN liver: 2 pieces of >= 50 mL"
+    assert run_registration_task(cohort, task, settings=FAST)["liver_flag"] is None
 
 
 @pytest.mark.slow

@@ -177,13 +177,14 @@ def row_flag(agreement: LesionAgreement | None, source: str) -> str:
     return "; ".join(reason for reason in agreement.reasons if not reason.startswith(tuple(others)))
 
 
-def agreement_section(agreements: Sequence[LesionAgreement]) -> Section:
-    """The report's first section: the flagged lesions and why, then every lesion's spreads."""
+def agreement_section(agreements: Sequence[LesionAgreement], livers: Sequence[Text | Table] = ()) -> Section:
+    """The report's first section: the flagged lesions and why, ``livers`` (what the checks of the CNN livers
+    found), then every lesion's spreads."""
     flagged = [a for a in agreements if a.flagged]
     limits = (f"mass centres more than {CENTRE_SPREAD_MM:g} mm apart, mean doses differing by more than "
               f"{MEAN_DOSE_SPREAD_PERCENT:g} %, V70 or V100 by more than {VOLUME_SPREAD_POINTS:g} points")
     if not agreements:
-        return Section("Which numbers to trust", [Text("No lesion was carried onto the MAA CT.")])
+        return Section("Which numbers to trust", [Text("No lesion was carried onto the MAA CT."), *livers])
     lead = (f"{len(flagged)} of {len(agreements)} carried lesions flagged: check them before using their doses. "
             if flagged else f"None of the {len(agreements)} carried lesions is flagged. ")
     items: list[Text | Table] = [Text(lead + f"A lesion is flagged when the registrations of its image disagree "
@@ -192,6 +193,7 @@ def agreement_section(agreements: Sequence[LesionAgreement]) -> Section:
     if flagged:
         items.append(Table(["lesion", "floating image", "why"], [[a.name, a.image, "; ".join(a.reasons)]
                                                                 for a in flagged], title="flagged lesions"))
+    items += livers
     items.append(Table(
         ["lesion", "floating image", "mass centres (mm)", "mean dose (%)", "V70 (points)", "V100 (points)", "flagged"],
         [[a.name, a.image, a.centre_spread_mm, a.mean_dose_spread_percent, a.v70_spread_points,

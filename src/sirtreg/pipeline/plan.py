@@ -47,6 +47,9 @@ Example (relative paths resolve against the folder of the plan)::
     weights:                        # optional: non-rigid weights per floating modality and guidance (see
       MR:                           #   sirtreg.pipeline.weights; default: the engine's)
         liver: {affine_only: true}
+    flagged_cnn_liver: report       # optional: report | image | stop; what to do with a CNN liver that its
+                                    #   checks flag (see sirtreg.segment.liver_check): register as planned and
+                                    #   report it (default), register with image guidance instead, or stop
 
 A contour is a label map (NIfTI, NRRD, MHA) on the voxels of its image (the same
 voxel centres, in any axis order), a 3D Slicer ``.seg.nrrd`` on those voxels, a
@@ -127,7 +130,9 @@ _GRID_TOLERANCE_MM = 1e-3  # as sirtreg.io.orient_like, which places a label map
 
 # Keys of each mapping: True if required.
 _TOP_KEYS = {"format": False, "version": False, "reference": True, "spect": True, "floating": False,
-             "weights": False}
+             "weights": False, "flagged_cnn_liver": False}
+# what a run does with a CNN liver that its checks flag: register as planned, fall back to image guidance, stop
+FLAGGED_LIVER_ACTIONS = ("report", "image", "stop")
 _REFERENCE_KEYS = {"image": True, "series": False, "liver": False, "lesions": False, "landmarks": False}
 _SPECT_KEYS = {"image": True, "series": False, "activity_gbq": False, "activity_mbq": False, "isotope": True,
                "lung_shunt_fraction": False}
@@ -259,13 +264,15 @@ class FloatingInput:
 
 @dataclass(frozen=True)
 class Plan:
-    """Every input of one patient: the reference, the SPECT, the floating images and the non-rigid weights per
-    (floating modality, guidance) where not the engine's (see :func:`read_plan`, :mod:`sirtreg.pipeline.weights`)."""
+    """Every input of one patient: the reference, the SPECT, the floating images, the non-rigid weights per
+    (floating modality, guidance) where not the engine's (see :func:`read_plan`, :mod:`sirtreg.pipeline.weights`),
+    and what to do with a flagged CNN liver (one of :data:`FLAGGED_LIVER_ACTIONS`)."""
 
     reference: ReferenceInput
     spect: SpectInput
     floating: tuple[FloatingInput, ...] = ()
     weights: Mapping[tuple[str, str], RunWeights] = field(default_factory=dict)
+    flagged_cnn_liver: str = "report"
 
     def __post_init__(self) -> None:
         floating = tuple(self.floating)
@@ -280,10 +287,14 @@ class Plan:
                 raise InputError(f"plan weights map (modality, guidance) to RunWeights, got {key!r}: {weights!r}")
             weights.settings(key[1])  # refuses wS > 0 with image guidance
         object.__setattr__(self, "weights", dict(self.weights))
+        if self.flagged_cnn_liver not in FLAGGED_LIVER_ACTIONS:
+            raise InputError(f"flagged_cnn_liver must be one of {', '.join(FLAGGED_LIVER_ACTIONS)}, "
+                             f"got {self.flagged_cnn_liver!r}")
 
-    def weights_for(self, floating: FloatingInput) -> RunWeights:
-        """The non-rigid weights of a floating image: the plan's for its modality and guidance, else the engine's."""
-        guidance = self.guidance(floating)
+    def weights_for(self, floating: FloatingInput, guidance: str | None = None) -> RunWeights:
+        """The non-rigid weights of a floating image registered with ``guidance`` (default: its own, see
+        :meth:`guidance`): the plan's for its modality and that guidance, else the engine's."""
+        guidance = guidance or self.guidance(floating)
         return self.weights.get((floating.modality, guidance)) or default_weights(guidance)
 
     def guidance(self, floating: FloatingInput) -> str:
@@ -339,6 +350,8 @@ class Plan:
                     "floating": floating}
         if self.weights:
             document["weights"] = plan_weights_document(self.weights)
+        if self.flagged_cnn_liver != "report":
+            document["flagged_cnn_liver"] = self.flagged_cnn_liver
         return document
 
 
@@ -718,10 +731,13 @@ class _PlanReader(Reader):
         spect, spect_scan = self.spect(top["spect"]) if "spect" in top else (None, None)
         floating, floating_scans = self.floating_list(top.get("floating", []))
         weights = read_plan_weights(self, top["weights"]) if "weights" in top else {}
+        flagged = self.get("plan", top, "flagged_cnn_liver",
+                           lambda at, value: self.choice(at, value, FLAGGED_LIVER_ACTIONS), default="report")
         scans = (reference_scan, spect_scan, floating_scans)
-        if self.problems or reference is None or spect is None or floating is None:
+        if self.problems or reference is None or spect is None or floating is None or flagged is None:
             return None, scans
-        return Plan(reference=reference, spect=spect, floating=floating, weights=weights), scans
+        return Plan(reference=reference, spect=spect, floating=floating, weights=weights,
+                    flagged_cnn_liver=flagged), scans
 
     def reference(self, entry: Any) -> tuple[ReferenceInput | None, _Scan | None]:
         start, where = len(self.problems), "reference"

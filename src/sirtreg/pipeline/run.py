@@ -108,6 +108,7 @@ from sirtreg.pipeline.agreement import (
     lesion_doses,
     row_flag,
 )
+from sirtreg.pipeline.liver_flags import CnnLivers, GuidanceCheck
 from sirtreg.pipeline.weights import RunWeights
 from sirtreg.progress import Progress
 from sirtreg.register import (
@@ -115,6 +116,7 @@ from sirtreg.register import (
     ReferenceChannels,
     RegistrationResult,
     guidance_labels,
+    liver_dsc,
     mapped_points,
     preset,
     register,
@@ -204,6 +206,7 @@ class _Carried:
     landmarks: LabelVolume | None
     quality: dict[str, dict[str, Any]] = field(default_factory=dict)  # "before"/"after" -> metrics
     lesion_overlap: dict[str, dict[str, float | None]] = field(default_factory=dict)  # structure -> dsc, mcd_mm
+    liver_check: GuidanceCheck | None = None  # the CNN livers behind the registration, if any
 
 
 # --- progress and timing ----------------------------------------------------------------
@@ -584,8 +587,12 @@ def _write_csv(rows: Sequence[Mapping[str, Any]], path: Path, columns: Sequence[
 
 def _registration_row(item: _Carried) -> dict[str, Any]:
     weights = item.weights
+    check = item.liver_check
     row: dict[str, Any] = {"floating": item.entry.id, "modality": item.entry.modality, "role": item.entry.role,
-                           "guidance": item.guidance, "liver": item.liver_source, "image_weight": weights.image_weight,
+                           "guidance": item.guidance, "planned_guidance": check.planned if check else item.guidance,
+                           "liver": item.liver_source, "liver_flag": "; ".join(check.reasons) if check else "",
+                           "affine_liver_dsc": check.affine_dsc if check else None,
+                           "image_weight": weights.image_weight,
                            "label_weight": weights.label_weight, "rigidity": weights.rigidity,
                            "weights_from": weights.source, "seconds": round(item.result.seconds, 3),
                            "nonrigid": item.result.displacement is not None}
@@ -743,8 +750,8 @@ def _parameter_rows(plan: Plan, carried: Sequence[_Carried], reference: _Image, 
 
 
 def _report_sections(plan: Plan, reference: _Image, report: DoseReport, rows: Sequence[Mapping[str, Any]],
-                     agreements: Sequence[LesionAgreement], carried: Sequence[_Carried], files: Mapping[str, Path],
-                     timings: Mapping[str, float], device: str) -> list[Section]:
+                     agreements: Sequence[LesionAgreement], livers: CnnLivers, carried: Sequence[_Carried],
+                     files: Mapping[str, Path], timings: Mapping[str, float], device: str) -> list[Section]:
     summary = report.summary()
     liver = report.structures[0]
     mean = f"{liver.mean_gy:.1f} Gy" if liver.mean_gy is not None else "not evaluated"
@@ -756,12 +763,16 @@ def _report_sections(plan: Plan, reference: _Image, report: DoseReport, rows: Se
     items += [Text(f"warning: {w}") for w in summary["warnings"]]
     if "MAA CT dvh" in files:
         items.append(Picture.from_file(files["MAA CT dvh"], title="DVH: lesions drawn on the MAA CT"))
-    sections = [agreement_section(agreements), Section("Absorbed dose (local deposition)", items)]
+    sections = [agreement_section(agreements, livers.summary()), Section("Absorbed dose (local deposition)", items)]
     for item in carried:
         key = item.entry.id
         described = f"{item.entry.modality}" + (f", {item.entry.role}" if item.entry.role else "")
         parts: list[Any] = [Text(f"{item.guidance} guidance, liver {item.liver_source}, registered in "
                                  f"{item.result.seconds:.1f} s; {item.weights.describe()}.")]
+        if item.liver_check is not None and item.liver_check.flagged:
+            instead = (f" Registered with {item.guidance} guidance instead of the planned {item.liver_check.planned}."
+                       if item.guidance != item.liver_check.planned else "")
+            parts.append(Text(f"warning: flagged CNN liver: {'; '.join(item.liver_check.reasons)}.{instead}"))
         if item.quality:
             parts.append(_quality_table(item))
         parts.append(Picture.from_file(
@@ -799,12 +810,13 @@ def _image_sources(plan: Plan) -> list[tuple[str, str | None]]:
     return [(os.path.abspath(entry.image), entry.series) for entry in (plan.reference, *plan.floating)]
 
 
-def _segment_missing(images: Sequence[_Image], sources: Sequence[tuple[str, str | None]], device: str,
-                     stages: _Stages, timings: dict[str, float]) -> list[_Image]:
-    """The images, each with a liver: where the plan gives none, the CNN's (once per scan)."""
+def _segment_missing(images: Sequence[_Image], sources: Sequence[tuple[str, str | None]], names: Sequence[str],
+                     device: str, stages: _Stages, timings: dict[str, float], checks: CnnLivers) -> list[_Image]:
+    """The images, each with a liver: where the plan gives none, the CNN's (once per scan), checked (``names``:
+    each image's scan name)."""
     done: list[_Image] = []
     livers: dict[tuple[str, str | None], LabelVolume] = {}
-    for image, source in zip(images, sources):
+    for image, source, name in zip(images, sources, names, strict=True):
         if image.liver is None:
             if source not in livers:
                 with _timed(timings, f"segment {image.name}"):
@@ -812,29 +824,55 @@ def _segment_missing(images: Sequence[_Image], sources: Sequence[tuple[str, str 
                         image.volume, modality=image.modality.lower(), device=device,
                         progress=stages.callback("segment", index=len(livers), label=f"{image.name} liver"))
                 log.info("%s: liver segmented by the CNN (%.0f mL)", image.name, livers[source].volume_ml(1))
+                check = checks.check(name, livers[source])
+                if check.flagged:
+                    log.warning("%s: the CNN liver is flagged: %s", name, "; ".join(check.reasons))
             image = replace(image, liver=livers[source], liver_source="CNN")
         done.append(image)
     return done
 
 
+def _register_checked(plan: Plan, shared: _ReferenceSide, entry: FloatingInput, image: _Image, livers: CnnLivers,
+                      scan: str, device: str, progress: Progress) -> tuple[str, RunWeights, RegistrationResult]:
+    """Register one floating image with its planned guidance, or with image guidance where the plan says so for
+    flagged CNN livers (checked before, and after the affine stage); returns (guidance, weights, result)."""
+    planned = plan.guidance(entry)
+    scans = [name for name, side in ((REFERENCE_SOURCE, shared.reference), (scan, image)) if side.liver_source == "CNN"]
+    guidance = livers.guidance(entry.id, planned, scans) if scans else planned
+    weights = plan.weights_for(entry, guidance)
+    result = _register(shared, image, guidance, weights, device, progress)
+    if scans and guidance != "image":
+        assert shared.reference.liver is not None and image.liver is not None
+        dsc = liver_dsc(result.affine, reference_liver=shared.reference.liver, floating_liver=image.liver)
+        if livers.after_affine(entry.id, planned, scans, dsc) != guidance:
+            log.warning("floating %s: its CNN liver is flagged; registering again with image guidance", entry.id)
+            guidance, weights = "image", plan.weights_for(entry, "image")
+            result = _register(shared, image, guidance, weights, device, progress)
+    elif scans:
+        livers.unmeasured(entry.id, planned, guidance, scans)
+    log.info("floating %s: %s registration in %.1f s, %s", entry.id, guidance, result.seconds, weights.describe())
+    return guidance, weights, result
+
+
 def _register_all(plan: Plan, reference: _Image, floating: Sequence[_Image], spect: Volume, staging: Path,
-                  files: dict[str, Path], device: str, stages: _Stages, timings: dict[str, float]) -> list[_Carried]:
+                  files: dict[str, Path], device: str, stages: _Stages, timings: dict[str, float],
+                  livers: CnnLivers) -> list[_Carried]:
     """Register every floating image, carry its contours onto the MAA CT and write its outputs."""
     spect_on_ct = resample(spect, reference.volume.grid)
     shared = _ReferenceSide(reference)
     unregistered: dict[int, LabelVolume] = {}  # the floating livers on the MAA CT grid, without transform
+    names = _image_names(plan)
     carried = []
     for index, (entry, image) in enumerate(zip(plan.floating, floating)):
-        guidance, weights = plan.guidance(entry), plan.weights_for(entry)
         with _timed(timings, f"register {entry.id}"):
-            result = _register(shared, image, guidance, weights, device,
-                               stages.callback("register", index=index, label=entry.id, share=_REGISTRATION_SHARE))
-        log.info("floating %s: %s registration in %.1f s, %s", entry.id, guidance, result.seconds,
-                 weights.describe())
+            guidance, weights, result = _register_checked(
+                plan, shared, entry, image, livers, names[entry.id], device,
+                stages.callback("register", index=index, label=entry.id, share=_REGISTRATION_SHARE))
         with _timed(timings, f"carry {entry.id}"):
             if id(image.liver) not in unregistered:  # one per floating liver (a scan listed several times)
                 unregistered[id(image.liver)] = resample(image.liver, reference.volume.grid, label_mode="one-hot")
-            item = _carry(reference, image, entry, guidance, weights, result, unregistered[id(image.liver)])
+            item = replace(_carry(reference, image, entry, guidance, weights, result, unregistered[id(image.liver)]),
+                           liver_check=livers.of(entry.id))
             _write_floating(item, image, reference, spect_on_ct, staging / "floating" / entry.id, files)
         carried.append(item)
         stages.report("register", 1.0, step=f"{entry.id} carried", index=index)
@@ -925,8 +963,11 @@ def run_plan(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = F
             reference, spect, floating = _read_inputs(plan)
             _check_inputs(plan, reference, floating)
         stages.report("read", 1.0)
-        reference, *floating = _segment_missing([reference, *floating], sources, device, stages, timings)
-        carried = _register_all(plan, reference, floating, spect, staging, files, device, stages, timings)
+        livers = CnnLivers(plan.flagged_cnn_liver)
+        names = [REFERENCE_SOURCE, *(_image_names(plan)[entry.id] for entry in plan.floating)]
+        reference, *floating = _segment_missing([reference, *floating], sources, names, device, stages, timings,
+                                                livers)
+        carried = _register_all(plan, reference, floating, spect, staging, files, device, stages, timings, livers)
         with _timed(timings, "dose"):
             report = _dose(plan, reference, spect, carried)
             rows = _dose_rows(report, carried)
@@ -936,7 +977,8 @@ def run_plan(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = F
             _write_tables(plan, reference, report, rows, carried, staging, files, deidentification)
         stages.report("write", 1.0)
         with _timed(timings, "report"):
-            sections = _report_sections(plan, reference, report, rows, agreements, carried, files, timings, device)
+            sections = _report_sections(plan, reference, report, rows, agreements, livers, carried, files, timings,
+                                        device)
             when = (f"{started_utc:%Y-%m-%d %H:%M} UTC" if deidentification is None
                     else f"de-identified ({deidentification.pseudonym})")
             files["report"] = write_html(staging / REPORT_NAME, "sirtreg run report", sections,
@@ -945,6 +987,7 @@ def run_plan(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = F
         seconds = round(time.perf_counter() - started, 3)
         results = {**_results(plan, reference, report, rows, carried, device, started_utc, deidentification),
                    "lesion_agreement": [{**asdict(a), "flagged": a.flagged} for a in agreements],
+                   "cnn_livers": livers.as_dict(),
                    "timings_s": timings, "seconds": seconds, "files": _relative(files, staging)}
         files["results"].write_text(json.dumps(results, indent=2, default=float) + "\n", encoding="utf-8")
     stages.report("report", 1.0, step="done")

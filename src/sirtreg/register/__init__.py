@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sirtreg.register.config import AffineSettings, NonRigidSettings, RegistrationSettings, preset
 from sirtreg.register.guidance import guidance_labels
 from sirtreg.register.pyramid import ReferenceChannels
-from sirtreg.register.quality import RegistrationQuality, registration_quality
+from sirtreg.register.quality import RegistrationQuality, liver_dsc, registration_quality
 from sirtreg.register.result import LevelRecord, RegistrationResult
 from sirtreg.register.storage import read_transform, write_registration
 from sirtreg.register.transforms import AffineTransform, compose_displacements, read_affine, write_affine
@@ -28,6 +28,7 @@ __all__ = [
     "RegistrationSettings",
     "compose_displacements",
     "guidance_labels",
+    "liver_dsc",
     "map_floating_points",
     "map_reference_points",
     "mapped_points",

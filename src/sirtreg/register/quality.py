@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +31,24 @@ class RegistrationQuality:
                 "rmsd_mm": self.rmsd_mm}
 
 
+def _liver_masks(transform: AffineTransform | DisplacementField, reference_liver: LabelVolume,
+                 floating_liver: LabelVolume) -> tuple[np.ndarray, np.ndarray, LabelVolume, tuple[Any, Any]]:
+    """The reference liver and the floating liver warped onto it (one-hot), as masks (z, y, x) on the reference
+    liver's grid cropped to the liver plus :data:`EVALUATION_MARGIN_MM`; the cropped reference liver and the
+    crop's (start, stop) voxel indices (x, y, z)."""
+    box = mask_box(reference_liver.array > 0, reference_liver.grid, margin_mm=EVALUATION_MARGIN_MM)
+    cropped = reference_liver.crop(*box)
+    warped = warp(floating_liver, transform, cropped.grid, label_mode="one-hot")
+    return cropped.array > 0, warped.array > 0, cropped, box
+
+
+def liver_dsc(transform: AffineTransform | DisplacementField, *, reference_liver: LabelVolume,
+              floating_liver: LabelVolume) -> float:
+    """The liver DSC of :func:`registration_quality` alone (e.g. after the affine stage)."""
+    reference_mask, warped_mask, _, _ = _liver_masks(transform, reference_liver, floating_liver)
+    return dice(reference_mask, warped_mask)
+
+
 def registration_quality(
     transform: AffineTransform | DisplacementField, *,
     reference_liver: LabelVolume, floating_liver: LabelVolume,
@@ -42,15 +61,10 @@ def registration_quality(
     anyway); landmark mass centres are compared by name, as in the paper, with
     the floating landmarks warped one-hot onto the reference landmark grid.
     """
-    start, stop = mask_box(reference_liver.array > 0, reference_liver.grid, margin_mm=EVALUATION_MARGIN_MM)
+    reference_mask, warped_mask, cropped, box = _liver_masks(transform, reference_liver, floating_liver)
     if reference_landmarks is not None and reference_landmarks.grid.same_as(reference_liver.grid):
-        reference_landmarks = reference_landmarks.crop(start, stop)
-    reference_liver = reference_liver.crop(start, stop)
-    grid = reference_liver.grid
-    warped_liver = warp(floating_liver, transform, grid, label_mode="one-hot")
-    reference_mask = reference_liver.array > 0
-    warped_mask = warped_liver.array > 0
-    msd = mean_surface_distance_mm(reference_mask, warped_mask, grid)
+        reference_landmarks = reference_landmarks.crop(*box)
+    msd = mean_surface_distance_mm(reference_mask, warped_mask, cropped.grid)
     mcd: dict[str, float] = {}
     if reference_landmarks is not None and floating_landmarks is not None:
         warped_landmarks = warp(floating_landmarks, transform, reference_landmarks.grid, label_mode="one-hot")

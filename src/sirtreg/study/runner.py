@@ -5,6 +5,9 @@ A task registers one floating image of one patient to its reference with one
 liver contours and the landmark maps (:func:`sirtreg.register.registration_quality`).
 Guidance uses the CNN liver mask where the manifest names a mask file
 (``cnn_liver``), else the manual contour; the row says which (``guidance_liver``).
+A CNN mask that guides is checked (:mod:`sirtreg.segment.liver_check`: its volume,
+its pieces, and its DSC with the other scan's guiding liver after the affine
+stage); the row says why one is flagged (``liver_flag``, empty if none is).
 Image-based methods use no mask at all, as in the paper: the whole reference is
 their working region (``guidance_liver`` "none").
 
@@ -45,8 +48,9 @@ from sirtreg.geometry import LabelVolume
 from sirtreg.io import read_image, read_labels
 from sirtreg.metrics import rrmsd_mm
 from sirtreg.progress import Progress, no_progress
-from sirtreg.register import RegistrationSettings, guidance_labels, register, registration_quality
+from sirtreg.register import RegistrationSettings, guidance_labels, liver_dsc, register, registration_quality
 from sirtreg.register.config import Guidance
+from sirtreg.segment.liver_check import affine_dsc_reason, check_liver
 from sirtreg.study.cnn_masks import cnn_mask_folder, compute_cnn_masks, require_weights_file
 from sirtreg.study.manifest import COMPUTE, MODALITIES, Cohort, FloatingImage, ReferenceImage, read_manifest
 from sirtreg.study.methods import Method, grid_methods
@@ -57,14 +61,15 @@ Row = dict[str, Any]
 TaskKey = tuple[str, str, str]
 
 _TEXT = ("patient", "floating", "method", "modality", "split", "method_name", "guidance", "guidance_liver",
-         "status", "error", "settings_id", "finished_utc")
+         "liver_flag", "status", "error", "settings_id", "finished_utc")
 _NUMBERS = ("image_weight", "label_weight", "rigidity", "liver_dsc", "liver_msd_mm", "mean_mcd_mm", "rmsd_mm",
             "seconds")
 _INTEGERS = ("landmarks",)
 #: The columns of a results table, in order.
 COLUMNS = ("patient", "floating", "method", "modality", "split", "method_name", "guidance", "image_weight",
-           "label_weight", "rigidity", "guidance_liver", "liver_dsc", "liver_msd_mm", "mean_mcd_mm", "rmsd_mm",
-           "landmarks", "seconds", "status", "error", "settings_id", "finished_utc")
+           "label_weight", "rigidity", "guidance_liver", "liver_flag", "liver_dsc", "liver_msd_mm", "mean_mcd_mm",
+           "rmsd_mm", "landmarks", "seconds", "status", "error", "settings_id", "finished_utc")
+_EARLIER_COLUMNS = tuple(column for column in COLUMNS if column != "liver_flag")  # before the CNN liver checks
 OK = "ok"
 FAILED = "failed"
 _ADDRESS_SCHEMES = ("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")
@@ -160,6 +165,8 @@ def _register_and_evaluate(cohort: Cohort, task: Task, settings: RegistrationSet
     guidance = task.method.guidance
     labels: list[LabelVolume | None] = [None, None]
     source = "none"
+    cnn: list[str] = []  # the sides whose CNN mask guides
+    flags: list[str] = []
     if guidance != "image":
         reference_guide, reference_source = _guidance_liver(reference, f"{where}, reference")
         floating_guide, floating_source = _guidance_liver(floating, f"{where}, floating {floating.id}")
@@ -168,15 +175,22 @@ def _register_and_evaluate(cohort: Cohort, task: Task, settings: RegistrationSet
         labels = [guidance_labels(guide, marks if guidance == "liver+landmarks" else None)
                   for guide, marks in zip(guides, landmarks, strict=True)]
         source = reference_source if reference_source == floating_source else "mixed"
+        cnn = [side for side, kind in (("reference", reference_source), ("floating", floating_source))
+               if kind == "cnn"]
+        flags = [f"{side} CNN liver: {reason}" for side, guide in zip(("reference", "floating"), guides, strict=True)
+                 if side in cnn for reason in check_liver(guide, side).reasons]
     start = time.perf_counter()
     result = register(read_image(reference.image), read_image(floating.image),
                       settings=task.method.settings(settings), reference_labels=labels[0],
                       floating_labels=labels[1])
     seconds = time.perf_counter() - start
+    if cnn:
+        low = affine_dsc_reason(liver_dsc(result.affine, reference_liver=guides[0], floating_liver=guides[1]))
+        flags += [f"{' and '.join(cnn)} CNN liver: {low}"] if low else []
     quality = registration_quality(result.transform, reference_liver=livers[0], floating_liver=livers[1],
                                    reference_landmarks=landmarks[0], floating_landmarks=landmarks[1])
     mcd = list(quality.mcd_mm.values())
-    return {"guidance_liver": source,
+    return {"guidance_liver": source, "liver_flag": "; ".join(flags) or None,
             "liver_dsc": float(quality.liver_dsc), "liver_msd_mm": float(quality.liver_msd_mm),
             "mean_mcd_mm": float(np.mean(mcd)) if mcd else None, "rmsd_mm": float(quality.rmsd_mm),
             "landmarks": len(mcd), "seconds": seconds}
@@ -227,8 +241,8 @@ def _csv_line(values: Sequence[Any]) -> str:
     return buffer.getvalue()
 
 
-def _parse(fields: list[str], where: str) -> Row:
-    row: Row = dict(zip(COLUMNS, fields, strict=True))
+def _parse(fields: list[str], columns: Sequence[str], where: str) -> Row:
+    row: Row = dict.fromkeys(COLUMNS, "") | dict(zip(columns, fields, strict=True))
     for column in (*_NUMBERS, *_INTEGERS):
         text = row[column]
         try:
@@ -244,7 +258,8 @@ def read_results(path: str | os.PathLike[str]) -> list[Row]:
     """The rows of a results table, the latest per (patient, floating, method), in order of first appearance.
 
     Numbers are floats (``landmarks`` an int), empty fields None. A last line cut
-    short by an interrupted run is ignored with a warning. Refuses a file that is
+    short by an interrupted run is ignored with a warning. A table written before
+    the CNN liver checks is read with ``liver_flag`` None. Refuses a file that is
     not a results table (InputError).
     """
     path = Path(path)
@@ -254,8 +269,8 @@ def read_results(path: str | os.PathLike[str]) -> list[Row]:
     latest: dict[TaskKey, Row] = {}
     with path.open(newline="", encoding="utf-8") as handle:
         lines = handle.read().split("\n")  # one row per line: no field holds a line break
-    header = next(csv.reader(lines[:1]), [])
-    if tuple(header) != COLUMNS:
+    header = tuple(next(csv.reader(lines[:1]), []))
+    if header not in (COLUMNS, _EARLIER_COLUMNS):
         raise InputError(f"{path.name} is not a sirtreg study table: its header is {','.join(header) or 'empty'}"
                          f"; expected {','.join(COLUMNS)}. Write the results to a new file")
     for number, line in enumerate(lines[1:], start=2):
@@ -263,11 +278,11 @@ def read_results(path: str | os.PathLike[str]) -> list[Row]:
         if not fields:
             continue
         where = f"{path.name}, line {number}"
-        if len(fields) != len(COLUMNS):
+        if len(fields) != len(header):
             log.warning("%s: %d fields, expected %d (cut short by an interrupted run?); ignored", where, len(fields),
-                        len(COLUMNS))
+                        len(header))
             continue
-        row = _parse(fields, where)
+        row = _parse(fields, header, where)
         latest[(row["patient"], row["floating"], row["method"])] = row
     return list(latest.values())
 
@@ -276,6 +291,10 @@ def _prepare_table(path: Path, settings_id: str) -> list[Row]:
     """The rows already in the table; a new table is created with its header (atomically)."""
     if path.exists():
         rows = read_results(path)
+        with path.open(newline="", encoding="utf-8") as handle:
+            if tuple(next(csv.reader(handle), [])) != COLUMNS:
+                raise InputError(f"{path.name} was written before the CNN liver checks (it has no liver_flag "
+                                 "column): its rows can be read, but write new results to a new file")
         others = sorted({str(row["settings_id"]) for row in rows} - {settings_id})
         if others:
             raise InputError(f"{path.name} holds results of other engine settings (settings_id {', '.join(others)}, "
@@ -445,7 +464,8 @@ def summarise(table: Sequence[Mapping[str, Any]] | str | os.PathLike[str]) -> li
 
     ``table`` is a list of rows (:func:`run_study`, :func:`read_results`) or the path
     of a results table. Each summary row has the method's fields, ``modality``,
-    ``split``, ``n`` (registrations that finished ``ok``), ``failed``, ``rrmsd_mm``
+    ``split``, ``n`` (registrations that finished ``ok``), ``failed``, ``flagged_livers``
+    (those of the ``ok`` ones with a flagged CNN liver, ``liver_flag``), ``rrmsd_mm``
     (root mean square of the RMSDs, :func:`~sirtreg.metrics.rrmsd_mm`),
     ``median_rmsd_mm``, ``median_dsc``, ``median_msd_mm``, ``mean_mcd_mm`` (over
     registrations with landmarks) and ``median_seconds``; statistics are None where n is 0.
@@ -463,7 +483,7 @@ def summarise(table: Sequence[Mapping[str, Any]] | str | os.PathLike[str]) -> li
             "method": method, "method_name": first["method_name"], "guidance": first["guidance"],
             "image_weight": first["image_weight"], "label_weight": first["label_weight"],
             "rigidity": first["rigidity"], "modality": modality, "split": split, "n": len(ok),
-            "failed": len(members) - len(ok),
+            "failed": len(members) - len(ok), "flagged_livers": sum(bool(row.get("liver_flag")) for row in ok),
             "rrmsd_mm": rrmsd_mm([row["rmsd_mm"] for row in ok]) if ok else None,
             "median_rmsd_mm": _median([row["rmsd_mm"] for row in ok]),
             "median_dsc": _median([row["liver_dsc"] for row in ok]),
