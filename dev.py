@@ -6,9 +6,11 @@
 
 Needs only Python >= 3.11. The environment lives in `.venv/` in the repository
 and is reinstalled when pyproject.toml changes. PyTorch is pinned to the CPU
-release 2.13.0 before anything else is installed, so that no dependency can
+release 2.13.0 by a constraints file of the install, so that no dependency can
 pull a newer or a CUDA build (on a machine without a local CPU wheel, point
-PIP_EXTRA_INDEX_URL at PyTorch's CPU wheel index).
+PIP_EXTRA_INDEX_URL at PyTorch's CPU wheel index). pip installs without
+compiling; the bytecode is then compiled on every core at once (pip compiles on
+one, which took a quarter of the install).
 """
 
 from __future__ import annotations
@@ -55,9 +57,19 @@ def ensure_environment() -> None:
     constraints = VENV / "constraints.txt"
     constraints.write_text(TORCH + "\n")
     print(f"installing {TORCH} (CPU) and sirtreg into {VENV}", flush=True)
-    _pip("--quiet", TORCH)
-    _pip("--quiet", "-c", str(constraints), "-e", f"{ROOT}[test]")
+    _pip("--quiet", "--no-compile", "-c", str(constraints), TORCH, "-e", f"{ROOT}[test]")
+    _compile_installed()
     STAMP.write_text(_fingerprint())
+
+
+def _compile_installed() -> None:
+    """Byte-compile the installed packages on every core (a file that does not compile is left, as pip does)."""
+    folders = subprocess.run([str(PYTHON), "-c", "import sysconfig; print(sysconfig.get_path('purelib')); "
+                              "print(sysconfig.get_path('platlib'))"], check=True, capture_output=True,
+                             text=True).stdout.split("\n")
+    for folder in dict.fromkeys(f for f in folders if f):
+        subprocess.run([str(PYTHON), "-m", "compileall", "-q", "-j", "0", folder], stdout=subprocess.DEVNULL,
+                       check=False)
 
 
 def ensure_browser() -> None:
