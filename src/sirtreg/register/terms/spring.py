@@ -5,10 +5,10 @@ opposes changes of its length. Rest lengths are the lengths after the affine
 initialisation, so the regulariser penalises only the non-rigid part and does
 not fight the affine scaling: for a neighbour offset d (mm),
 
-    E = rigidity * mean_pairs ((|A d + dv| - |A d|) / |d|)^2
+    E = mean_pairs ((|A d + dv| - |A d|) / |d|)^2
 
 with A the affine matrix and dv the difference of the non-affine displacement v
-between the two voxels. Dividing by |d| makes each term a strain and taking the
+between the two voxels (the engine weights E by the settings' ``rigidity``). Dividing by |d| makes each term a strain and taking the
 mean over springs makes E independent of the voxel size (it approximates the
 integral of squared strain over the working region).
 """
