@@ -36,6 +36,7 @@ import yaml
 from sirtreg.dosimetry.isotopes import MAX_ACTIVITY_GBQ, PLAUSIBLE_ACTIVITY_GBQ, activity_warnings, get_isotope
 from sirtreg.errors import InputError
 from sirtreg.io import prepare_output
+from sirtreg.output_folder import write_atomically
 
 MODALITIES = ("CT", "MR")
 """Modalities of a floating image."""
@@ -392,10 +393,4 @@ def write_yaml(document: Any, path: str | os.PathLike[str], *, overwrite: bool =
     Refuses an existing file unless ``overwrite`` (:class:`~sirtreg.errors.OutputExistsError`).
     """
     path = prepare_output(Path(os.path.abspath(path)), overwrite=overwrite)
-    temporary = path.with_name(f".{path.name}.partial")
-    try:
-        temporary.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), encoding="utf-8")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    return write_atomically(path, yaml.safe_dump(document, sort_keys=False, allow_unicode=True), overwrite=True)

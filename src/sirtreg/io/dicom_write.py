@@ -25,6 +25,7 @@ from sirtreg.errors import InputError, OutputExistsError
 from sirtreg.geometry import Grid, Volume
 from sirtreg.io.deidentify import Deidentification
 from sirtreg.io.images import prepare_output
+from sirtreg.output_folder import replacing
 
 log = logging.getLogger(__name__)
 
@@ -241,9 +242,5 @@ def save_dataset(ds: Dataset, path: Path, *, deidentification: Deidentification 
     """De-identify ``ds`` if asked, then write it to ``path`` under a temporary name and rename it there."""
     if deidentification is not None:
         deidentification.apply(ds)
-    temporary = path.with_name(f".{path.stem}.partial{path.suffix}")
-    try:
+    with replacing(path, overwrite=True, suffix=path.suffix) as temporary:
         ds.save_as(temporary, enforce_file_format=enforce_file_format)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

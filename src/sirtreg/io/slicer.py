@@ -23,6 +23,7 @@ import numpy as np
 from sirtreg.errors import InputError
 from sirtreg.geometry import Grid, LabelVolume
 from sirtreg.io.images import prepare_output, require_file
+from sirtreg.output_folder import replacing
 
 log = logging.getLogger(__name__)
 
@@ -264,8 +265,7 @@ def write_segmentation(segmentation: Segmentation, path: str | os.PathLike[str],
         if segment.tags:
             header[key + "Tags"] = segment.tags
     data = layers.astype(dtype).transpose(0, 3, 2, 1) if multi else layers[0].astype(dtype).transpose(2, 1, 0)
-    temporary = path.with_name(f".{path.name}.partial")
-    nrrd.write(str(temporary), data, header, index_order="F")
-    os.replace(temporary, path)
+    with replacing(path, overwrite=True, suffix=".nrrd") as temporary:
+        nrrd.write(str(temporary), data, header, index_order="F")
     log.info("wrote %d segments in %d layers", len(segmentation.segments), layers.shape[0])
     return path

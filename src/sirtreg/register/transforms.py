@@ -22,6 +22,7 @@ import SimpleITK as sitk
 from sirtreg.errors import InputError
 from sirtreg.geometry import DisplacementField, Grid
 from sirtreg.io import prepare_output
+from sirtreg.output_folder import replacing
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,9 +118,8 @@ def write_affine(transform: AffineTransform, path: str | os.PathLike[str], *, ov
     path = prepare_output(path, overwrite=overwrite)
     if path.suffix.lower() not in (".tfm", ".txt"):
         raise InputError(f"an affine transform is saved as .tfm or .txt, not {path.name}")
-    temporary = path.with_name(f".{path.stem}.partial{path.suffix}")
-    sitk.WriteTransform(transform.to_sitk(), str(temporary))
-    os.replace(temporary, path)
+    with replacing(path, overwrite=True, suffix=path.suffix) as temporary:  # SimpleITK writes by suffix
+        sitk.WriteTransform(transform.to_sitk(), str(temporary))
     return path
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from sirtreg.errors import InputError
 from sirtreg.io import prepare_output
+from sirtreg.output_folder import write_atomically
 
 Cell = str | int | float | None
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -187,10 +188,4 @@ def write_html(path: str | os.PathLike[str], title: str, sections: Sequence[Sect
     Refuses an existing file unless ``overwrite`` (:class:`~sirtreg.errors.OutputExistsError`).
     """
     path = prepare_output(path, overwrite=overwrite)
-    temporary = path.with_name(f".{path.name}.partial")
-    try:
-        temporary.write_text(render_html(title, sections, subtitle=subtitle), encoding="utf-8")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
+    return write_atomically(path, render_html(title, sections, subtitle=subtitle), overwrite=True)

@@ -30,6 +30,7 @@ import torch
 
 from sirtreg.errors import InputError
 from sirtreg.io import read_image, read_labels, write_image
+from sirtreg.output_folder import write_atomically
 from sirtreg.progress import Progress, no_progress
 from sirtreg.study.manifest import COMPUTE, Cohort, FloatingImage, Patient, ReferenceImage
 
@@ -99,11 +100,7 @@ def check_mask_weights(folder: Path, weights: Path | None) -> None:
     elif folder.is_dir() and any(folder.iterdir()):
         made_with = PUBLISHED  # a cache from before stamps: the published network
     else:
-        folder.mkdir(parents=True, exist_ok=True)
-        temporary = stamp.with_name(f".{STAMP}.partial")
-        temporary.write_text(json.dumps({"weights": wanted, "file": weights.name if weights else None}) + "\n",
-                             encoding="utf-8")
-        os.replace(temporary, stamp)
+        write_atomically(stamp, json.dumps({"weights": wanted, "file": weights.name if weights else None}) + "\n")
         return
     if made_with != wanted:
         describe = {PUBLISHED: "the published network"}
