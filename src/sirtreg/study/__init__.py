@@ -4,6 +4,7 @@
 patients, images, annotations, activities and train/test split;
 :mod:`.cohort` writes a cohort of digital patients with its manifest;
 :mod:`.methods` names the registration methods compared in the paper;
+:mod:`.task` registers one floating image of a patient with one method;
 :mod:`.runner` runs every registration of a cohort on Dask into one resumable
 results table, summarises it and tunes the weights by grid search.
 """
@@ -36,16 +37,14 @@ from sirtreg.study.methods import (
 from sirtreg.study.runner import (
     COLUMNS,
     GridSearch,
-    Task,
     best_methods,
-    engine_settings_id,
     grid_search,
     read_results,
     run_registration_task,
     run_study,
-    study_tasks,
     summarise,
 )
+from sirtreg.study.task import Task, engine_settings_id, study_tasks
 
 __all__ = [
     "COHORT_MANIFEST_NAME",

@@ -3,13 +3,10 @@
 A task registers one floating image of one patient to its reference with one
 :class:`~sirtreg.study.methods.Method` and evaluates the result against the manual
 liver contours and the landmark maps (:func:`sirtreg.register.registration_quality`).
-Guidance uses the CNN liver mask where the manifest names a mask file
-(``cnn_liver``), else the manual contour; the row says which (``guidance_liver``).
-A CNN mask that guides is checked (:mod:`sirtreg.segment.liver_check`: its volume,
-its pieces, and its DSC with the other scan's guiding liver after the affine
-stage); the row says why one is flagged (``liver_flag``, empty if none is).
-Image-based methods use no mask at all, as in the paper: the whole reference is
-their working region (``guidance_liver`` "none").
+The task's registration (:mod:`sirtreg.study.task`) guides with the CNN liver mask
+where the manifest names one, else the manual contour; the row says which
+(``guidance_liver``: manual, cnn, mixed, or none for image guidance) and why a
+guiding CNN mask is flagged (``liver_flag``, empty if none is).
 
 :func:`run_study` runs the tasks on a local cluster of worker processes, or on a
 running Dask scheduler, and appends every finished row to the results table at
@@ -28,14 +25,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
-import json
 import logging
 import os
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,21 +38,18 @@ import numpy as np
 import torch
 
 from sirtreg.errors import InputError
-from sirtreg.geometry import LabelVolume
-from sirtreg.io import read_image, read_labels
 from sirtreg.metrics import rrmsd_mm
 from sirtreg.progress import Progress, no_progress
-from sirtreg.register import RegistrationSettings, guidance_labels, liver_dsc, register, registration_quality
+from sirtreg.register import RegistrationSettings, registration_quality
 from sirtreg.register.config import Guidance
-from sirtreg.segment.liver_check import affine_dsc_reason, check_liver
 from sirtreg.study.cnn_masks import cnn_mask_folder, compute_cnn_masks, require_weights_file
-from sirtreg.study.manifest import COMPUTE, MODALITIES, Cohort, FloatingImage, ReferenceImage, read_manifest
+from sirtreg.study.manifest import COMPUTE, MODALITIES, Cohort, read_manifest
 from sirtreg.study.methods import Method, grid_methods
+from sirtreg.study.task import Task, TaskKey, engine_settings_id, lookup, register_task, study_tasks
 
 log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
-TaskKey = tuple[str, str, str]
 
 _TEXT = ("patient", "floating", "method", "modality", "split", "method_name", "guidance", "guidance_liver",
          "liver_flag", "status", "error", "settings_id", "finished_utc")
@@ -79,66 +70,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-@dataclass(frozen=True, kw_only=True)
-class Task:
-    """One registration of a study: a floating image of a patient, registered with one method."""
-
-    patient: str
-    floating: str
-    method: Method
-
-    @property
-    def key(self) -> TaskKey:
-        return (self.patient, self.floating, self.method.key)
-
-
-def study_tasks(cohort: Cohort, methods: Sequence[Method], *, split: str | None = None) -> tuple[Task, ...]:
-    """Every (patient, floating image, method) of one split (or all), patients in manifest order."""
-    if not methods or not all(isinstance(method, Method) for method in methods):
-        raise InputError(f"a study needs one or more methods (sirtreg.study.Method), got {methods!r}")
-    keys = [method.key for method in methods]
-    repeated = sorted({key for key in keys if keys.count(key) > 1})
-    if repeated:
-        raise InputError(f"methods must differ in name or weights; repeated: {', '.join(repeated)}")
-    pairs = cohort.registrations(split=split)
-    if not pairs:
-        raise InputError(f"the cohort has no registrations in the {split} split")
-    return tuple(Task(patient=patient.id, floating=floating.id, method=method)
-                 for patient, floating in pairs for method in methods)
-
-
-def engine_settings_id(settings: RegistrationSettings | None = None) -> str:
-    """A short id of the engine settings that a method does not set (pyramids, iterations, steps, margins, seed).
-
-    Guidance and weights belong to the method (its key); the device is left out, so a
-    study may resume on another device.
-    """
-    summary = asdict(settings or RegistrationSettings())
-    for name in ("guidance", "device"):
-        summary.pop(name)
-    for name in ("image_weight", "label_weight", "rigidity"):
-        summary["nonrigid"].pop(name)
-    return hashlib.sha256(json.dumps(summary, sort_keys=True).encode()).hexdigest()[:12]
-
-
 # --- one task ----------------------------------------------------------------------
-def _guidance_liver(image: ReferenceImage | FloatingImage, what: str) -> tuple[Path, str]:
-    """The liver mask that guides the registration: the CNN mask file if any, else the manual contour."""
-    if image.cnn_liver == COMPUTE:  # run_study computes them first (sirtreg.study.cnn_masks)
-        raise InputError(f"{what}: cnn_liver is 'compute': run the task through run_study, which segments it")
-    if image.cnn_liver is None:
-        return image.liver, "manual"
-    return Path(image.cnn_liver), "cnn"
-
-
-def _lookup(cohort: Cohort, task: Task) -> tuple[ReferenceImage, FloatingImage]:
-    patient = cohort.patient(task.patient)
-    for floating in patient.floating:
-        if floating.id == task.floating:
-            return patient.reference, floating
-    raise InputError(f"patient {task.patient} has no floating image {task.floating!r}")
-
-
 def _new_row(cohort: Cohort, task: Task, settings: RegistrationSettings | None) -> Row:
     """A row with the task's fields and no results yet."""
     method = task.method
@@ -148,7 +80,7 @@ def _new_row(cohort: Cohort, task: Task, settings: RegistrationSettings | None) 
                rigidity=method.rigidity, settings_id=engine_settings_id(settings))
     with contextlib.suppress(InputError):
         row["split"] = cohort.patient(task.patient).split
-        row["modality"] = _lookup(cohort, task)[1].modality
+        row["modality"] = lookup(cohort, task)[1].modality
     return row
 
 
@@ -158,42 +90,15 @@ def _failed(row: Row, error: BaseException) -> Row:
 
 
 def _register_and_evaluate(cohort: Cohort, task: Task, settings: RegistrationSettings | None) -> Row:
-    reference, floating = _lookup(cohort, task)
-    where = f"patient {task.patient}"
-    livers = [read_labels(reference.liver), read_labels(floating.liver)]
-    landmarks = [read_labels(reference.landmark_map), read_labels(floating.landmark_map)]
-    guidance = task.method.guidance
-    labels: list[LabelVolume | None] = [None, None]
-    source = "none"
-    cnn: list[str] = []  # the sides whose CNN mask guides
-    flags: list[str] = []
-    if guidance != "image":
-        reference_guide, reference_source = _guidance_liver(reference, f"{where}, reference")
-        floating_guide, floating_source = _guidance_liver(floating, f"{where}, floating {floating.id}")
-        guides = [liver if path == image.liver else read_labels(path) for path, image, liver
-                  in zip((reference_guide, floating_guide), (reference, floating), livers, strict=True)]
-        labels = [guidance_labels(guide, marks if guidance == "liver+landmarks" else None)
-                  for guide, marks in zip(guides, landmarks, strict=True)]
-        source = reference_source if reference_source == floating_source else "mixed"
-        cnn = [side for side, kind in (("reference", reference_source), ("floating", floating_source))
-               if kind == "cnn"]
-        flags = [f"{side} CNN liver: {reason}" for side, guide in zip(("reference", "floating"), guides, strict=True)
-                 if side in cnn for reason in check_liver(guide, side).reasons]
-    start = time.perf_counter()
-    result = register(read_image(reference.image), read_image(floating.image),
-                      settings=task.method.settings(settings), reference_labels=labels[0],
-                      floating_labels=labels[1])
-    seconds = time.perf_counter() - start
-    if cnn:
-        low = affine_dsc_reason(liver_dsc(result.affine, reference_liver=guides[0], floating_liver=guides[1]))
-        flags += [f"{' and '.join(cnn)} CNN liver: {low}"] if low else []
-    quality = registration_quality(result.transform, reference_liver=livers[0], floating_liver=livers[1],
+    registered = register_task(cohort, task, settings)
+    livers, landmarks = registered.livers, registered.landmarks
+    quality = registration_quality(registered.result.transform, reference_liver=livers[0], floating_liver=livers[1],
                                    reference_landmarks=landmarks[0], floating_landmarks=landmarks[1])
     mcd = list(quality.mcd_mm.values())
-    return {"guidance_liver": source, "liver_flag": "; ".join(flags) or None,
+    return {"guidance_liver": registered.guidance_liver, "liver_flag": registered.liver_flag,
             "liver_dsc": float(quality.liver_dsc), "liver_msd_mm": float(quality.liver_msd_mm),
             "mean_mcd_mm": float(np.mean(mcd)) if mcd else None, "rmsd_mm": float(quality.rmsd_mm),
-            "landmarks": len(mcd), "seconds": seconds}
+            "landmarks": len(mcd), "seconds": registered.seconds}
 
 
 def run_registration_task(cohort: Cohort | str | os.PathLike[str], task: Task, *,
