@@ -197,6 +197,58 @@ def test_evaluate_writes_a_table_and_box_plots_of_the_paper_methods(evaluated):
 
 
 @pytest.mark.slow
+def test_dose_doses_every_test_lesion_of_every_evaluated_method_and_resumes(evaluated, manifest, scheduler, tmp_path):
+    """`study dose` on the evaluation's table (two of its methods): a row per test-split lesion and method, the
+    paper's figures in a report; run again, it computes nothing (no cluster is reachable) and writes the same
+    table."""
+    with evaluated["results"].open(newline="") as handle:
+        header, *table = list(csv.reader(handle))
+    kept = [line for line in table if line[header.index("method_name")] in ("image-affine", "liver+landmarks")]
+    results = tmp_path / "registrations.csv"
+    with results.open("w", newline="") as handle:
+        csv.writer(handle, lineterminator="\n").writerows([header, *kept])
+    first = study("dose", manifest, "--results", results, "--quick", "--scheduler", scheduler,
+                  "-o", tmp_path / "dose")
+    assert first.exit_code == 0, first.output
+    with (tmp_path / "dose" / "lesion_doses.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    methods = {row["method"] for row in read_results(results)}
+    assert len(methods) == 2
+    assert {row["method"] for row in rows} == methods and {row["patient"] for row in rows} == {"P02"}
+    assert {row["error"] for row in rows} == {""} and len(rows) == len(methods) * len({r["lesion"] for r in rows}) * 2
+    for row in rows:  # the differences are those of the values beside them
+        assert float(row["v70_difference"]) == pytest.approx(float(row["v70_percent"]) -
+                                                             float(row["reference_v70_percent"]))
+        reference = float(row["reference_mean_gy"])
+        assert float(row["mean_dose_difference_percent"]) == pytest.approx(
+            100 * (float(row["mean_gy"]) - reference) / reference)
+    for name in ("dose_differences_ct", "passing_bablok_ct", "dvh_ct", "dose_differences_mr", "passing_bablok_mr",
+                 "dvh_mr"):
+        assert_png(tmp_path / "dose" / f"{name}.png")
+    report = (tmp_path / "dose" / "report.html").read_text(encoding="utf-8")
+    assert report.count('<img src="data:image/png;base64,') == 6 and "Figs. 9, 11" in report
+    assert "CT liver+landmarks: " in first.stdout and "median |mean dose difference|" in first.stdout
+
+    again = study("dose", manifest, "--results", results, "--quick", "--scheduler", "tcp://127.0.0.1:1",
+                  "-o", tmp_path / "again")
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "again" / "lesion_doses.csv").read_bytes() == (tmp_path / "dose" / "lesion_doses.csv"
+                                                                      ).read_bytes()
+
+
+@pytest.mark.slow
+def test_dose_refuses_a_table_of_other_engine_settings(evaluated, manifest, tmp_path):
+    result = study("dose", manifest, "--results", evaluated["results"], "-o", tmp_path / "dose")  # not --quick
+    assert_refused(result, "was computed with other engine settings")
+    assert not (tmp_path / "dose").exists()
+
+
+def test_dose_refuses_a_missing_results_table(manifest, tmp_path):
+    result = study("dose", manifest, "--results", tmp_path / "none.csv", "-o", tmp_path / "dose")
+    assert_refused(result, "no such results table")
+
+
+@pytest.mark.slow
 def test_evaluate_uses_the_tuned_weights_per_modality(evaluated, tuned):
     assert evaluated["result"].exit_code == 0, evaluated["result"].output
     chosen = {line.split(":")[0].removeprefix("chosen for "): line.split(": ")[1].split(" (")[0]

@@ -755,3 +755,4 @@ def train_segmenter(
 
 # The cohort-study commands (`phantom-cohort`, `study ...`) live in their own module, which adds them to `app`.
 import sirtreg.cli_study  # noqa: F401
+import sirtreg.cli_dose  # noqa: E402, F401 - `study dose`, in its own module

@@ -41,7 +41,7 @@ def plot_difference_boxes(
         axes = figure.add_subplot(1, len(metrics), index + 1)
         comparisons = [g.metrics[metric] for g in groups.values()]
         axes.boxplot([c.difference for c in comparisons], showfliers=False, widths=0.5)
-        axes.set_xticks(range(1, len(groups) + 1), list(groups))
+        axes.set_xticks(range(1, len(groups) + 1), list(groups), rotation=30, ha="right")
         for position, comparison in enumerate(comparisons, start=1):
             jitter = rng.uniform(-0.12, 0.12, comparison.difference.size)
             axes.plot(position + jitter, comparison.difference, "o", ms=4, alpha=0.6,

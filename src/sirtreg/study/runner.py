@@ -192,6 +192,11 @@ def read_results(path: str | os.PathLike[str]) -> list[Row]:
     return list(latest.values())
 
 
+def other_settings_ids(rows: Sequence[Mapping[str, Any]], settings_id: str) -> list[str]:
+    """The engine settings ids of ``rows`` other than ``settings_id``, sorted (a table holds one)."""
+    return sorted({str(row["settings_id"]) for row in rows} - {settings_id})
+
+
 def _prepare_table(path: Path, settings_id: str) -> list[Row]:
     """The rows already in the table; a new table is created with its header (atomically)."""
     if path.exists():
@@ -200,7 +205,7 @@ def _prepare_table(path: Path, settings_id: str) -> list[Row]:
             if tuple(next(csv.reader(handle), [])) != COLUMNS:
                 raise InputError(f"{path.name} was written before the CNN liver checks (it has no liver_flag "
                                  "column): its rows can be read, but write new results to a new file")
-        others = sorted({str(row["settings_id"]) for row in rows} - {settings_id})
+        others = other_settings_ids(rows, settings_id)
         if others:
             raise InputError(f"{path.name} holds results of other engine settings (settings_id {', '.join(others)}, "
                              f"now {settings_id}): write these results to a new file")
@@ -235,7 +240,7 @@ def _appending(path: Path) -> Iterator[Callable[[Row], None]]:
 
 
 # --- running on Dask -------------------------------------------------------------------
-def _check_cluster(workers: int | None, scheduler: str | None) -> None:
+def check_cluster(workers: int | None, scheduler: str | None) -> None:
     if scheduler is not None:
         if workers is not None:
             raise InputError("give workers (a local cluster) or scheduler (a running one), not both")
@@ -247,7 +252,7 @@ def _check_cluster(workers: int | None, scheduler: str | None) -> None:
 
 
 @contextlib.contextmanager
-def _client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
+def dask_client(workers: int | None, scheduler: str | None) -> Iterator[Any]:
     """A Dask client of the scheduler at ``scheduler``, or of a new local cluster of worker processes."""
     from distributed import Client, LocalCluster
 
@@ -310,7 +315,7 @@ def run_study(
     other engine settings, bad workers or scheduler values, and ``cnn_weights`` that are no file or
     that no ``compute`` mask would use.
     """
-    _check_cluster(workers, scheduler)
+    check_cluster(workers, scheduler)
     if not isinstance(cohort, Cohort):
         cohort = read_manifest(cohort)
     _check_cnn_weights(cohort, cnn_weights)
@@ -330,7 +335,7 @@ def run_study(
             wait(futures)
             return [future.exception() if future.status == "error" else future.result() for future in futures]
 
-        with _client(workers, scheduler) as client, _appending(path) as append:
+        with dask_client(workers, scheduler) as client, _appending(path) as append:
             cohort, failures = compute_cnn_masks(
                 cohort, {task.patient for task in pending}, cnn_mask_folder(path), client.submit, gather,
                 device=(settings or RegistrationSettings()).device,

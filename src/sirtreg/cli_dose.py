@@ -1,0 +1,104 @@
+"""`sirtreg study dose`: the paper's dose experiment on a cohort (see :mod:`sirtreg.study.dose`).
+
+Kept apart from :mod:`sirtreg.cli_study`, whose ``study`` command group it joins; :mod:`sirtreg.cli`
+imports it at its end.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sirtreg.cli import console, refusals_as_messages
+from sirtreg.cli_study import (
+    Device,
+    Manifest,
+    Quick,
+    Scheduler,
+    Workers,
+    _engine_settings,
+    _prepare_cluster,
+    _progress_from_first_report,
+    _write_csv,
+    study_app,
+)
+from sirtreg.errors import InputError
+
+
+def _methods_of(results: Path, settings_id: str) -> list:
+    """The methods of a study's results table (its test-split rows), refusing a table of other engine settings."""
+    from sirtreg.study import Method, read_results
+    from sirtreg.study.runner import other_settings_ids
+
+    rows = [row for row in read_results(results) if row["split"] == "test"]
+    if not rows:
+        raise InputError(f"{results.name} holds no registration of the test split: run `sirtreg study evaluate` "
+                         "first")
+    others = other_settings_ids(rows, settings_id)
+    if others:
+        raise InputError(f"{results.name} was computed with other engine settings (settings_id "
+                         f"{', '.join(others)}, now {settings_id}): give --quick exactly when study evaluate had it")
+    methods = {}
+    for row in rows:
+        methods.setdefault(row["method"], Method(name=row["method_name"], guidance=row["guidance"],
+                                                 image_weight=row["image_weight"], label_weight=row["label_weight"],
+                                                 rigidity=row["rigidity"]))
+    return list(methods.values())
+
+
+@study_app.command("dose")
+@refusals_as_messages
+def study_dose(
+    manifest: Manifest,
+    results: Annotated[Path, typer.Option(help="Results table of `sirtreg study evaluate` (CSV): its methods are "
+                                               "dosed; the dose tasks are cached beside it.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (new or empty).")],
+    workers: Workers = None,
+    scheduler: Scheduler = None,
+    quick: Quick = False,
+    device: Device = "cpu",
+    overwrite: Annotated[bool, typer.Option(help="Write into a non-empty folder.")] = False,
+) -> None:
+    """The paper's dose experiment: for every test-split lesion and method, the mean dose, V70, V100 and D70 of
+    the registered lesion against the lesion drawn on the MAA CT; box plots, Passing-Bablok plots and DVHs
+    (Figs. 9-13) and an HTML report. Resumable: finished tasks are kept beside the results table."""
+    from sirtreg.io import check_output_folder
+    from sirtreg.report.dose_study import write_dose_study_report
+    from sirtreg.study import MODALITIES, engine_settings_id, read_manifest
+    from sirtreg.study.dose import DOSE_COLUMNS, dose_comparisons, dose_summary, run_dose_study
+
+    check_output_folder(output, overwrite=overwrite)
+    if not results.is_file():
+        raise InputError(f"no such results table: {results}; run `sirtreg study evaluate` first")
+    _prepare_cluster(workers, scheduler)
+    settings = _engine_settings(quick, device)
+    methods = _methods_of(results, engine_settings_id(settings))
+    cohort = read_manifest(manifest)
+    with _progress_from_first_report("study dose") as progress:
+        rows, dvh = run_dose_study(cohort, methods, results, settings=settings, workers=workers,
+                                   scheduler=scheduler, progress=progress)
+    modalities = [m for m in MODALITIES if any(row["modality"] == m for row in rows)]
+    comparisons = {modality: dose_comparisons(rows, modality) for modality in modalities}
+    summary = dose_summary(rows, modalities)
+    output.mkdir(parents=True, exist_ok=True)
+    table = _write_csv([{column: row[column] for column in DOSE_COLUMNS} for row in rows],
+                       output / "lesion_doses.csv", overwrite=overwrite)
+    if summary:
+        _write_csv(summary, output / "dose_summary.csv", overwrite=overwrite)
+    facts = [f"{cohort.name or manifest.name}: {len({row['patient'] for row in rows})} test patients, "
+             f"{len(rows)} lesion rows over {len(methods)} methods; engine settings {engine_settings_id(settings)}"
+             + (" (quick: not for reporting)" if quick else ""),
+             "Dose: local deposition of each patient's activity, distributed by the MAA SPECT counts inside the "
+             "manual MAA CT liver; lesions pair by label value."]
+    files = write_dose_study_report(output, rows, dvh, comparisons, summary, facts=facts, overwrite=overwrite)
+    for row in summary:
+        console.print(f"{row['modality']} {row['method_name']}: {row['lesions']} lesions, median |mean dose "
+                      f"difference| {row['median_abs_mean_dose_difference']:.1f} %, median |V70 difference| "
+                      f"{row['median_abs_v70_difference']:.1f} points", highlight=False, soft_wrap=True)
+    failed = sum(row["error"] is not None for row in rows)
+    if failed:
+        console.print(f"[bold]check[/] {failed} lesion row(s) not dosed: see the error column of {table}",
+                      highlight=False, soft_wrap=True)
+    console.print(f"wrote {table} and {files['report']}", highlight=False, soft_wrap=True)
