@@ -6,7 +6,8 @@ patients, images, annotations, activities and train/test split;
 :mod:`.methods` names the registration methods compared in the paper;
 :mod:`.task` registers one floating image of a patient with one method;
 :mod:`.runner` runs every registration of a cohort on Dask into one resumable
-results table, summarises it and tunes the weights by grid search.
+results table, summarises it and tunes the weights by grid search;
+:mod:`.dose` doses the lesions each method carries onto the MAA CT (the paper's dose experiment).
 """
 
 from sirtreg.study.cnn_masks import finetune_cnn, training_cases
