@@ -70,8 +70,8 @@ class CnnLivers:
         """Why the CNN livers of ``scans`` (checked before) are flagged, each reason with its scan."""
         return tuple(f"{scan} CNN liver: {reason}" for scan in scans for reason in self.scans[scan].reasons)
 
-    def guidance(self, floating: str, planned: str, scans: Sequence[str]) -> str:
-        """The guidance to register ``floating`` with, given the CNN livers (``scans``) its planned guidance uses."""
+    def guidance(self, planned: str, scans: Sequence[str]) -> str:
+        """The guidance to register with, given the planned one and the CNN livers (``scans``) it uses."""
         if planned != "image" and self.action == "image" and self.reasons(scans):
             return "image"
         return planned
@@ -109,13 +109,13 @@ class CnnLivers:
         flagged = [check for check in self.registrations if check.flagged]
         flagged_scans = [check for check in self.scans.values() if check.flagged]
         if not flagged and not flagged_scans:
-            return [Text(f"None of the {len(self.scans)} CNN livers is flagged. {rule}")]
+            return [Text(f"No CNN liver is flagged ({len(self.scans)} checked). {rule}")]
         rows = [[check.image, "; ".join(check.reasons), f"its guided registrations: {_DONE[self.action]}"]
                 for check in flagged_scans]
         rows += [[check.floating, "; ".join(check.reasons),
                   _DONE["image"] if check.used != check.planned else f"{_DONE['report']} ({check.planned})"]
                  for check in flagged]
-        return [Text(f"{len(flagged_scans)} of {len(self.scans)} CNN livers flagged"
+        return [Text(f"{len(flagged_scans)} of {len(self.scans)} CNN liver(s) flagged"
                      f"{f', and {len(flagged)} registrations they guided' if flagged else ''}: check them before "
                      f"using the registrations and doses that rest on them. {rule}"),
                 Table(["CNN liver or registration", "why", "what the run did"], rows, title="flagged CNN livers")]

@@ -838,7 +838,7 @@ def _register_checked(plan: Plan, shared: _ReferenceSide, entry: FloatingInput, 
     flagged CNN livers (checked before, and after the affine stage); returns (guidance, weights, result)."""
     planned = plan.guidance(entry)
     scans = [name for name, side in ((REFERENCE_SOURCE, shared.reference), (scan, image)) if side.liver_source == "CNN"]
-    guidance = livers.guidance(entry.id, planned, scans) if scans else planned
+    guidance = livers.guidance(planned, scans) if scans else planned
     weights = plan.weights_for(entry, guidance)
     result = _register(shared, image, guidance, weights, device, progress)
     if scans and guidance != "image":
