@@ -34,10 +34,18 @@ def pytest_configure(config: pytest.Config) -> None:
         sys.modules["torch"].set_num_threads(len(share))
 
 
+def _expected_seconds(item: pytest.Item) -> float:
+    """What a test's ``slow`` marker says it takes (``@pytest.mark.slow(seconds=...)``, its fixtures included);
+    0 for a slow test that does not say, -1 for the others."""
+    marker = item.get_closest_marker("slow")
+    return -1.0 if marker is None else float(marker.kwargs.get("seconds", 0.0))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The slow tests first (otherwise in their order): with several workers, the longest start early instead of
-    making the last worker run alone at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The slow tests first, the longest of them first (otherwise in their order): with several workers, the
+    longest start at once instead of making one worker run alone at the end (the first worker takes the first
+    half of the list, and the others steal from it as they run dry)."""
+    items.sort(key=lambda item: -_expected_seconds(item))
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ def demo(tmp_path_factory, trained_models):
     return out, CliRunner().invoke(app, ["demo", str(out), "--resolution", "fast"])
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=130)
 def test_demo_runs_the_whole_pipeline_and_refuses_to_overwrite(demo):
     out, result = demo
     assert result.exit_code == 0, result.output
@@ -64,7 +64,7 @@ def test_demo_runs_the_whole_pipeline_and_refuses_to_overwrite(demo):
     assert again.exit_code == 2 and "not empty" in again.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=130)  # beside the test above: one worker builds the demo fixture, once
 def test_demo_report_opens_on_the_lesions_to_check(demo, browser, tmp_path):
     """In headless Chromium, the report's first section names every lesion that results.json flags, and why."""
     from selenium.webdriver.common.by import By

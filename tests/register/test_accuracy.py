@@ -56,7 +56,7 @@ def outcomes(fast_patient):
     return table
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=50)
 @pytest.mark.parametrize("scan", ["contrast_ct", "mr_t1"])
 def test_presets_improve_in_the_papers_order(outcomes, scan):
     rmsd = {method: value for method, (value, _) in outcomes[scan].items()}
@@ -70,7 +70,7 @@ def test_presets_improve_in_the_papers_order(outcomes, scan):
     assert rmsd["liver+landmarks"] < RMSD_LIMIT_MM[scan], summary
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=50)  # the three tests of `outcomes` together, on one worker
 @pytest.mark.parametrize("scan", ["contrast_ct", "mr_t1"])
 def test_no_folding_in_the_liver_with_default_rigidity(outcomes, fast_patient, scan):
     for guidance in PRESETS:
@@ -80,7 +80,7 @@ def test_no_folding_in_the_liver_with_default_rigidity(outcomes, fast_patient, s
         assert determinant.min() > 0, f"{guidance}: {np.mean(determinant <= 0):.2%} of liver voxels fold"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=50)
 def test_working_voxel_size_barely_changes_the_result(outcomes, fast_patient):
     """Finest non-rigid level at 4 mm (the preset's) versus 3 mm: the regulariser and the image descriptor are in
     mm, so the two transforms are equally close to the truth and agree to within half the finer voxel."""
@@ -106,7 +106,7 @@ def test_working_voxel_size_barely_changes_the_result(outcomes, fast_patient):
     assert rms_difference_mm < 1.5, f"transforms differ by {rms_difference_mm:.2f} mm RMS in the liver ({error})"
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=45)
 def test_a_thick_slice_mr_like_scan_registers(fast_patient):
     """An MR-like scan (non-monotonic intensities, +-30 % bias field, Rician noise) on 5 mm slices, the liver
     sliding 10-20 mm and the patient repositioned: every preset brings the liver and its lesions close to

@@ -377,7 +377,7 @@ def test_cnn_masks_are_computed_once_and_failures_kept(cohort, tmp_path, monkeyp
     assert failures == {"P01": "CNN liver segmentation failed: RuntimeError: out of memory"}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=30)
 def test_a_study_computes_cnn_masks_on_its_workers(cohort, scheduler, tmp_path, trained_models):
     """run_study segments the 'compute' liver with the real CNN on a worker before registering, and guides with it
     (one image: segmenting both, and the cache, are tested above with a stand-in for the CNN)."""
