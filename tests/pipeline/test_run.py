@@ -38,6 +38,7 @@ from sirtreg.io import (
     write_rtstruct,
     write_segmentation,
 )
+from sirtreg.io.contours import read_contour
 from sirtreg.metrics import dice
 from sirtreg.output_folder import OutputFolder
 from sirtreg.pipeline import (
@@ -84,6 +85,11 @@ def _plan(patient: tuple[Path, dict], *, floating: tuple[str, ...] = ("contrast_
                                   landmarks=contour(scans[name], "landmark_map"))
                     for name in floating)
     return Plan(reference=reference, spect=spect, floating=entries)
+
+
+def _contour(contour: ContourInput) -> tuple[Path, tuple[str, ...]]:
+    """The path and segments of a plan's contour, as read_contour takes them."""
+    return contour.path, contour.segments
 
 
 def _quick_preset(guidance, **weights):
@@ -384,7 +390,7 @@ def test_rtstruct_contours_are_read(patient, tmp_path, quick):
     plan = _plan(patient)
     entry = replace(plan.floating[0], image=ct, liver=ContourInput(rtstruct, ("Liver",)),
                     lesions=ContourInput(rtstruct, tuple(names.values())))
-    read = run_module._read_contour(entry.lesions, read_image(ct), "lesions")
+    read = read_contour(entry.lesions.path, entry.lesions.segments, read_image(ct), "lesions")
     assert list(read.labels.values()) == list(names.values())
     np.testing.assert_array_equal(read.array > 0, orient_like(lesions, read.grid).array > 0)
     result = run_plan(replace(plan, floating=(entry,)), tmp_path / "out")
@@ -829,12 +835,12 @@ def organs(tmp_path) -> tuple[Volume, Path]:
 def test_a_liver_is_taken_by_label_value_from_a_plain_label_map(organs):
     image, path = organs
     array = read_labels(path).array
-    liver = run_module._read_contour(ContourInput(path, (5,)), image, "liver")
+    liver = read_contour(*_contour(ContourInput(path, (5,))), image, "liver")
     assert np.array_equal(liver.array > 0, array == 5)
-    lesions = run_module._read_contour(ContourInput(path, ("5", "6")), image, "lesions")
+    lesions = read_contour(*_contour(ContourInput(path, ("5", "6"))), image, "lesions")
     assert lesions.labels == {5: "lesion 5", 6: "lesion 6"}
     assert np.array_equal(lesions.array, np.where(array > 1, array, 0))
-    everything = run_module._read_contour(ContourInput(path), image, "lesions")  # one lesion per label: all taken
+    everything = read_contour(*_contour(ContourInput(path)), image, "lesions")  # one lesion per label: all taken
     assert sorted(everything.labels) == [1, 5, 6]
 
 
@@ -847,7 +853,7 @@ def test_a_liver_is_taken_by_label_value_from_a_plain_label_map(organs):
 def test_a_liver_label_map_of_several_labels_needs_its_value(organs, segments, expected):
     image, path = organs
     with pytest.raises(InputError, match=expected):
-        run_module._read_contour(ContourInput(path, segments), image, "liver")
+        read_contour(*_contour(ContourInput(path, segments)), image, "liver")
 
 
 def test_a_liver_segmentation_of_several_segments_needs_its_name(organs, tmp_path):
@@ -856,6 +862,6 @@ def test_a_liver_segmentation_of_several_segments_needs_its_name(organs, tmp_pat
     masks = {"Liver": array == 5, "Spleen": array == 1}
     seg = write_segmentation(Segmentation.from_masks(image.grid, masks), tmp_path / "organs.seg.nrrd")
     with pytest.raises(InputError, match=r"organs\.seg\.nrrd holds 2 segments \('Liver', 'Spleen'\); choose the "):
-        run_module._read_contour(ContourInput(seg), image, "liver")
-    liver = run_module._read_contour(ContourInput(seg, ("Liver",)), image, "liver")
+        read_contour(*_contour(ContourInput(seg)), image, "liver")
+    liver = read_contour(*_contour(ContourInput(seg, ("Liver",))), image, "liver")
     assert np.array_equal(liver.array > 0, array == 5)

@@ -105,6 +105,7 @@ from sirtreg.geometry import Grid
 from sirtreg.io import SeriesInfo, is_segmentation_file, list_series, read_labels
 from sirtreg.io.dicom import NON_IMAGE_MODALITIES, select_series
 from sirtreg.io.dicom_seg import series_grid
+from sirtreg.io.contours import describe_values, is_label_value
 from sirtreg.io.images import has_image_suffix
 from sirtreg.pipeline.weights import RunWeights, default_weights, plan_weights_document, read_plan_weights
 from sirtreg.register.config import GUIDANCES
@@ -170,11 +171,6 @@ def _is_segment(value: Any) -> bool:
     if isinstance(value, str):
         return bool(value)
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def is_label_value(segment: str) -> bool:
-    """Whether ``segment`` (of :attr:`ContourInput.segments`) is a label value: digits only, e.g. "5"."""
-    return segment.isascii() and segment.isdigit()
 
 
 @dataclass(frozen=True)
@@ -507,12 +503,6 @@ def _label_values(path: Path) -> tuple[int, ...]:
     if np.issubdtype(array.dtype, np.integer) and array.size and 0 <= array.min() and array.max() < 1 << 16:
         return tuple(int(v) for v in np.flatnonzero(np.bincount(array.ravel())) if v != 0)
     return tuple(int(v) for v in np.unique(array) if v != 0)
-
-
-def describe_values(values: Sequence[Any], *, most: int = 20) -> str:
-    """``values`` as "1, 5, 6", the first ``most`` and a count if there are more; "none" if empty."""
-    shown = ", ".join(str(v) for v in values[:most])
-    return (f"{shown}, ... ({len(values)} in all)" if len(values) > most else shown) or "none"
 
 
 def _same_voxels(a: Grid, b: Grid) -> bool:

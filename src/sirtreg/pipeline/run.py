@@ -63,9 +63,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
 import torch
-from pydicom.errors import InvalidDicomError
 from scipy import ndimage
 
 from sirtreg import __version__
@@ -76,13 +74,7 @@ from sirtreg.output_folder import OutputFolder
 from sirtreg.io import (
     Deidentification,
     deidentification_for,
-    has_image_suffix,
-    is_segmentation_file,
-    orient_like,
-    read_dicom_seg,
     read_image,
-    read_labels,
-    read_segmentation,
     write_dicom_seg,
     write_dicom_series,
     write_image,
@@ -90,7 +82,7 @@ from sirtreg.io import (
 )
 from sirtreg.io.deidentify import METHOD as DEIDENTIFICATION_METHOD
 from sirtreg.io.dicom_seg import read_series_headers
-from sirtreg.io.rtstruct import read_rtstruct
+from sirtreg.io.contours import read_contour
 from sirtreg.metrics import dice
 from sirtreg.pipeline.plan import (
     CONTOUR_ROLES,
@@ -98,8 +90,6 @@ from sirtreg.pipeline.plan import (
     FloatingInput,
     Plan,
     check_plan,
-    describe_values,
-    is_label_value,
 )
 from sirtreg.pipeline.agreement import (
     LesionAgreement,
@@ -260,16 +250,6 @@ def _input_paths(plan: Plan) -> list[Path]:
     return [Path(os.path.abspath(p)) for p in [*images, *(c.path for _, c in _contours(plan))]]
 
 
-def _is_rtstruct(path: Path) -> bool:
-    if path.is_dir() or has_image_suffix(path) or is_segmentation_file(path):
-        return False
-    try:
-        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"])
-    except (InvalidDicomError, OSError):
-        return False  # check_plan reports unreadable files
-    return str(header.get("Modality", "")).upper() == "RTSTRUCT"
-
-
 def _check_device(device: str) -> None:
     try:
         kind = torch.device(device).type
@@ -301,81 +281,6 @@ def _output_folder(plan: Plan, out_dir: str | os.PathLike[str], overwrite: bool)
 
 
 # --- reading ----------------------------------------------------------------------------
-def _selected(labels: LabelVolume, segments: Sequence[str], path: Path, *, by_value: bool = False) -> LabelVolume:
-    """Only the segments chosen (all if none), values kept: by name where the file names its labels, by label
-    value (digits, e.g. "5") in a plain label map, which names none (``by_value``)."""
-    if not segments:
-        return labels
-    if not by_value:
-        values = {value for value, name in labels.labels.items() if name in segments}
-        missing = [name for name in segments if name not in labels.labels.values()]
-        if missing:
-            raise InputError(f"{path.name} holds no segment {', '.join(map(repr, missing))}; it holds "
-                             f"{describe_values([repr(name) for name in labels.labels.values()])}")
-    else:
-        names = [segment for segment in segments if not is_label_value(segment)]
-        if names:
-            raise InputError(f"{path.name} is a label map without segment names: choose its segments by label "
-                             f"value (e.g. segments: [5]), not by name ({', '.join(map(repr, names))})")
-        present = labels.present_labels()
-        values = {int(segment) for segment in segments}
-        missing = sorted(values - set(present))
-        if missing:
-            raise InputError(f"{path.name} holds no label {', '.join(map(str, missing))}; it holds labels "
-                             f"{describe_values(present)}")
-    array = np.where(np.isin(labels.array, list(values)), labels.array, 0).astype(labels.array.dtype)
-    return LabelVolume(array, labels.grid, labels={v: n for v, n in labels.labels.items() if v in values})
-
-
-def _one_liver(path: Path, held: Sequence[str | int]) -> None:
-    """Refuse a liver contour file that holds several segments (names) or labels (values) of which none is
-    chosen: the liver is one of them."""
-    if len(held) > 1:
-        kind = "labels" if isinstance(held[0], int) else "segments"
-        shown = [value if isinstance(value, int) else repr(value) for value in held]
-        raise InputError(f"{path.name} holds {len(held)} {kind} ({describe_values(shown)}); choose the liver's "
-                         f"with 'segments' in the plan, e.g. {{path: {path.name}, segments: [{held[0]}]}}")
-
-
-def _read_contour(contour: ContourInput, image: Volume, role: str) -> LabelVolume:
-    """A contour file on the voxels of ``image``: a label map, a Slicer segmentation, a DICOM SEG or an RTSTRUCT.
-
-    A liver contour of several segments or labels must choose the liver's (:attr:`ContourInput.segments`).
-    """
-    path = contour.path
-    if is_segmentation_file(path):
-        segmentation = read_segmentation(path)
-        names = list(contour.segments) or segmentation.names
-        missing = [name for name in names if name not in segmentation.names]
-        if missing:
-            raise InputError(f"{path.name} holds no segment {', '.join(map(repr, missing))}; it holds "
-                             f"{describe_values([repr(name) for name in segmentation.names])}")
-        masks = {name: segmentation.mask(name) for name in names}
-        array = np.zeros(segmentation.grid.shape, np.uint16)
-        for value, (name, mask) in enumerate(masks.items(), start=1):
-            if role != "liver" and np.any(array[mask]):
-                raise InputError(f"{path.name}: segment {name!r} overlaps another; {role} segments must not overlap")
-            array[mask] = value
-        labels = LabelVolume(array, segmentation.grid, labels=dict(enumerate(names, start=1)))
-        held: Sequence[str | int] = segmentation.names
-    elif has_image_suffix(path):
-        plain = _selected(read_labels(path), contour.segments, path, by_value=True)
-        held = plain.present_labels()
-        labels = LabelVolume(plain.array, plain.grid, labels={v: f"{role.rstrip('s')} {v}" for v in held})
-    elif _is_rtstruct(path):
-        labels = read_rtstruct(path, image, rois=contour.segments, allow_overlap=role == "liver")
-        held = list(labels.labels.values())
-    else:
-        labels = _selected(read_dicom_seg(path, reference=image), contour.segments, path)
-        held = list(labels.labels.values())
-    if role == "liver" and not contour.segments:
-        _one_liver(path, held)
-    labels = orient_like(labels, image.grid)
-    if role == "liver":
-        return LabelVolume.from_mask(labels.array > 0, image.grid, name="liver")
-    return labels
-
-
 def _read_image(name: str, path: Path, series: str | None, modality: str,
                 contours: Mapping[str, ContourInput | None], read: dict[tuple[str, str | None, str], Volume]) -> _Image:
     """One image of the plan with its contours; a scan listed several times (e.g. to compare guidance presets)
@@ -384,7 +289,7 @@ def _read_image(name: str, path: Path, series: str | None, modality: str,
     if source not in read:
         read[source] = read_image(path, modality=modality, series=series)
     volume = read[source]
-    found = {role: _read_contour(c, volume, role) if c is not None else None for role, c in contours.items()}
+    found = {role: read_contour(c.path, c.segments, volume, role) if c is not None else None for role, c in contours.items()}
     return _Image(name, volume, modality, found["liver"], found["lesions"], found["landmarks"])
 
 
