@@ -51,10 +51,10 @@ def _score(score: int = 4, **changes) -> dict:
 
 # --- what to score ------------------------------------------------------------------------------
 def test_file_names_are_those_of_sirtreg_run():
-    from sirtreg.pipeline import run
+    from sirtreg.pipeline import run, run_outputs
 
     assert (landmarks_module.RESULTS_NAME, landmarks_module.REPORT_NAME, landmarks_module.RESULTS_FORMAT) == (
-        run.RESULTS_NAME, run.REPORT_NAME, run.RESULTS_FORMAT)
+        run.RESULTS_NAME, run.REPORT_NAME, run_outputs.RESULTS_FORMAT)
 
 
 def test_likert_scale_is_the_papers_table_2():

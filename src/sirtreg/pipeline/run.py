@@ -48,16 +48,13 @@ no start and end times; the report shows no date. No output holds a DICOM patien
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
-import platform
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -67,21 +64,11 @@ import torch
 from scipy import ndimage
 
 from sirtreg import __version__
-from sirtreg.dosimetry import DoseReport, dose_report, plot_dvh
+from sirtreg.dosimetry import DoseReport, dose_report
 from sirtreg.errors import InputError, SirtregError
 from sirtreg.geometry import LabelVolume, Volume
 from sirtreg.output_folder import OutputFolder
-from sirtreg.io import (
-    Deidentification,
-    deidentification_for,
-    read_image,
-    write_dicom_seg,
-    write_dicom_series,
-    write_image,
-    write_rt_dose,
-)
-from sirtreg.io.deidentify import METHOD as DEIDENTIFICATION_METHOD
-from sirtreg.io.dicom_seg import read_series_headers
+from sirtreg.io import deidentification_for, read_image
 from sirtreg.io.contours import read_contour
 from sirtreg.metrics import dice
 from sirtreg.pipeline.plan import (
@@ -98,7 +85,9 @@ from sirtreg.pipeline.agreement import (
     lesion_doses,
     row_flag,
 )
-from sirtreg.pipeline.liver_flags import CnnLivers, GuidanceCheck
+from sirtreg.pipeline.carried import REFERENCE_SOURCE, Carried, ScanImage
+from sirtreg.pipeline.liver_flags import CnnLivers
+from sirtreg.pipeline.run_outputs import results_document, write_floating, write_tables
 from sirtreg.pipeline.weights import RunWeights
 from sirtreg.progress import Progress
 from sirtreg.register import (
@@ -112,26 +101,18 @@ from sirtreg.register import (
     register,
     registration_quality,
     warp,
-    write_registration,
 )
 from sirtreg.register.guidance import check_inputs as check_registration_inputs
-from sirtreg.report.html import Picture, Section, Table, Text, write_html
-from sirtreg.report.overlays import Contours, OverlayRow, save_contour_overlays
-from sirtreg.report.views import save_registration_views
+from sirtreg.report.html import write_html
+from sirtreg.report.run_report import run_report_sections
 from sirtreg.resample import resample
 from sirtreg.segment import segment_liver
 from sirtreg.yaml_input import refusal
 
 log = logging.getLogger(__name__)
 
-RESULTS_FORMAT = "sirtreg-run"
-RESULTS_VERSION = 1
 RESULTS_NAME = "results.json"
 REPORT_NAME = "report.html"
-DOSES_NAME = "doses.csv"
-REGISTRATIONS_NAME = "registrations.csv"
-REFERENCE_SOURCE = "MAA CT"  # the source of structures drawn on the MAA CT; not a valid floating id
-REFERENCE_COLOUR, REGISTERED_COLOUR, BEFORE_COLOUR = "#ff3b30", "#34c759", "#ffcc00"
 _STAGE_WEIGHTS = {"check": 0.2, "read": 1.0, "segment": 3.0, "register": 7.0, "dose": 1.0, "write": 1.0,
                   "report": 1.0}  # relative durations; segment and register once per image
 _REGISTRATION_SHARE = 0.85  # of a floating image's stage: the registration; the rest carries and writes
@@ -167,36 +148,6 @@ class RunResult:
 
 
 # --- inputs -----------------------------------------------------------------------------
-@dataclass(frozen=True, eq=False)
-class _Image:
-    """One CT or MR image of the plan with its contours, all on the image's own grid."""
-
-    name: str  # the floating id, or REFERENCE_SOURCE
-    volume: Volume
-    modality: str
-    liver: LabelVolume | None
-    lesions: LabelVolume | None
-    landmarks: LabelVolume | None
-    liver_source: str = "given"  # "given" or "CNN"
-
-
-@dataclass(frozen=True, eq=False)
-class _Carried:
-    """A floating image after registration: what was carried onto the MAA CT grid, and how well."""
-
-    entry: FloatingInput
-    guidance: str
-    weights: RunWeights
-    liver_source: str
-    result: RegistrationResult
-    image: Volume
-    liver_before: LabelVolume  # the floating liver on the MAA CT grid without any transform
-    liver: LabelVolume
-    lesions: LabelVolume | None  # names "<id>/<lesion name>"
-    landmarks: LabelVolume | None
-    quality: dict[str, dict[str, Any]] = field(default_factory=dict)  # "before"/"after" -> metrics
-    lesion_overlap: dict[str, dict[str, float | None]] = field(default_factory=dict)  # structure -> dsc, mcd_mm
-    liver_check: GuidanceCheck | None = None  # the CNN livers behind the registration, if any
 
 
 # --- progress and timing ----------------------------------------------------------------
@@ -282,7 +233,7 @@ def _output_folder(plan: Plan, out_dir: str | os.PathLike[str], overwrite: bool)
 
 # --- reading ----------------------------------------------------------------------------
 def _read_image(name: str, path: Path, series: str | None, modality: str,
-                contours: Mapping[str, ContourInput | None], read: dict[tuple[str, str | None, str], Volume]) -> _Image:
+                contours: Mapping[str, ContourInput | None], read: dict[tuple[str, str | None, str], Volume]) -> ScanImage:
     """One image of the plan with its contours; a scan listed several times (e.g. to compare guidance presets)
     is read once (``read``: the images read so far, by path, series and modality)."""
     source = (os.path.abspath(path), series, modality)
@@ -290,10 +241,10 @@ def _read_image(name: str, path: Path, series: str | None, modality: str,
         read[source] = read_image(path, modality=modality, series=series)
     volume = read[source]
     found = {role: read_contour(c.path, c.segments, volume, role) if c is not None else None for role, c in contours.items()}
-    return _Image(name, volume, modality, found["liver"], found["lesions"], found["landmarks"])
+    return ScanImage(name, volume, modality, found["liver"], found["lesions"], found["landmarks"])
 
 
-def _read_inputs(plan: Plan) -> tuple[_Image, Volume, list[_Image]]:
+def _read_inputs(plan: Plan) -> tuple[ScanImage, Volume, list[ScanImage]]:
     """The MAA CT, the SPECT and the floating images, with their contours."""
     def contours(entry: Any) -> dict[str, ContourInput | None]:
         return {role: getattr(entry, role) for role in CONTOUR_ROLES}
@@ -306,7 +257,7 @@ def _read_inputs(plan: Plan) -> tuple[_Image, Volume, list[_Image]]:
     return reference, spect, floating
 
 
-def _check_inputs(plan: Plan, reference: _Image, floating: Sequence[_Image]) -> None:
+def _check_inputs(plan: Plan, reference: ScanImage, floating: Sequence[ScanImage]) -> None:
     """What the voxels tell, before any long work: empty contours, images the engine refuses."""
     problems = []
     for image in (reference, *floating):
@@ -332,7 +283,7 @@ class _ReferenceSide:
     """What every registration of a run shares: the MAA CT's guidance labels (with and without landmarks)
     and its pyramid channels."""
 
-    def __init__(self, reference: _Image) -> None:
+    def __init__(self, reference: ScanImage) -> None:
         self.reference = reference
         self.channels = ReferenceChannels()
         self._labels: dict[bool, LabelVolume] = {}
@@ -345,7 +296,7 @@ class _ReferenceSide:
         return self._labels[with_landmarks]
 
 
-def _register(shared: _ReferenceSide, floating: _Image, guidance: str, weights: RunWeights, device: str,
+def _register(shared: _ReferenceSide, floating: ScanImage, guidance: str, weights: RunWeights, device: str,
               progress: Progress) -> RegistrationResult:
     settings = replace(preset(guidance, **weights.preset_weights()), device=device)  # type: ignore[arg-type]
     with_landmarks = guidance == "liver+landmarks"
@@ -384,8 +335,8 @@ def _lesion_overlap(reference: LabelVolume | None, carried: LabelVolume, names: 
     return overlap
 
 
-def _carry(reference: _Image, floating: _Image, entry: FloatingInput, guidance: str, weights: RunWeights,
-           result: RegistrationResult, liver_before: LabelVolume) -> _Carried:
+def _carry(reference: ScanImage, floating: ScanImage, entry: FloatingInput, guidance: str, weights: RunWeights,
+           result: RegistrationResult, liver_before: LabelVolume) -> Carried:
     """Warp the floating image and its contours onto the MAA CT grid; measure what can be measured."""
     grid = reference.volume.grid
     transform = result.transform
@@ -408,12 +359,12 @@ def _carry(reference: _Image, floating: _Image, entry: FloatingInput, guidance: 
                 applied, reference_liver=reference.liver, floating_liver=floating.liver,
                 reference_landmarks=reference.landmarks if with_landmarks else None,
                 floating_landmarks=floating.landmarks if with_landmarks else None).as_dict()
-    return _Carried(entry, guidance, weights, floating.liver_source, result, image, liver_before, liver, lesions,
+    return Carried(entry, guidance, weights, floating.liver_source, result, image, liver_before, liver, lesions,
                     landmarks, quality, overlap or {})
 
 
 # --- dose -------------------------------------------------------------------------------
-def _dose(plan: Plan, reference: _Image, spect: Volume, carried: Sequence[_Carried]) -> DoseReport:
+def _dose(plan: Plan, reference: ScanImage, spect: Volume, carried: Sequence[Carried]) -> DoseReport:
     lesions = [item.lesions for item in carried if item.lesions is not None]
     if reference.lesions is not None:
         named = LabelVolume(reference.lesions.array, reference.lesions.grid,
@@ -423,7 +374,7 @@ def _dose(plan: Plan, reference: _Image, spect: Volume, carried: Sequence[_Carri
                        lesions=lesions, lung_shunt_fraction=plan.spect.lung_shunt_fraction or 0.0)
 
 
-def _dose_rows(report: DoseReport, carried: Sequence[_Carried]) -> list[dict[str, Any]]:
+def _dose_rows(report: DoseReport, carried: Sequence[Carried]) -> list[dict[str, Any]]:
     """The structure table with its source (the image it was drawn on) and the DSC to the MAA CT lesion."""
     overlap = {name: values for item in carried for name, values in item.lesion_overlap.items()}
     rows = []
@@ -444,7 +395,7 @@ def _image_names(plan: Plan) -> dict[str, str]:
     return {floating_id: ", ".join(ids) for ids in groups.values() for floating_id in ids}
 
 
-def _agreement(plan: Plan, reference: _Image, carried: Sequence[_Carried], rows: list[dict[str, Any]]
+def _agreement(plan: Plan, reference: ScanImage, carried: Sequence[Carried], rows: list[dict[str, Any]]
                ) -> list[LesionAgreement]:
     """Each carried lesion's agreement across the registrations of its scan and with the MAA CT's lesion; sets
     the ``flag`` of every dose row (the reasons, "" if none)."""
@@ -482,226 +433,9 @@ def _by_lesion(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 
 # --- writing ----------------------------------------------------------------------------
-def _write_csv(rows: Sequence[Mapping[str, Any]], path: Path, columns: Sequence[str]) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns))
-        writer.writeheader()
-        writer.writerows({k: ("" if row.get(k) is None else row.get(k)) for k in columns} for row in rows)
-    return path
-
-
-def _registration_row(item: _Carried) -> dict[str, Any]:
-    weights = item.weights
-    check = item.liver_check
-    row: dict[str, Any] = {"floating": item.entry.id, "modality": item.entry.modality, "role": item.entry.role,
-                           "guidance": item.guidance, "planned_guidance": check.planned if check else item.guidance,
-                           "liver": item.liver_source, "liver_flag": "; ".join(check.reasons) if check else "",
-                           "affine_liver_dsc": check.affine_dsc if check else None,
-                           "image_weight": weights.image_weight,
-                           "label_weight": weights.label_weight, "rigidity": weights.rigidity,
-                           "weights_from": weights.source, "seconds": round(item.result.seconds, 3),
-                           "nonrigid": item.result.displacement is not None}
-    for when in ("before", "after"):
-        metrics = item.quality.get(when, {})
-        for key in ("liver_dsc", "liver_msd_mm", "mean_mcd_mm", "rmsd_mm"):
-            row[f"{key}_{when}"] = metrics.get(key)
-    dscs = [v["dsc"] for v in item.lesion_overlap.values()]
-    row["lesions"] = len(item.lesions.labels) if item.lesions is not None else 0
-    row["mean_lesion_dsc_to_maa_ct"] = float(np.mean(dscs)) if dscs else None
-    return row
-
-
-def _dicom_reference(plan: Plan, reference: Volume) -> tuple[Path, str] | None:
-    """(folder, SeriesInstanceUID) of the MAA CT when it is a DICOM series, else None."""
-    uid = str(reference.meta.get("SeriesInstanceUID", ""))
-    if not uid:
-        return None
-    path = plan.reference.image
-    return (path if path.is_dir() else path.parent), uid
-
-
-def _write_dicom(plan: Plan, reference: _Image, dose: Volume, carried: Sequence[_Carried], staging: Path,
-                 files: dict[str, Path], deidentification: Deidentification | None) -> None:
-    """RT Dose, lesion SEGs and registered series, all in the MAA CT's frame of reference and study."""
-    found = _dicom_reference(plan, reference.volume)
-    if found is None:
-        log.info("the MAA CT is not a DICOM series: no DICOM outputs")
-        return
-    folder, uid = found
-    header = read_series_headers(folder, series=uid)[0]
-    files["dicom rt dose"] = write_rt_dose(dose, staging / "dicom" / "rt_dose.dcm", reference=folder, series=uid,
-                                           series_description="sirtreg MAA dose (local deposition)",
-                                           deidentification=deidentification)
-    for item in carried:
-        where = staging / "dicom" / "floating" / item.entry.id
-        if item.lesions is not None and item.lesions.present_labels():
-            files[f"{item.entry.id} dicom seg"] = write_dicom_seg(
-                item.lesions, folder, where / "lesions_seg.dcm", series=uid,
-                series_description=f"sirtreg lesions of {item.entry.id}"[:64], algorithm_name="sirtreg registration",
-                deidentification=deidentification)
-        elif item.lesions is not None:
-            log.warning("floating %s: no lesion voxel left on the MAA CT; no DICOM SEG written", item.entry.id)
-        files[f"{item.entry.id} dicom series"] = write_dicom_series(
-            item.image, where / "registered", modality=item.entry.modality,
-            series_description=f"sirtreg {item.entry.id} registered to MAA CT"[:64],
-            frame_of_reference_uid=str(header.FrameOfReferenceUID),
-            study_instance_uid=str(header.get("StudyInstanceUID", "")) or None,
-            patient_name=str(header.get("PatientName", "")), patient_id=str(header.get("PatientID", "")),
-            deidentification=deidentification)
-
-
-def _largest_lesion_centre(lesions: LabelVolume | None) -> np.ndarray | None:
-    if lesions is None or not lesions.array.any():
-        return None
-    counts = np.bincount(lesions.array.ravel().astype(np.int64))
-    counts[0] = 0
-    return LabelVolume.from_mask(lesions.array == int(np.argmax(counts)), lesions.grid).mass_centre_mm()
-
-
-def _write_floating(item: _Carried, floating: _Image, reference: _Image, spect_on_ct: Volume, folder: Path,
-                    files: dict[str, Path]) -> None:
-    """The NIfTI files, transform and pictures of one floating image."""
-    key = item.entry.id
-    volumes = {"registered image": (item.image, "registered_image.nii.gz"),
-               "registered liver": (item.liver, "registered_liver.nii.gz"),
-               "registered lesions": (item.lesions, "registered_lesions.nii.gz"),
-               "registered landmarks": (item.landmarks, "registered_landmarks.nii.gz"),
-               "CNN liver": (floating.liver if floating.liver_source == "CNN" else None, "liver_cnn.nii.gz")}
-    folder.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(2) as pool:  # the NIfTI files (compressed without the GIL) while the pictures are drawn
-        written = {f"{key} {name}": pool.submit(write_image, volume, folder / filename)
-                   for name, (volume, filename) in volumes.items() if volume is not None}
-        _write_floating_pictures(item, reference, spect_on_ct, folder, files)
-        files.update({name: future.result() for name, future in written.items()})
-    files[f"{key} transform"] = folder / "transform"
-    write_registration(item.result, folder / "transform", extra={"floating": key, "guidance": item.guidance})
-
-
-def _write_floating_pictures(item: _Carried, reference: _Image, spect_on_ct: Volume, folder: Path,
-                             files: dict[str, Path]) -> None:
-    """The contour overlays and the checkerboard of one floating image."""
-    key = item.entry.id
-    lesion_sets = [Contours("lesions drawn on the MAA CT", reference.lesions, REFERENCE_COLOUR),
-                   Contours(f"lesions of {key}, registered", item.lesions, REGISTERED_COLOUR)]
-    centre = _largest_lesion_centre(item.lesions)
-    liver_centre = reference.liver.mass_centre_mm()
-    rows = [OverlayRow("MAA CT, lesions", reference.volume, lesion_sets, centre),
-            OverlayRow("SPECT, lesions", spect_on_ct, lesion_sets, centre),
-            OverlayRow("MAA CT, liver before registration", reference.volume,
-                       [Contours("MAA CT liver", reference.liver, REFERENCE_COLOUR),
-                        Contours(f"{key} liver, not registered", item.liver_before, BEFORE_COLOUR, "dashed")],
-                       liver_centre),
-            OverlayRow("MAA CT, liver after registration", reference.volume,
-                       [Contours("MAA CT liver", reference.liver, REFERENCE_COLOUR),
-                        Contours(f"{key} liver, registered", item.liver, REGISTERED_COLOUR)], liver_centre)]
-    files[f"{key} overlays"] = save_contour_overlays(rows, folder / "overlays.png")
-    files[f"{key} checkerboard"] = save_registration_views(reference.volume, item.image, folder / "checkerboard.png",
-                                                           reference_labels=reference.liver, warped_labels=item.liver)
-
-
-def _write_dvh(report: DoseReport, source: str, path: Path) -> Path | None:
-    structures = [report.structures[0], *(s for s in report.structures[1:] if s.name.split("/", 1)[0] == source)]
-    if len(structures) == 1:
-        return None
-    return plot_dvh(structures, path, title=f"{source}: {report.dose_map.isotope.name} local deposition",
-                    thresholds_gy=report.vx_gy)
 
 
 # --- the report -------------------------------------------------------------------------
-_DOSE_FORMATS = {"volume (mL)": ".2f", "mean (Gy)": ".1f", "V70 (%)": ".1f", "V100 (%)": ".1f",
-                 "DSC to MAA CT lesion": ".2f", "MCD (mm)": ".1f"}
-
-
-def _dose_table(rows: Sequence[Mapping[str, Any]], source: str | None = None) -> Table:
-    chosen = [r for r in rows if source is None or r["source"] == source or r["role"] == "liver"]
-    return Table(
-        ["image", "structure", "volume (mL)", "mean (Gy)", "V70 (%)", "V100 (%)", "DSC to MAA CT lesion",
-         "MCD (mm)", "flagged", "note"],
-        [[r["source"], r["structure"], r["volume_ml"], r["mean_gy"], r.get("V70_percent"), r.get("V100_percent"),
-          r["dsc_to_maa_ct_lesion"], r["mcd_mm_to_maa_ct_lesion"], "yes" if r.get("flag") else "", r["error"]]
-         for r in chosen],
-        formats=_DOSE_FORMATS,
-        note="Vx: % of the structure's volume receiving at least x Gy. DSC and MCD (mass-centre distance) compare "
-             "a registered lesion with the lesion of the same name drawn on the MAA CT, where there is one. Why a "
-             "lesion is flagged: see the first section.")
-
-
-def _quality_table(item: _Carried) -> Table:
-    rows = []
-    for key, label in (("liver_dsc", "liver DSC"), ("liver_msd_mm", "liver MSD (mm)"),
-                       ("mean_mcd_mm", "mean landmark MCD (mm)"), ("rmsd_mm", "RMSD (mm)")):
-        rows.append([label, item.quality["before"].get(key), item.quality["after"].get(key)])
-    guided = "the liver" + (" and landmarks" if item.guidance == "liver+landmarks" else "")
-    return Table(["metric", "before registration", "after registration"], rows, title="registration quality",
-                 formats={"before registration": ".3g", "after registration": ".3g"},
-                 note=f"Against the contours given in the plan. With {item.guidance} guidance these contours "
-                      f"({guided}) also guided the registration, so they are not an independent test."
-                      if item.guidance != "image" else "Against the contours given in the plan.")
-
-
-def _parameter_rows(plan: Plan, carried: Sequence[_Carried], reference: _Image, device: str) -> list[list[Any]]:
-    spect = plan.spect
-    rows: list[list[Any]] = [
-        ["isotope", spect.isotope], ["activity (GBq)", spect.activity_gbq],
-        ["lung shunt fraction", spect.lung_shunt_fraction if spect.lung_shunt_fraction is not None else "not given (0)"],
-        ["MAA CT liver", reference.liver_source], ["device", device],
-    ]
-    for item in carried:
-        folding = item.result.settings.get("nonrigid", {}).get("folding_weight")
-        chosen = "chosen" if item.entry.guidance is not None else "default"
-        rows.append([f"{item.entry.id}: guidance", f"{item.guidance} ({chosen}); liver {item.liver_source}"])
-        rows.append([f"{item.entry.id}: non-rigid weights", f"{item.weights.describe()}; folding weight {folding}"])
-    return rows
-
-
-def _report_sections(plan: Plan, reference: _Image, report: DoseReport, rows: Sequence[Mapping[str, Any]],
-                     agreements: Sequence[LesionAgreement], livers: CnnLivers, carried: Sequence[_Carried],
-                     files: Mapping[str, Path], timings: Mapping[str, float], device: str) -> list[Section]:
-    summary = report.summary()
-    liver = report.structures[0]
-    mean = f"{liver.mean_gy:.1f} Gy" if liver.mean_gy is not None else "not evaluated"
-    facts = (f"{summary['isotope']}, {plan.spect.activity_gbq:.4g} GBq administered, "
-             f"{summary['liver_activity_gbq']:.4g} GBq to the liver; liver {liver.volume_ml:.0f} mL "
-             f"({reference.liver_source}), mean liver dose {mean}, lung dose {summary['lung_dose_gy']:.1f} Gy; "
-             f"{100 * summary['counts_inside_fraction']:.1f} % of the SPECT counts inside the liver.")
-    items: list[Any] = [Text(facts), _dose_table(_by_lesion(rows))]
-    items += [Text(f"warning: {w}") for w in summary["warnings"]]
-    if "MAA CT dvh" in files:
-        items.append(Picture.from_file(files["MAA CT dvh"], title="DVH: lesions drawn on the MAA CT"))
-    sections = [agreement_section(agreements, livers.summary()), Section("Absorbed dose (local deposition)", items)]
-    for item in carried:
-        key = item.entry.id
-        described = f"{item.entry.modality}" + (f", {item.entry.role}" if item.entry.role else "")
-        parts: list[Any] = [Text(f"{item.guidance} guidance, liver {item.liver_source}, registered in "
-                                 f"{item.result.seconds:.1f} s; {item.weights.describe()}.")]
-        if item.liver_check is not None and item.liver_check.flagged:
-            instead = (f" Registered with {item.guidance} guidance instead of the planned {item.liver_check.planned}."
-                       if item.guidance != item.liver_check.planned else "")
-            parts.append(Text(f"warning: flagged CNN liver: {'; '.join(item.liver_check.reasons)}.{instead}"))
-        if item.quality:
-            parts.append(_quality_table(item))
-        parts.append(Picture.from_file(
-            files[f"{key} overlays"], title="contours",
-            caption="Red: drawn on the MAA CT; green: carried over by the registration; yellow dashed: the "
-                    "floating liver where it lies without registration. Slices through the largest registered "
-                    "lesion (lesion rows) and the MAA CT liver (liver rows); the SPECT is shown on the MAA CT grid."))
-        if item.lesions is not None:
-            parts.append(_dose_table(rows, key))
-        if f"{key} dvh" in files:
-            parts.append(Picture.from_file(files[f"{key} dvh"], title="DVH"))
-        parts.append(Picture.from_file(files[f"{key} checkerboard"], title="checkerboard",
-                                       caption="Top: MAA CT and registered image in alternate tiles; bottom: the "
-                                               "registered image with the MAA CT liver (red) and its own (green)."))
-        sections.append(Section(f"Floating image {key} ({described})", parts))
-    sections.append(Section("Parameters", [Table(["parameter", "value"],
-                                                 _parameter_rows(plan, carried, reference, device))]))
-    timing_rows = [[name, seconds] for name, seconds in timings.items()]
-    sections.append(Section("Software and timings", [
-        Table(["software", "version"], [["sirtreg", __version__], ["Python", platform.python_version()],
-                                        ["PyTorch", torch.__version__], ["NumPy", np.__version__]]),
-        Table(["step", "seconds"], timing_rows, formats={"seconds": ".1f"}),
-    ]))
-    return sections
 
 
 # --- the run ----------------------------------------------------------------------------
@@ -715,11 +449,11 @@ def _image_sources(plan: Plan) -> list[tuple[str, str | None]]:
     return [(os.path.abspath(entry.image), entry.series) for entry in (plan.reference, *plan.floating)]
 
 
-def _segment_missing(images: Sequence[_Image], sources: Sequence[tuple[str, str | None]], names: Sequence[str],
-                     device: str, stages: _Stages, timings: dict[str, float], checks: CnnLivers) -> list[_Image]:
+def _segment_missing(images: Sequence[ScanImage], sources: Sequence[tuple[str, str | None]], names: Sequence[str],
+                     device: str, stages: _Stages, timings: dict[str, float], checks: CnnLivers) -> list[ScanImage]:
     """The images, each with a liver: where the plan gives none, the CNN's (once per scan), checked (``names``:
     each image's scan name)."""
-    done: list[_Image] = []
+    done: list[ScanImage] = []
     livers: dict[tuple[str, str | None], LabelVolume] = {}
     for image, source, name in zip(images, sources, names, strict=True):
         if image.liver is None:
@@ -737,7 +471,7 @@ def _segment_missing(images: Sequence[_Image], sources: Sequence[tuple[str, str 
     return done
 
 
-def _register_checked(plan: Plan, shared: _ReferenceSide, entry: FloatingInput, image: _Image, livers: CnnLivers,
+def _register_checked(plan: Plan, shared: _ReferenceSide, entry: FloatingInput, image: ScanImage, livers: CnnLivers,
                       scan: str, device: str, progress: Progress) -> tuple[str, RunWeights, RegistrationResult]:
     """Register one floating image with its planned guidance, or with image guidance where the plan says so for
     flagged CNN livers (checked before, and after the affine stage); returns (guidance, weights, result)."""
@@ -759,9 +493,9 @@ def _register_checked(plan: Plan, shared: _ReferenceSide, entry: FloatingInput, 
     return guidance, weights, result
 
 
-def _register_all(plan: Plan, reference: _Image, floating: Sequence[_Image], spect: Volume, staging: Path,
+def _register_all(plan: Plan, reference: ScanImage, floating: Sequence[ScanImage], spect: Volume, staging: Path,
                   files: dict[str, Path], device: str, stages: _Stages, timings: dict[str, float],
-                  livers: CnnLivers) -> list[_Carried]:
+                  livers: CnnLivers) -> list[Carried]:
     """Register every floating image, carry its contours onto the MAA CT and write its outputs."""
     spect_on_ct = resample(spect, reference.volume.grid)
     shared = _ReferenceSide(reference)
@@ -778,53 +512,10 @@ def _register_all(plan: Plan, reference: _Image, floating: Sequence[_Image], spe
                 unregistered[id(image.liver)] = resample(image.liver, reference.volume.grid, label_mode="one-hot")
             item = replace(_carry(reference, image, entry, guidance, weights, result, unregistered[id(image.liver)]),
                            liver_check=livers.of(entry.id))
-            _write_floating(item, image, reference, spect_on_ct, staging / "floating" / entry.id, files)
+            write_floating(item, image, reference, spect_on_ct, staging / "floating" / entry.id, files)
         carried.append(item)
         stages.report("register", 1.0, step=f"{entry.id} carried", index=index)
     return carried
-
-
-def _write_tables(plan: Plan, reference: _Image, report: DoseReport, rows: list[dict[str, Any]],
-                  carried: Sequence[_Carried], staging: Path, files: dict[str, Path],
-                  deidentification: Deidentification | None = None) -> None:
-    """Dose map, MAA CT liver, DVHs, DICOM outputs and the two CSV tables."""
-    files["dose"] = write_image(report.dose, staging / "dose.nii.gz")
-    files["MAA CT liver"] = write_image(reference.liver, staging / "maa_ct" / "liver.nii.gz")
-    for source, path in [(REFERENCE_SOURCE, staging / "maa_ct" / "dvh.png"),
-                         *((e.id, staging / "floating" / e.id / "dvh.png") for e in plan.floating)]:
-        written = _write_dvh(report, source, path)
-        if written is not None:
-            files[f"{source} dvh"] = written
-    _write_dicom(plan, reference, report.dose, carried, staging, files, deidentification)
-    files["doses"] = _write_csv(rows, staging / DOSES_NAME, list(rows[0]))
-    registration_rows = [_registration_row(item) for item in carried]
-    columns = list(registration_rows[0]) if registration_rows else ["floating"]
-    files["registrations"] = _write_csv(registration_rows, staging / REGISTRATIONS_NAME, columns)
-
-
-def _results(plan: Plan, reference: _Image, report: DoseReport, rows: list[dict[str, Any]],
-             carried: Sequence[_Carried], device: str, started_utc: datetime,
-             deidentification: Deidentification | None = None) -> dict[str, Any]:
-    """The results.json document, less timings and files (de-identified: no input paths, no dates)."""
-    hidden = deidentification is not None
-    return {
-        "format": RESULTS_FORMAT, "version": RESULTS_VERSION,
-        "software": {"sirtreg": __version__, "python": platform.python_version(), "torch": torch.__version__},
-        "started_utc": None if hidden else started_utc.isoformat(timespec="seconds"),
-        "finished_utc": None if hidden else datetime.now(UTC).isoformat(timespec="seconds"), "device": device,
-        "deidentified": None if deidentification is None else {"pseudonym": deidentification.pseudonym,
-                                                                "dicom": DEIDENTIFICATION_METHOD},
-        "plan": plan.to_dict(withhold_paths=hidden),
-        "reference": {"grid": reference.volume.grid.describe(), "liver": reference.liver_source},
-        "dose": report.summary(), "doses": rows,
-        "dvh": [{"structure": s.name, "dose_gy": s.dvh.dose_gy.tolist(),
-                 "cumulative_percent": s.dvh.cumulative_percent.tolist()}
-                for s in report.structures if s.dvh is not None],
-        "registrations": [{**_registration_row(item), "quality": item.quality,
-                           "lesion_overlap": item.lesion_overlap, "registration": item.result.summary(),
-                           "landmarks": list(item.landmarks.labels.values()) if item.landmarks is not None else []}
-                          for item in carried],
-    }
 
 
 def run_plan(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = False, device: str = "cpu",
@@ -879,18 +570,19 @@ def run_plan(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = F
             agreements = _agreement(plan, reference, carried, rows)
         stages.report("dose", 1.0)
         with _timed(timings, "write"):
-            _write_tables(plan, reference, report, rows, carried, staging, files, deidentification)
+            write_tables(plan, reference, report, rows, carried, staging, files, deidentification)
         stages.report("write", 1.0)
         with _timed(timings, "report"):
-            sections = _report_sections(plan, reference, report, rows, agreements, livers, carried, files, timings,
-                                        device)
+            sections = run_report_sections(plan, reference, report, _by_lesion(rows),
+                                           agreement_section(agreements, livers.summary()), carried, files, timings,
+                                           device)
             when = (f"{started_utc:%Y-%m-%d %H:%M} UTC" if deidentification is None
                     else f"de-identified ({deidentification.pseudonym})")
             files["report"] = write_html(staging / REPORT_NAME, "sirtreg run report", sections,
                                          subtitle=f"sirtreg {__version__}, {when}, {len(carried)} floating image(s)")
         files["results"] = staging / RESULTS_NAME
         seconds = round(time.perf_counter() - started, 3)
-        results = {**_results(plan, reference, report, rows, carried, device, started_utc, deidentification),
+        results = {**results_document(plan, reference, report, rows, carried, device, started_utc, deidentification),
                    "lesion_agreement": [{**asdict(a), "flagged": a.flagged} for a in agreements],
                    "cnn_livers": livers.as_dict(),
                    "timings_s": timings, "seconds": seconds, "files": _relative(files, staging)}

@@ -24,7 +24,7 @@ from sirtreg.errors import InputError
 
 log = logging.getLogger(__name__)
 
-# the files of a `sirtreg run` output folder (tests check they match sirtreg.pipeline.run)
+# the files of a `sirtreg run` output folder (tests check they match sirtreg.pipeline.run and run_outputs)
 RESULTS_NAME = "results.json"
 REPORT_NAME = "report.html"
 RESULTS_FORMAT = "sirtreg-run"
