@@ -753,7 +753,7 @@ def no_reading(monkeypatch):
     def read(*args, **kwargs):
         raise AssertionError("the run started reading images")
 
-    monkeypatch.setattr(run_module, "_read_inputs", read)
+    monkeypatch.setattr(run_module, "read_inputs", read)
 
 
 def test_an_empty_liver_contour_is_refused_before_registration(patient, tmp_path, monkeypatch):

@@ -6,6 +6,9 @@ floating CT/MR images with their contours and guidance. :mod:`.run` runs a
 plan: liver segmentation where needed, registration, lesions carried onto the
 MAA CT, dose, and one output folder with tables, DICOM and an HTML report.
 :mod:`.weights` holds the non-rigid weights per floating modality and guidance, from the plan or a grid search.
+The run's parts: :mod:`.run_inputs` (reading), :mod:`.carried` (what is carried), :mod:`.liver_flags` (the CNN
+livers' checks), :mod:`.run_doses` and :mod:`.agreement` (doses, and which to trust), :mod:`.run_outputs`
+(the files); the report's sections are in :mod:`sirtreg.report.run_report`.
 """
 
 from sirtreg.pipeline.plan import (

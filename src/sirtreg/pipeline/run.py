@@ -59,18 +59,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from scipy import ndimage
 
 from sirtreg import __version__
-from sirtreg.dosimetry import DoseReport, dose_report
-from sirtreg.errors import InputError, SirtregError
+from sirtreg.errors import InputError
 from sirtreg.geometry import LabelVolume, Volume
+from sirtreg.io import deidentification_for
 from sirtreg.output_folder import OutputFolder
-from sirtreg.io import deidentification_for, read_image
-from sirtreg.io.contours import read_contour
-from sirtreg.metrics import dice
+from sirtreg.pipeline.agreement import agreement_section
+from sirtreg.pipeline.carried import REFERENCE_SOURCE, Carried, ScanImage
+from sirtreg.pipeline.liver_flags import CnnLivers
 from sirtreg.pipeline.plan import (
     CONTOUR_ROLES,
     ContourInput,
@@ -78,15 +76,16 @@ from sirtreg.pipeline.plan import (
     Plan,
     check_plan,
 )
-from sirtreg.pipeline.agreement import (
-    LesionAgreement,
-    agreement_section,
-    lesion_agreement,
-    lesion_doses,
-    row_flag,
+from sirtreg.pipeline.run_doses import (
+    by_lesion,
+    dose_rows,
+    image_names,
+    image_sources,
+    lesion_agreements,
+    lesion_overlap,
+    run_dose,
 )
-from sirtreg.pipeline.carried import REFERENCE_SOURCE, Carried, ScanImage
-from sirtreg.pipeline.liver_flags import CnnLivers
+from sirtreg.pipeline.run_inputs import check_inputs, read_inputs
 from sirtreg.pipeline.run_outputs import results_document, write_floating, write_tables
 from sirtreg.pipeline.weights import RunWeights
 from sirtreg.progress import Progress
@@ -102,12 +101,10 @@ from sirtreg.register import (
     registration_quality,
     warp,
 )
-from sirtreg.register.guidance import check_inputs as check_registration_inputs
 from sirtreg.report.html import write_html
 from sirtreg.report.run_report import run_report_sections
 from sirtreg.resample import resample
 from sirtreg.segment import segment_liver
-from sirtreg.yaml_input import refusal
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +142,6 @@ class RunResult:
     def doses(self) -> list[dict[str, Any]]:
         """One row per structure (liver and lesions): ``source``, ``structure``, dose statistics."""
         return list(self.results["doses"])
-
-
-# --- inputs -----------------------------------------------------------------------------
 
 
 # --- progress and timing ----------------------------------------------------------------
@@ -231,53 +225,6 @@ def _output_folder(plan: Plan, out_dir: str | os.PathLike[str], overwrite: bool)
     return OutputFolder(out_dir, overwrite=overwrite, inputs=_input_paths(plan), command="run")
 
 
-# --- reading ----------------------------------------------------------------------------
-def _read_image(name: str, path: Path, series: str | None, modality: str,
-                contours: Mapping[str, ContourInput | None], read: dict[tuple[str, str | None, str], Volume]) -> ScanImage:
-    """One image of the plan with its contours; a scan listed several times (e.g. to compare guidance presets)
-    is read once (``read``: the images read so far, by path, series and modality)."""
-    source = (os.path.abspath(path), series, modality)
-    if source not in read:
-        read[source] = read_image(path, modality=modality, series=series)
-    volume = read[source]
-    found = {role: read_contour(c.path, c.segments, volume, role) if c is not None else None for role, c in contours.items()}
-    return ScanImage(name, volume, modality, found["liver"], found["lesions"], found["landmarks"])
-
-
-def _read_inputs(plan: Plan) -> tuple[ScanImage, Volume, list[ScanImage]]:
-    """The MAA CT, the SPECT and the floating images, with their contours."""
-    def contours(entry: Any) -> dict[str, ContourInput | None]:
-        return {role: getattr(entry, role) for role in CONTOUR_ROLES}
-
-    read: dict[tuple[str, str | None, str], Volume] = {}
-    reference = _read_image(REFERENCE_SOURCE, plan.reference.image, plan.reference.series, "CT",
-                            contours(plan.reference), read)
-    spect = read_image(plan.spect.image, modality="NM", series=plan.spect.series)
-    floating = [_read_image(f.id, f.image, f.series, f.modality, contours(f), read) for f in plan.floating]
-    return reference, spect, floating
-
-
-def _check_inputs(plan: Plan, reference: ScanImage, floating: Sequence[ScanImage]) -> None:
-    """What the voxels tell, before any long work: empty contours, images the engine refuses."""
-    problems = []
-    for image in (reference, *floating):
-        where = "reference" if image is reference else f"floating {image.name}"
-        if image.liver is not None and not image.liver.array.any():
-            problems.append(f"{where}, liver: the liver contour is empty")
-    for entry, image in zip(plan.floating, floating):
-        if plan.guidance(entry) == "liver+landmarks":
-            problems += [f"{where}, landmarks: no landmark voxel, which liver+landmarks guidance needs"
-                         for where, marks in (("reference", reference.landmarks), (f"floating {entry.id}",
-                                                                                      image.landmarks))
-                         if marks is not None and not marks.array.any()]
-        try:
-            check_registration_inputs(reference.volume, image.volume, preset("image"), None, None)
-        except SirtregError as exc:
-            problems.append(f"floating {entry.id}, image: {exc}")
-    if problems:
-        raise refusal(sorted(set(problems), key=problems.index), what="plan")
-
-
 # --- registration and carrying ----------------------------------------------------------
 class _ReferenceSide:
     """What every registration of a run shares: the MAA CT's guidance labels (with and without landmarks)
@@ -307,34 +254,6 @@ def _register(shared: _ReferenceSide, floating: ScanImage, guidance: str, weight
                     progress=progress, reference_channels=shared.channels)
 
 
-def _lesion_overlap(reference: LabelVolume | None, carried: LabelVolume, names: Mapping[int, str]
-                    ) -> dict[str, dict[str, float | None]]:
-    """DSC and mass-centre distance (mm) of each carried lesion to the MAA CT lesion of the same name."""
-    if reference is None:
-        return {}
-    by_name = {name: value for value, name in reference.labels.items()}
-    boxes = {"carried": ndimage.find_objects(carried.array), "reference": ndimage.find_objects(reference.array)}
-    overlap = {}
-    for value, structure in carried.labels.items():
-        name = names[value]
-        if name not in by_name:
-            continue
-        # both lesions lie in the union of their boxes: DSC and mass centres from that box alone
-        found = [box[label - 1] if label <= len(box) else None
-                 for box, label in ((boxes["reference"], by_name[name]), (boxes["carried"], value))]
-        found = [box for box in found if box is not None] or [(slice(0, 1),) * 3]
-        start = np.array([min(box[axis].start for box in found) for axis in (2, 1, 0)])
-        stop = np.array([max(box[axis].stop for box in found) for axis in (2, 1, 0)])
-        window = (slice(start[2], stop[2]), slice(start[1], stop[1]), slice(start[0], stop[0]))
-        mask = carried.array[window] == value
-        reference_mask = reference.array[window] == by_name[name]
-        grid = carried.grid.crop(start, stop)
-        centres = [LabelVolume.from_mask(m, grid).mass_centre_mm() for m in (reference_mask, mask)]
-        distance = float(np.linalg.norm(centres[0] - centres[1])) if all(c is not None for c in centres) else None
-        overlap[structure] = {"dsc": dice(reference_mask, mask), "mcd_mm": distance}
-    return overlap
-
-
 def _carry(reference: ScanImage, floating: ScanImage, entry: FloatingInput, guidance: str, weights: RunWeights,
            result: RegistrationResult, liver_before: LabelVolume) -> Carried:
     """Warp the floating image and its contours onto the MAA CT grid; measure what can be measured."""
@@ -348,7 +267,7 @@ def _carry(reference: ScanImage, floating: ScanImage, entry: FloatingInput, guid
         warped = warp(floating.lesions, transform, grid, label_mode="one-hot", points=points)
         lesions = LabelVolume(warped.array, grid,
                               labels={v: f"{entry.id}/{n}" for v, n in floating.lesions.labels.items()})
-        overlap = _lesion_overlap(reference.lesions, lesions, floating.lesions.labels)
+        overlap = lesion_overlap(reference.lesions, lesions, floating.lesions.labels)
     landmarks = (None if floating.landmarks is None
                  else warp(floating.landmarks, transform, grid, label_mode="one-hot", points=points))
     quality = {}
@@ -363,90 +282,9 @@ def _carry(reference: ScanImage, floating: ScanImage, entry: FloatingInput, guid
                     landmarks, quality, overlap or {})
 
 
-# --- dose -------------------------------------------------------------------------------
-def _dose(plan: Plan, reference: ScanImage, spect: Volume, carried: Sequence[Carried]) -> DoseReport:
-    lesions = [item.lesions for item in carried if item.lesions is not None]
-    if reference.lesions is not None:
-        named = LabelVolume(reference.lesions.array, reference.lesions.grid,
-                            labels={v: f"{REFERENCE_SOURCE}/{n}" for v, n in reference.lesions.labels.items()})
-        lesions.insert(0, named)
-    return dose_report(spect, reference.liver, plan.spect.activity_gbq, isotope=plan.spect.isotope,
-                       lesions=lesions, lung_shunt_fraction=plan.spect.lung_shunt_fraction or 0.0)
-
-
-def _dose_rows(report: DoseReport, carried: Sequence[Carried]) -> list[dict[str, Any]]:
-    """The structure table with its source (the image it was drawn on) and the DSC to the MAA CT lesion."""
-    overlap = {name: values for item in carried for name, values in item.lesion_overlap.items()}
-    rows = []
-    for structure, row in zip(report.structures, report.rows()):
-        is_liver = structure is report.structures[0]
-        source = REFERENCE_SOURCE if is_liver else structure.name.split("/", 1)[0]
-        match = overlap.get(structure.name, {})
-        rows.append({"source": source, "role": "liver" if is_liver else "lesion", **row,
-                     "dsc_to_maa_ct_lesion": match.get("dsc"), "mcd_mm_to_maa_ct_lesion": match.get("mcd_mm")})
-    return rows
-
-
-def _image_names(plan: Plan) -> dict[str, str]:
-    """floating id -> the ids of every floating entry of the same scan, joined: the scan's name in tables."""
-    groups: dict[tuple[str, str | None], list[str]] = {}
-    for entry, source in zip(plan.floating, _image_sources(plan)[1:], strict=True):
-        groups.setdefault(source, []).append(entry.id)
-    return {floating_id: ", ".join(ids) for ids in groups.values() for floating_id in ids}
-
-
-def _agreement(plan: Plan, reference: ScanImage, carried: Sequence[Carried], rows: list[dict[str, Any]]
-               ) -> list[LesionAgreement]:
-    """Each carried lesion's agreement across the registrations of its scan and with the MAA CT's lesion; sets
-    the ``flag`` of every dose row (the reasons, "" if none)."""
-    doses = {row["structure"]: row for row in rows if row["role"] == "lesion"}
-    images = _image_names(plan)
-    carried_doses = []
-    for item in carried:
-        if item.lesions is not None:  # labels "<id>/<name>"; ids hold no "/"
-            labels = item.lesions.labels
-            carried_doses += lesion_doses(item.lesions, {v: n.split("/", 1)[1] for v, n in labels.items()},
-                                          {v: doses.get(n, {}) for v, n in labels.items()}, source=item.entry.id,
-                                          image=images[item.entry.id])
-    drawn = {} if reference.lesions is None else {lesion.name: lesion for lesion in lesion_doses(
-        reference.lesions, reference.lesions.labels,
-        {v: doses.get(f"{REFERENCE_SOURCE}/{n}", {}) for v, n in reference.lesions.labels.items()},
-        source=REFERENCE_SOURCE, image=REFERENCE_SOURCE)}
-    agreements = lesion_agreement(carried_doses, drawn)
-    by_lesion = {(a.image, a.name): a for a in agreements}
-    for row in rows:
-        carried_row = row["role"] == "lesion" and row["source"] != REFERENCE_SOURCE
-        row["flag"] = row_flag(by_lesion.get((images[row["source"]], row["structure"].split("/", 1)[1])),
-                               row["source"]) if carried_row else ""
-    return agreements
-
-
-def _by_lesion(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The liver first, then the rows of each lesion name together (the MAA CT's first), in order of appearance."""
-    def name(row: Mapping[str, Any]) -> str:
-        return row["structure"].split("/", 1)[1]
-
-    lesions = [row for row in rows if row["role"] == "lesion"]
-    order = list(dict.fromkeys(name(row) for row in lesions))
-    return [*(row for row in rows if row["role"] != "lesion"),
-            *sorted(lesions, key=lambda row: (order.index(name(row)), row["source"] != REFERENCE_SOURCE))]
-
-
-# --- writing ----------------------------------------------------------------------------
-
-
-# --- the report -------------------------------------------------------------------------
-
-
 # --- the run ----------------------------------------------------------------------------
 def _relative(files: Mapping[str, Path], folder: Path) -> dict[str, str]:
     return {name: path.relative_to(folder).as_posix() for name, path in files.items()}
-
-
-def _image_sources(plan: Plan) -> list[tuple[str, str | None]]:
-    """(absolute path, series) of the MAA CT and of each floating image, in plan order: equal for one scan
-    listed several times (e.g. to compare guidance presets)."""
-    return [(os.path.abspath(entry.image), entry.series) for entry in (plan.reference, *plan.floating)]
 
 
 def _segment_missing(images: Sequence[ScanImage], sources: Sequence[tuple[str, str | None]], names: Sequence[str],
@@ -500,7 +338,7 @@ def _register_all(plan: Plan, reference: ScanImage, floating: Sequence[ScanImage
     spect_on_ct = resample(spect, reference.volume.grid)
     shared = _ReferenceSide(reference)
     unregistered: dict[int, LabelVolume] = {}  # the floating livers on the MAA CT grid, without transform
-    names = _image_names(plan)
+    names = image_names(plan)
     carried = []
     for index, (entry, image) in enumerate(zip(plan.floating, floating)):
         with _timed(timings, f"register {entry.id}"):
@@ -548,7 +386,7 @@ def run_plan(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = F
     deidentification = deidentification_for(deidentify, pseudonym)
     with _timed(timings, "check"):
         out_dir = check_run(plan, out_dir, overwrite=overwrite, device=device)
-    sources = _image_sources(plan)
+    sources = image_sources(plan)
     missing = len({source for source, entry in zip(sources, (plan.reference, *plan.floating)) if entry.liver is None})
     stages = _Stages(progress, {"segment": missing, "register": len(plan.floating)})
     stages.report("check", 1.0)
@@ -556,24 +394,24 @@ def run_plan(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = F
         staging = output.staging
         files: dict[str, Path] = {}
         with _timed(timings, "read"):
-            reference, spect, floating = _read_inputs(plan)
-            _check_inputs(plan, reference, floating)
+            reference, spect, floating = read_inputs(plan)
+            check_inputs(plan, reference, floating)
         stages.report("read", 1.0)
         livers = CnnLivers(plan.flagged_cnn_liver)
-        names = [REFERENCE_SOURCE, *(_image_names(plan)[entry.id] for entry in plan.floating)]
+        names = [REFERENCE_SOURCE, *(image_names(plan)[entry.id] for entry in plan.floating)]
         reference, *floating = _segment_missing([reference, *floating], sources, names, device, stages, timings,
                                                 livers)
         carried = _register_all(plan, reference, floating, spect, staging, files, device, stages, timings, livers)
         with _timed(timings, "dose"):
-            report = _dose(plan, reference, spect, carried)
-            rows = _dose_rows(report, carried)
-            agreements = _agreement(plan, reference, carried, rows)
+            report = run_dose(plan, reference, spect, carried)
+            rows = dose_rows(report, carried)
+            agreements = lesion_agreements(plan, reference, carried, rows)
         stages.report("dose", 1.0)
         with _timed(timings, "write"):
             write_tables(plan, reference, report, rows, carried, staging, files, deidentification)
         stages.report("write", 1.0)
         with _timed(timings, "report"):
-            sections = run_report_sections(plan, reference, report, _by_lesion(rows),
+            sections = run_report_sections(plan, reference, report, by_lesion(rows),
                                            agreement_section(agreements, livers.summary()), carried, files, timings,
                                            device)
             when = (f"{started_utc:%Y-%m-%d %H:%M} UTC" if deidentification is None
