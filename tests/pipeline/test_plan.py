@@ -532,7 +532,8 @@ def test_each_refusal_alone(inputs, document, edit: Callable[[dict], None], expe
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("reference: {image: a}\nreference: {image: b}\n", r"line 2: key 'reference' is repeated"),
-    ("[1, 2]\n", r"plan: must be a mapping of format, version, reference, spect, floating, weights, flagged_cnn_liver, got \[1, 2\]"),
+    ("[1, 2]\n", r"plan: must be a mapping of format, version, reference, spect, floating, weights, "
+                 r"flagged_cnn_liver, got \[1, 2\]"),
 ])
 def test_refused_documents(inputs, text: str, expected: str):
     problems = _refused(inputs, text)

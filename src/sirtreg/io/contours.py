@@ -46,7 +46,8 @@ def is_rtstruct(path: Path) -> bool:
     return str(header.get("Modality", "")).upper() == "RTSTRUCT"
 
 
-def selected_segments(labels: LabelVolume, segments: Sequence[str], path: Path, *, by_value: bool = False) -> LabelVolume:
+def selected_segments(labels: LabelVolume, segments: Sequence[str], path: Path, *, by_value: bool = False
+                      ) -> LabelVolume:
     """Only the segments chosen (all if none), values kept: by name where the file names its labels, by label
     value (digits, e.g. "5") in a plain label map, which names none (``by_value``)."""
     if not segments:

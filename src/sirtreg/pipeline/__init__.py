@@ -19,10 +19,10 @@ from sirtreg.pipeline.plan import (
     Plan,
     ReferenceInput,
     SpectInput,
-    check_plan,
-    read_plan,
     write_plan,
 )
+from sirtreg.pipeline.plan_checks import check_plan
+from sirtreg.pipeline.plan_reader import read_plan
 from sirtreg.pipeline.run import RunResult, check_run, run_plan
 from sirtreg.pipeline.weights import RunWeights, with_tuned_weights
 

@@ -69,13 +69,8 @@ from sirtreg.output_folder import OutputFolder
 from sirtreg.pipeline.agreement import agreement_section
 from sirtreg.pipeline.carried import REFERENCE_SOURCE, Carried, ScanImage
 from sirtreg.pipeline.liver_flags import CnnLivers
-from sirtreg.pipeline.plan import (
-    CONTOUR_ROLES,
-    ContourInput,
-    FloatingInput,
-    Plan,
-    check_plan,
-)
+from sirtreg.pipeline.plan import CONTOUR_ROLES, ContourInput, FloatingInput, Plan
+from sirtreg.pipeline.plan_checks import check_plan
 from sirtreg.pipeline.run_doses import (
     by_lesion,
     dose_rows,
@@ -212,7 +207,7 @@ def check_run(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = 
     Refuses (:class:`~sirtreg.errors.OutputExistsError`) an output folder that is a file, is not
     empty (unless ``overwrite``; then only an earlier sirtreg output holding nothing else), holds an
     input, lies inside an input folder or cannot be written; refuses (:class:`~sirtreg.errors.InputError`)
-    an unknown or missing device, and a plan whose files do not pass :func:`~sirtreg.pipeline.plan.check_plan`.
+    an unknown or missing device, and a plan whose files do not pass :func:`~sirtreg.pipeline.plan_checks.check_plan`.
     """
     output = _output_folder(plan, out_dir, overwrite)
     output.check()
@@ -362,7 +357,7 @@ def run_plan(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = F
 
     Parameters
     ----------
-    plan : the patient's inputs (:func:`~sirtreg.pipeline.plan.read_plan`).
+    plan : the patient's inputs (:func:`~sirtreg.pipeline.plan_reader.read_plan`).
     out_dir : the output folder: new or empty; with ``overwrite``, a non-empty one is replaced as a
         whole once the new results are complete.
     overwrite : replace a non-empty output folder.

@@ -20,14 +20,16 @@ from sirtreg.yaml_input import refusal
 
 
 def _read_scan(name: str, path: Path, series: str | None, modality: str,
-                contours: Mapping[str, ContourInput | None], read: dict[tuple[str, str | None, str], Volume]) -> ScanImage:
+                contours: Mapping[str, ContourInput | None], read: dict[tuple[str, str | None, str], Volume]
+                ) -> ScanImage:
     """One image of the plan with its contours; a scan listed several times (e.g. to compare guidance presets)
     is read once (``read``: the images read so far, by path, series and modality)."""
     source = (os.path.abspath(path), series, modality)
     if source not in read:
         read[source] = read_image(path, modality=modality, series=series)
     volume = read[source]
-    found = {role: read_contour(c.path, c.segments, volume, role) if c is not None else None for role, c in contours.items()}
+    found = {role: read_contour(c.path, c.segments, volume, role) if c is not None else None
+             for role, c in contours.items()}
     return ScanImage(name, volume, modality, found["liver"], found["lesions"], found["landmarks"])
 
 

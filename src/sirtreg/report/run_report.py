@@ -55,7 +55,8 @@ def _parameter_rows(plan: Plan, carried: Sequence[Carried], reference: ScanImage
     spect = plan.spect
     rows: list[list[Any]] = [
         ["isotope", spect.isotope], ["activity (GBq)", spect.activity_gbq],
-        ["lung shunt fraction", spect.lung_shunt_fraction if spect.lung_shunt_fraction is not None else "not given (0)"],
+        ["lung shunt fraction",
+         spect.lung_shunt_fraction if spect.lung_shunt_fraction is not None else "not given (0)"],
         ["MAA CT liver", reference.liver_source], ["device", device],
     ]
     for item in carried:

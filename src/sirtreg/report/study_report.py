@@ -18,16 +18,16 @@ from typing import Any
 from sirtreg.report.html import Picture, Section, Table, Text, write_html
 from sirtreg.segment.liver_check import describe_checks
 
-_COLUMNS = ("method", "wI", "wS", "rigidity", "n", "failed", "flagged CNN liver", "RRMSD (mm)", "median RMSD (mm)", "median DSC",
-            "median MSD (mm)", "mean MCD (mm)", "median time (s)")
+_COLUMNS = ("method", "wI", "wS", "rigidity", "n", "failed", "flagged CNN liver", "RRMSD (mm)", "median RMSD (mm)",
+            "median DSC", "median MSD (mm)", "mean MCD (mm)", "median time (s)")
 _FORMATS = {"wI": "g", "wS": "g", "rigidity": "g", "RRMSD (mm)": ".2f", "median RMSD (mm)": ".2f",
             "median DSC": ".3f", "median MSD (mm)": ".2f", "mean MCD (mm)": ".2f", "median time (s)": ".1f"}
 
 
 def _summary_rows(summary: Sequence[Mapping[str, Any]], modality: str) -> list[list[Any]]:
     return [[row["method_name"], row["image_weight"], row["label_weight"], row["rigidity"], row["n"], row["failed"],
-             row["flagged_livers"], row["rrmsd_mm"], row["median_rmsd_mm"], row["median_dsc"], row["median_msd_mm"], row["mean_mcd_mm"],
-             row["median_seconds"]]
+             row["flagged_livers"], row["rrmsd_mm"], row["median_rmsd_mm"], row["median_dsc"], row["median_msd_mm"],
+             row["mean_mcd_mm"], row["median_seconds"]]
             for row in summary if row["modality"] == modality]
 
 
@@ -72,7 +72,8 @@ def write_study_report(
             caption="Every image with a CNN mask of this study and of its grid searches; boxes: quartiles."))
     if flagged:
         masks.append(Table(["patient", "floating", "method", "why"],
-                           [[row["patient"], row["floating"], row["method_name"], row["liver_flag"]] for row in flagged],
+                           [[row["patient"], row["floating"], row["method_name"], row["liver_flag"]]
+                            for row in flagged],
                            title="registrations guided by a flagged CNN liver",
                            note=describe_checks()))
     if masks:

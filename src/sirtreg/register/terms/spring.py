@@ -8,9 +8,10 @@ not fight the affine scaling: for a neighbour offset d (mm),
     E = mean_pairs ((|A d + dv| - |A d|) / |d|)^2
 
 with A the affine matrix and dv the difference of the non-affine displacement v
-between the two voxels (the engine weights E by the settings' ``rigidity``). Dividing by |d| makes each term a strain and taking the
-mean over springs makes E independent of the voxel size (it approximates the
-integral of squared strain over the working region).
+between the two voxels (the engine weights E by the settings' ``rigidity``).
+Dividing by |d| makes each term a strain and taking the mean over springs makes
+E independent of the voxel size (it approximates the integral of squared strain
+over the working region).
 """
 
 from __future__ import annotations
