@@ -245,8 +245,8 @@ def dose_comparisons(rows: Sequence[Mapping[str, Any]], modality: str) -> dict[s
     comparisons = {}
     for name, members in groups.items():
         ok = [row for row in members if row["error"] is None]
-        skipped = tuple(f"{row['patient']}/{row['floating']} {row['lesion'] or ''}: {row['error']}".replace("  ", " ")
-                        for row in members if row["error"] is not None)
+        skipped = tuple(" ".join(filter(None, (f"{row['patient']}/{row['floating']}", row["lesion"])))
+                        + f": {row['error']}" for row in members if row["error"] is not None)
         if not ok:
             log.warning("%s, %s: no lesion could be dosed", modality, name)
             continue
