@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 import shutil
 import stat
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -106,28 +105,6 @@ def _shared(folder: Path) -> Iterator[Path]:
     after = _snapshot(folder)
     changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
     assert not changed, f"tests changed the shared folder {folder}: {changed}"
-
-
-@pytest.fixture(scope="session")
-def built_once(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, Callable[[], object]], object]:
-    """``built_once(name, build)``: ``build()``'s value, built by the first test worker that asks and read back
-    (pickled) by the others, so that a module fixture whose tests land on several workers is not built on each.
-    The value must pickle; files it names are shared as they are (tests must not change them)."""
-    from filelock import FileLock
-
-    base = tmp_path_factory.getbasetemp()
-    folder = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # xdist: the session's folder
-
-    def get(name: str, build: Callable[[], object]) -> object:
-        path = folder / f"built-once-{name}.pickle"
-        with FileLock(f"{path}.lock"):
-            if path.is_file():
-                return pickle.loads(path.read_bytes())
-            value = build()
-            path.write_bytes(pickle.dumps(value))
-            return value
-
-    return get
 
 
 @pytest.fixture(scope="session")

@@ -105,16 +105,13 @@ def quick(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def full_run(patient, tmp_path_factory, built_once):
+def full_run(patient, tmp_path_factory):
     """The contrast CT registered with the real (liver+landmarks) preset; (plan, result)."""
-    def build():
-        plan = _plan(patient)
-        steps = []
-        result = run_plan(plan, tmp_path_factory.mktemp("runs") / "out", progress=lambda s, f: steps.append(f))
-        assert steps == sorted(steps) and steps[-1] == pytest.approx(1.0)
-        return plan, result
-
-    return built_once("pipeline-full-run", build)
+    plan = _plan(patient)
+    steps = []
+    result = run_plan(plan, tmp_path_factory.mktemp("runs") / "out", progress=lambda s, f: steps.append(f))
+    assert steps == sorted(steps) and steps[-1] == pytest.approx(1.0)
+    return plan, result
 
 
 # --- the full run ---------------------------------------------------------------------------
@@ -443,64 +440,60 @@ def _series_into(folder: Path, volume, prefix: str, **kwargs) -> pydicom.Dataset
 
 
 @pytest.fixture(scope="module")
-def dicom_export(patient, tmp_path_factory, built_once) -> _Export:
+def dicom_export(patient, tmp_path_factory) -> _Export:
     """Every input as DICOM in ONE folder named after the patient: MAA CT, SPECT (NM), CT and MR series, and
     their contours as SEGs and RTSTRUCTs; series told apart by description or UID."""
-    def build():
-        folder, manifest = patient
-        export = tmp_path_factory.mktemp("pacs") / f"Zyxwvut_Qwertyuiop_{PATIENT_ID}"
-        export.mkdir()
-        lesion_names = {int(v): n for v, n in manifest["labels"]["lesions"].items()}
-        landmark_names = {int(v): n for v, n in manifest["labels"]["landmarks"].items()}
-        scans = {scan["name"]: scan for scan in (manifest["reference"], *manifest["floating"])}
+    folder, manifest = patient
+    export = tmp_path_factory.mktemp("pacs") / f"Zyxwvut_Qwertyuiop_{PATIENT_ID}"
+    export.mkdir()
+    lesion_names = {int(v): n for v, n in manifest["labels"]["lesions"].items()}
+    landmark_names = {int(v): n for v, n in manifest["labels"]["landmarks"].items()}
+    scans = {scan["name"]: scan for scan in (manifest["reference"], *manifest["floating"])}
 
-        def labels(scan: str, key: str):
-            return read_labels(folder / scans[scan][key])
+    def labels(scan: str, key: str):
+        return read_labels(folder / scans[scan][key])
 
-        ref = manifest["reference"]["name"]
-        maa = _series_into(export, read_image(folder / scans[ref]["image"], modality="CT"), "maa",
-                           series_description="MAA low-dose CT")
-        nm = write_dicom_nm(read_image(folder / manifest["spect"]["image"]), export.parent / "spect.dcm",
-                            series_description="MAA SPECT", frame_of_reference_uid=maa.FrameOfReferenceUID,
-                            study_instance_uid=maa.StudyInstanceUID, patient_name=PATIENT_NAME, patient_id=PATIENT_ID)
-        _as_hospital(nm, export / "spect.dcm")
-        ct = _series_into(export, read_image(folder / scans["contrast_ct"]["image"], modality="CT"), "ct",
-                          series_description="portal venous CT")
-        mr = _series_into(export, read_image(folder / scans["mr_t1"]["image"], modality="MR"), "mr", modality="MR",
-                          series_description="T1 MR")
+    ref = manifest["reference"]["name"]
+    maa = _series_into(export, read_image(folder / scans[ref]["image"], modality="CT"), "maa",
+                       series_description="MAA low-dose CT")
+    nm = write_dicom_nm(read_image(folder / manifest["spect"]["image"]), export.parent / "spect.dcm",
+                        series_description="MAA SPECT", frame_of_reference_uid=maa.FrameOfReferenceUID,
+                        study_instance_uid=maa.StudyInstanceUID, patient_name=PATIENT_NAME, patient_id=PATIENT_ID)
+    _as_hospital(nm, export / "spect.dcm")
+    ct = _series_into(export, read_image(folder / scans["contrast_ct"]["image"], modality="CT"), "ct",
+                      series_description="portal venous CT")
+    mr = _series_into(export, read_image(folder / scans["mr_t1"]["image"], modality="MR"), "mr", modality="MR",
+                      series_description="T1 MR")
 
-        def seg(labels_, header, name, names=None):
-            return write_dicom_seg(labels_, export, export / name, series=header.SeriesInstanceUID, segment_names=names)
+    def seg(labels_, header, name, names=None):
+        return write_dicom_seg(labels_, export, export / name, series=header.SeriesInstanceUID, segment_names=names)
 
-        def rtstruct(labels_, header, name, names=None):
-            return write_rtstruct(labels_, export, export / name, series=header.SeriesInstanceUID, roi_names=names)
+    def rtstruct(labels_, header, name, names=None):
+        return write_rtstruct(labels_, export, export / name, series=header.SeriesInstanceUID, roi_names=names)
 
-        liver, lesions = labels("contrast_ct", "liver"), labels("contrast_ct", "lesions")
-        present = [lesion_names[v] for v in lesions.present_labels()]
-        masks = {"Liver": liver.array > 0, **{lesion_names[v]: lesions.array == v for v in lesions.present_labels()}}
-        ct_rtstruct = write_rtstruct(Segmentation.from_masks(liver.grid, masks), export, export / "ct_rtstruct.dcm",
-                                     series=ct.SeriesInstanceUID)  # liver and lesions overlap, as drawn
-        reference = ReferenceInput(
-            export, series="MAA low-dose CT", liver=ContourInput(seg(labels(ref, "liver"), maa, "maa_liver_seg.dcm")),
-            lesions=ContourInput(rtstruct(labels(ref, "lesions"), maa, "maa_lesions_rtstruct.dcm", lesion_names)),
-            landmarks=ContourInput(seg(labels(ref, "landmark_map"), maa, "maa_landmarks_seg.dcm", landmark_names)))
-        spect = SpectInput(export, series="MAA SPECT", activity_gbq=ACTIVITY_GBQ, isotope="Y-90",
-                           lung_shunt_fraction=manifest["spect"]["lung_shunt_fraction"])
-        floating = (
-            FloatingInput(id="ct", modality="CT", image=export, series=str(ct.SeriesInstanceUID),
-                          liver=ContourInput(ct_rtstruct, ("Liver",)),
-                          lesions=ContourInput(ct_rtstruct, tuple(present)),
-                          landmarks=ContourInput(seg(labels("contrast_ct", "landmark_map"), ct, "ct_landmarks_seg.dcm",
-                                                     landmark_names))),
-            FloatingInput(id="mr", modality="MR", image=export, series="T1 MR",
-                          liver=ContourInput(seg(labels("mr_t1", "liver"), mr, "mr_liver_seg.dcm", {1: "Liver"})),
-                          lesions=ContourInput(seg(labels("mr_t1", "lesions"), mr, "mr_lesions_seg.dcm", lesion_names)),
-                          landmarks=ContourInput(rtstruct(labels("mr_t1", "landmark_map"), mr,
-                                                          "mr_landmarks_rtstruct.dcm", landmark_names))),
-        )
-        return _Export(export, Plan(reference=reference, spect=spect, floating=floating), maa)
-
-    return built_once("pipeline-dicom-export", build)
+    liver, lesions = labels("contrast_ct", "liver"), labels("contrast_ct", "lesions")
+    present = [lesion_names[v] for v in lesions.present_labels()]
+    masks = {"Liver": liver.array > 0, **{lesion_names[v]: lesions.array == v for v in lesions.present_labels()}}
+    ct_rtstruct = write_rtstruct(Segmentation.from_masks(liver.grid, masks), export, export / "ct_rtstruct.dcm",
+                                 series=ct.SeriesInstanceUID)  # liver and lesions overlap, as drawn
+    reference = ReferenceInput(
+        export, series="MAA low-dose CT", liver=ContourInput(seg(labels(ref, "liver"), maa, "maa_liver_seg.dcm")),
+        lesions=ContourInput(rtstruct(labels(ref, "lesions"), maa, "maa_lesions_rtstruct.dcm", lesion_names)),
+        landmarks=ContourInput(seg(labels(ref, "landmark_map"), maa, "maa_landmarks_seg.dcm", landmark_names)))
+    spect = SpectInput(export, series="MAA SPECT", activity_gbq=ACTIVITY_GBQ, isotope="Y-90",
+                       lung_shunt_fraction=manifest["spect"]["lung_shunt_fraction"])
+    floating = (
+        FloatingInput(id="ct", modality="CT", image=export, series=str(ct.SeriesInstanceUID),
+                      liver=ContourInput(ct_rtstruct, ("Liver",)), lesions=ContourInput(ct_rtstruct, tuple(present)),
+                      landmarks=ContourInput(seg(labels("contrast_ct", "landmark_map"), ct, "ct_landmarks_seg.dcm",
+                                                 landmark_names))),
+        FloatingInput(id="mr", modality="MR", image=export, series="T1 MR",
+                      liver=ContourInput(seg(labels("mr_t1", "liver"), mr, "mr_liver_seg.dcm", {1: "Liver"})),
+                      lesions=ContourInput(seg(labels("mr_t1", "lesions"), mr, "mr_lesions_seg.dcm", lesion_names)),
+                      landmarks=ContourInput(rtstruct(labels("mr_t1", "landmark_map"), mr, "mr_landmarks_rtstruct.dcm",
+                                                      landmark_names))),
+    )
+    return _Export(export, Plan(reference=reference, spect=spect, floating=floating), maa)
 
 
 class _Messages(logging.Handler):
@@ -515,27 +508,24 @@ class _Messages(logging.Handler):
 
 
 @pytest.fixture(scope="module")
-def dicom_runs(dicom_export, tmp_path_factory, built_once) -> tuple[RunResult, RunResult, list[str]]:
+def dicom_runs(dicom_export, tmp_path_factory) -> tuple[RunResult, RunResult, list[str]]:
     """The all-DICOM plan run plainly, and de-identified with its MR only (quick preset); and the de-identified
     run's log messages."""
-    def build():
-        out = tmp_path_factory.mktemp("dicom_runs")
-        logger, messages = logging.getLogger("sirtreg"), _Messages()
-        level = logger.level
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(run_module, "preset", _quick_preset)
-            plain = run_plan(dicom_export.plan, out / "plain")
-            logger.addHandler(messages)
-            logger.setLevel(logging.DEBUG)
-            try:
-                deidentified = run_plan(replace(dicom_export.plan, floating=dicom_export.plan.floating[1:]),
-                                        out / "deidentified", deidentify=True, pseudonym=PSEUDONYM)
-            finally:
-                logger.removeHandler(messages)
-                logger.setLevel(level)
-        return plain, deidentified, messages.messages
-
-    return built_once("pipeline-dicom-runs", build)
+    out = tmp_path_factory.mktemp("dicom_runs")
+    logger, messages = logging.getLogger("sirtreg"), _Messages()
+    level = logger.level
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run_module, "preset", _quick_preset)
+        plain = run_plan(dicom_export.plan, out / "plain")
+        logger.addHandler(messages)
+        logger.setLevel(logging.DEBUG)
+        try:
+            deidentified = run_plan(replace(dicom_export.plan, floating=dicom_export.plan.floating[1:]),
+                                    out / "deidentified", deidentify=True, pseudonym=PSEUDONYM)
+        finally:
+            logger.removeHandler(messages)
+            logger.setLevel(level)
+    return plain, deidentified, messages.messages
 
 
 def _dicom_texts(dataset: pydicom.Dataset) -> list[tuple[str, str]]:

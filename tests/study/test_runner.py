@@ -72,26 +72,22 @@ def _lines(path):
 
 
 @pytest.fixture(scope="module")
-def resumed(cohort_path, scheduler, tmp_path_factory, built_once):
+def resumed(cohort_path, scheduler, tmp_path_factory):
     """A study killed after two rows, then run again: its table, the lines at the kill and both progress logs."""
-    def build():
-        path = tmp_path_factory.mktemp("study") / "results.csv"
-        first, second = [], []
+    path = tmp_path_factory.mktemp("study") / "results.csv"
+    first, second = [], []
 
-        def kill_after_two(step, fraction):
-            first.append((step, fraction))
-            if sum(": ok" in s for s, _ in first) == 2:
-                raise Killed
+    def kill_after_two(step, fraction):
+        first.append((step, fraction))
+        if sum(": ok" in s for s, _ in first) == 2:
+            raise Killed
 
-        with pytest.raises(Killed):
-            run_study(cohort_path, [LIVER_AFFINE], path, settings=FAST, scheduler=scheduler,
-                      progress=kill_after_two)
-        at_kill = _lines(path)
-        rows = run_study(cohort_path, [LIVER_AFFINE], path, settings=FAST, scheduler=scheduler,
-                         progress=lambda step, fraction: second.append((step, fraction)))
-        return {"path": path, "rows": rows, "at_kill": at_kill, "first": first, "second": second}
-
-    return built_once("study-resumed", build)
+    with pytest.raises(Killed):
+        run_study(cohort_path, [LIVER_AFFINE], path, settings=FAST, scheduler=scheduler, progress=kill_after_two)
+    at_kill = _lines(path)
+    rows = run_study(cohort_path, [LIVER_AFFINE], path, settings=FAST, scheduler=scheduler,
+                     progress=lambda step, fraction: second.append((step, fraction)))
+    return {"path": path, "rows": rows, "at_kill": at_kill, "first": first, "second": second}
 
 
 # --- methods ---------------------------------------------------------------------------
