@@ -27,10 +27,10 @@ from sirtreg.cli_study import (
 from sirtreg.errors import InputError
 
 
-def _methods_of(results: Path, settings_id: str) -> list:
+def _methods_of(results: Path, settings_id: str) -> tuple:
     """The methods of a study's results table (its test-split rows), refusing a table of other engine settings."""
-    from sirtreg.study import Method, read_results
-    from sirtreg.study.runner import other_settings_ids
+    from sirtreg.study import read_results
+    from sirtreg.study.runner import methods_of_rows, other_settings_ids
 
     rows = [row for row in read_results(results) if row["split"] == "test"]
     if not rows:
@@ -40,12 +40,7 @@ def _methods_of(results: Path, settings_id: str) -> list:
     if others:
         raise InputError(f"{results.name} was computed with other engine settings (settings_id "
                          f"{', '.join(others)}, now {settings_id}): give --quick exactly when study evaluate had it")
-    methods = {}
-    for row in rows:
-        methods.setdefault(row["method"], Method(name=row["method_name"], guidance=row["guidance"],
-                                                 image_weight=row["image_weight"], label_weight=row["label_weight"],
-                                                 rigidity=row["rigidity"]))
-    return list(methods.values())
+    return methods_of_rows(rows)
 
 
 @study_app.command("dose")

@@ -369,6 +369,13 @@ def _median(values: list[float]) -> float | None:
     return float(np.median(values)) if values else None
 
 
+def methods_of_rows(rows: Sequence[Mapping[str, Any]]) -> tuple[Method, ...]:
+    """The distinct methods of result rows (name, guidance and weights), in order of first appearance."""
+    return tuple(dict.fromkeys(Method(name=row["method_name"], guidance=row["guidance"],
+                                      image_weight=row["image_weight"], label_weight=row["label_weight"],
+                                      rigidity=row["rigidity"]) for row in rows))
+
+
 def summarise(table: Sequence[Mapping[str, Any]] | str | os.PathLike[str]) -> list[Row]:
     """The paper's statistics per method, modality and split, in order of first appearance.
 

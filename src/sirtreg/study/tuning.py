@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sirtreg.errors import InputError
 from sirtreg.study.methods import Method
-from sirtreg.study.runner import Row, best_methods, best_rrmsd_mm, read_results, summarise
+from sirtreg.study.runner import Row, best_methods, best_rrmsd_mm, methods_of_rows, read_results, summarise
 
 TUNING_SPLIT = "train"
 
@@ -52,8 +52,7 @@ def read_tuned_weights(path: str | os.PathLike[str]) -> TunedWeights:
         raise InputError(f"{path.name} is not the table of one grid search (`sirtreg study tune`): its methods are "
                          f"{found}")
     [(name, guidance)] = names
-    grid = tuple(dict.fromkeys(Method(name=name, guidance=guidance, image_weight=row["image_weight"],
-                                      label_weight=row["label_weight"], rigidity=row["rigidity"]) for row in rows))
+    grid = methods_of_rows(rows)
     summary = summarise(rows)
     best = best_methods(summary, grid, split=TUNING_SPLIT)
     return TunedWeights(path=path, name=name, guidance=guidance, best=best,
