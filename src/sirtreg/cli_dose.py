@@ -76,7 +76,7 @@ def study_dose(
                                    scheduler=scheduler, progress=progress)
     modalities = [m for m in MODALITIES if any(row["modality"] == m for row in rows)]
     comparisons = {modality: dose_comparisons(rows, modality) for modality in modalities}
-    summary = dose_summary(rows, modalities)
+    summary = dose_summary(comparisons)
     output.mkdir(parents=True, exist_ok=True)
     table = _write_csv([{column: row[column] for column in DOSE_COLUMNS} for row in rows],
                        output / "lesion_doses.csv", overwrite=overwrite)

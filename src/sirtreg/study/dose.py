@@ -123,7 +123,7 @@ def lesion_dose_rows(cohort: Cohort, task: Task, settings: RegistrationSettings 
             "patient": task.patient, "floating": task.floating, "modality": floating.modality, "method": method.key,
             "method_name": method.name, "guidance": method.guidance, "lesion": name,
             "reference_volume_ml": ref.volume_ml, "volume_ml": reg.volume_ml,
-            "dsc": dice(drawn.array == value, carried.array == value) if reg.volume_ml > 0 else 0.0,
+            "dsc": dice(drawn.array == value, carried.array == value),  # the drawn lesion is never empty
             "error": "; ".join(f"{which}: {s.error}" for which, s in (("reference", ref), ("registered", reg))
                                if not s.ok) or None}
         if ref.ok and reg.ok:
@@ -257,13 +257,14 @@ def dose_comparisons(rows: Sequence[Mapping[str, Any]], modality: str) -> dict[s
     return comparisons
 
 
-def dose_summary(rows: Sequence[Mapping[str, Any]], modalities: Sequence[str]) -> list[Row]:
-    """Per modality and method: lesions dosed and failed, the median absolute difference of mean dose (%), V70
-    and V100 (points), the quartiles of each difference, the share of lesions within 10, Pearson's r and the
-    Passing-Bablok slope and intercept of registered on reference."""
+def dose_summary(comparisons: Mapping[str, Mapping[str, CohortComparison]]) -> list[Row]:
+    """Per modality and method (``comparisons``: modality -> :func:`dose_comparisons`): lesions dosed and failed,
+    the median absolute difference of mean dose (%), V70 and V100 (points), the quartiles of each difference,
+    the share of lesions within 10, Pearson's r and the Passing-Bablok slope and intercept of registered on
+    reference."""
     summary = []
-    for modality in modalities:
-        for name, comparison in dose_comparisons(rows, modality).items():
+    for modality, groups in comparisons.items():
+        for name, comparison in groups.items():
             row: Row = {"modality": modality, "method_name": name,
                         "lesions": len(next(iter(comparison.metrics.values())).difference),
                         "skipped": len(comparison.skipped)}
