@@ -9,8 +9,9 @@ and is reinstalled when pyproject.toml changes. PyTorch is pinned to the CPU
 release 2.13.0 by a constraints file of the install, so that no dependency can
 pull a newer or a CUDA build (on a machine without a local CPU wheel, point
 PIP_EXTRA_INDEX_URL at PyTorch's CPU wheel index). pip installs without
-compiling; the bytecode is then compiled on every core at once (pip compiles on
-one, which took a quarter of the install).
+compiling bytecode: Python compiles each module at its first import, about a
+second for what sirtreg imports, where compiling every installed module (most
+of PyTorch is never imported) took a third of the install.
 """
 
 from __future__ import annotations
@@ -58,18 +59,7 @@ def ensure_environment() -> None:
     constraints.write_text(TORCH + "\n")
     print(f"installing {TORCH} (CPU) and sirtreg into {VENV}", flush=True)
     _pip("--quiet", "--no-compile", "-c", str(constraints), TORCH, "-e", f"{ROOT}[test]")
-    _compile_installed()
     STAMP.write_text(_fingerprint())
-
-
-def _compile_installed() -> None:
-    """Byte-compile the installed packages on every core (a file that does not compile is left, as pip does)."""
-    folders = subprocess.run([str(PYTHON), "-c", "import sysconfig; print(sysconfig.get_path('purelib')); "
-                              "print(sysconfig.get_path('platlib'))"], check=True, capture_output=True,
-                             text=True).stdout.split("\n")
-    for folder in dict.fromkeys(f for f in folders if f):
-        subprocess.run([str(PYTHON), "-m", "compileall", "-q", "-j", "0", folder], stdout=subprocess.DEVNULL,
-                       check=False)
 
 
 def ensure_browser() -> None:
@@ -96,12 +86,16 @@ def ensure_browser() -> None:
 
 def _workers(arguments: list[str]) -> list[str]:
     """pytest-xdist options: one test process per core (at most :data:`TEST_WORKERS`), each on its own cores
-    (tests/conftest.py), the longest tests first; none when the arguments choose themselves or one core is all."""
+    (tests/conftest.py); none when the arguments choose themselves or one core is all.
+
+    Each test module runs whole on one worker, so that its module-scoped fixtures (a registered patient, a
+    study) are built once (split between workers, each built them: 40 s of a 6-minute suite), and the modules
+    are handed out in the order of their longest test (tests/conftest.py sorts them), as workers come free."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if cores < 2 or any(a == "-n" or a.startswith(("-n", "--numprocesses", "--dist")) or a == "no:xdist"
                         for a in arguments):
         return []
-    return ["-n", str(min(cores, TEST_WORKERS)), "--dist", "worksteal"]
+    return ["-n", str(min(cores, TEST_WORKERS)), "--dist", "loadfile", "--no-loadscope-reorder"]
 
 
 def main(argv: list[str]) -> int:

@@ -42,9 +42,9 @@ def _expected_seconds(item: pytest.Item) -> float:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The slow tests first, the longest of them first (otherwise in their order): with several workers, the
-    longest start at once instead of making one worker run alone at the end (the first worker takes the first
-    half of the list, and the others steal from it as they run dry)."""
+    """The slow tests first, the longest of them first (otherwise in their order): with several workers (each
+    running whole modules, see dev.py), the modules of the longest tests start at once instead of making one
+    worker run alone at the end."""
     items.sort(key=lambda item: -_expected_seconds(item))
 
 
