@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from sirtreg.geometry import Grid, LabelVolume, Volume
-from sirtreg.io import read_displacement, read_image, read_labels, write_image
+from sirtreg.io import read_displacement, read_labels, write_image
 from sirtreg.register.transforms import read_affine
 
 PAIR_SHAPE = (128, 128, 128)
@@ -57,13 +57,12 @@ if sys.argv[2] == "allocator":
     from sirtreg.allocator import reuse_freed_memory
     reuse_freed_memory()
 from sirtreg.io import read_image, read_labels
-from sirtreg.register import guidance_labels, preset, register
+from sirtreg.register import Annotated, preset, register_guided
 folder = sys.argv[1]
-reference, floating = read_image(folder + "/reference.nii.gz"), read_image(folder + "/floating.nii.gz")
-labels = [guidance_labels(read_labels(folder + f"/{side}_liver.nii.gz"), read_labels(folder + f"/{side}_landmarks.nii.gz"))
-          for side in ("reference", "floating")]
+sides = [Annotated(read_image(folder + f"/{side}.nii.gz"), read_labels(folder + f"/{side}_liver.nii.gz"),
+                   read_labels(folder + f"/{side}_landmarks.nii.gz")) for side in ("reference", "floating")]
 start = time.perf_counter()
-register(reference, floating, settings=preset("liver+landmarks"), reference_labels=labels[0], floating_labels=labels[1])
+register_guided(*sides, preset("liver+landmarks"))
 print(time.perf_counter() - start)
 """
 

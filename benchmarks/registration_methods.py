@@ -93,19 +93,13 @@ def ours(pair, guidance: str, nonrigid: dict | None = None):
     weight does not apply to the image preset)."""
     from dataclasses import replace
 
-    from sirtreg.register import guidance_labels, preset, register
+    from sirtreg.register import Annotated, preset, register_guided
 
     changes = {k: v for k, v in (nonrigid or {}).items() if not (guidance == "image" and k == "label_weight")}
     settings = preset(guidance)  # type: ignore[arg-type]
     settings = replace(settings, nonrigid=replace(settings.nonrigid, **changes))
-    if guidance == "image":
-        result = register(pair.reference, pair.floating, settings=settings, reference_labels=pair.reference_liver)
-    else:
-        landmarks = guidance == "liver+landmarks"
-        reference_labels = guidance_labels(pair.reference_liver, pair.reference_landmarks if landmarks else None)
-        floating_labels = guidance_labels(pair.floating_liver, pair.floating_landmarks if landmarks else None)
-        result = register(pair.reference, pair.floating, settings=settings,
-                          reference_labels=reference_labels, floating_labels=floating_labels)
+    result = register_guided(Annotated(pair.reference, pair.reference_liver, pair.reference_landmarks),
+                             Annotated(pair.floating, pair.floating_liver, pair.floating_landmarks), settings)
     return result.transform
 
 

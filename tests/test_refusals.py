@@ -226,6 +226,8 @@ CASES = [
     Case("register", LIVER_REG + " --ws -1", "must be >= 0"),
     Case("register", REG + " --similarity ncc", "similarity must be one of mind, mi"),
     Case("register", REG + " --landmark-channels some", "landmark_channels must be one of each, paper"),
+    Case("register", REG + " --working-region liver", "--working-region liver needs --reference-liver"),
+    Case("register", LIVER_REG + " --working-region body", "working_region must be one of liver, whole"),
     Case("register", REG.replace("image", "bones"), "guidance must be one of"),
     Case("register", REG.replace("image", "liver"), "liver guidance needs --reference-liver and --floating-liver"),
     Case("register", LIVER_REG + " --guidance liver+landmarks", "needs --reference-landmarks"),

@@ -25,7 +25,8 @@ from sirtreg.errors import InputError, OutputExistsError, SirtregError
 
 if TYPE_CHECKING:
     from sirtreg.geometry import LabelVolume, Volume
-    from sirtreg.register import ReferenceChannels, RegistrationSettings
+    from sirtreg.register import Annotated as RegisterAnnotated
+    from sirtreg.register import GuidedReference, RegistrationSettings
 
 app = typer.Typer(
     name="sirtreg",
@@ -560,6 +561,9 @@ def register_command(
     affine_only: Annotated[bool, typer.Option(help="Stop after the affine stage (wI = wS = 0).")] = False,
     liver_segment: Annotated[str | None, typer.Option(
         help="Segment name or label value of the liver in both liver files (needed when they hold several).")] = None,
+    working_region: Annotated[str | None, typer.Option(
+        help="liver (the reference liver plus 20 mm; for image guidance too, where the liver sets nothing else) "
+             "or whole (the whole reference image). Default: liver when --reference-liver is given.")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     overwrite: Annotated[bool, typer.Option(
         help="Replace an earlier output of sirtreg in that folder, once the new one is complete.")] = False,
@@ -571,7 +575,7 @@ def register_command(
 
     from sirtreg.io import read_image, read_labels, write_image
     from sirtreg.output_folder import OutputFolder
-    from sirtreg.register import ReferenceChannels, preset
+    from sirtreg.register import preset
 
     inputs = [p for p in (reference, floating, reference_liver, floating_liver, reference_landmarks,
                           floating_landmarks, floating_lesions) if p is not None]
@@ -580,12 +584,14 @@ def register_command(
         weights["folding_weight"] = folding_weight
     settings = preset(guidance, **weights)  # type: ignore[arg-type]
     settings = replace(settings, device=device, landmark_channels=landmark_channels or settings.landmark_channels,
+                       working_region=working_region or ("liver" if reference_liver is not None else "whole"),
                        nonrigid=replace(settings.nonrigid, similarity=similarity or settings.nonrigid.similarity))
     if guidance == "liver+landmarks" and None in (reference_landmarks, floating_landmarks):
         raise SirtregError("liver+landmarks guidance needs --reference-landmarks and --floating-landmarks")
     if guidance != "image" and None in (reference_liver, floating_liver):
         raise SirtregError(f"{guidance} guidance needs --reference-liver and --floating-liver")
-    channels = ReferenceChannels()
+    if settings.working_region == "liver" and reference_liver is None:
+        raise SirtregError("--working-region liver needs --reference-liver (the region is that liver plus 20 mm)")
     with ThreadPoolExecutor(2) as pool:
         images = [pool.submit(read_image, path) for path in (reference, floating)]
         livers = [pool.submit(_one_structure, path, liver_segment, "liver") if path is not None else None
@@ -598,17 +604,15 @@ def register_command(
         reference_image, floating_image = (future.result() for future in images)
         livers = [future.result() if future is not None else None for future in livers]
         landmarks = [future.result() if future is not None else None for future in landmarks]
-        checked = pool.submit(_checked_and_prepared, reference_image, floating_image, livers, landmarks, settings,
-                              channels)
-        from sirtreg.register import mapped_points, register, warp, write_registration
-    labels = checked.result()
+        sides = pool.submit(_checked_and_prepared, reference_image, floating_image, livers, landmarks, settings)
+        from sirtreg.register import mapped_points, register_guided, warp, write_registration
+    reference_side, floating_side = sides.result()
     # the pool inside the output folder: every file written, or every writer stopped, before the folder is settled
     with OutputFolder(output, overwrite=overwrite, inputs=inputs, command="register") as out, \
             ThreadPoolExecutor(2) as pool:
         views = pool.submit(import_module, "sirtreg.report.views")  # matplotlib, while the engine computes
         with progress_bar(f"register ({guidance})") as progress:
-            result = register(reference_image, floating_image, settings=settings, reference_labels=labels[0],
-                              floating_labels=labels[1], progress=progress, reference_channels=channels)
+            result = register_guided(reference_side, floating_side, settings, progress=progress)
         written = write_registration(result, out.staging, extra={
             "reference": reference_image.describe(), "floating": floating_image.describe()})
         grid = reference_image.grid
@@ -637,22 +641,19 @@ def register_command(
 
 
 def _checked_and_prepared(reference: Volume, floating: Volume, livers: list[LabelVolume | None],
-                          landmarks: list[LabelVolume | None], settings: RegistrationSettings,
-                          channels: ReferenceChannels) -> list[LabelVolume | None]:
-    """The guidance labels of the reference and the floating image (None without a liver, and on the floating
-    side with ``image`` guidance), once the inputs pass the engine's checks, with the reference's pyramid
-    channels computed into ``channels``."""
-    from sirtreg.register import guidance_labels
+                          landmarks: list[LabelVolume | None], settings: RegistrationSettings
+                          ) -> tuple[GuidedReference, RegisterAnnotated]:
+    """The two sides of the registration, once the inputs pass the engine's checks, with the reference's pyramid
+    channels computed."""
+    from sirtreg.register import Annotated as RegisterAnnotated
+    from sirtreg.register import GuidedReference, guided_labels
     from sirtreg.register.guidance import check_inputs
 
-    with_landmarks = settings.guidance == "liver+landmarks"
-    labels = [guidance_labels(liver, marks if with_landmarks else None) if liver is not None else None
-              for liver, marks in zip(livers, landmarks)]
-    if settings.guidance == "image":
-        labels[1] = None
-    check_inputs(reference, floating, settings, *labels)
-    channels.prepare(reference, labels[0], settings)
-    return labels
+    reference_side = GuidedReference(RegisterAnnotated(reference, livers[0], landmarks[0]))
+    floating_side = RegisterAnnotated(floating, livers[1], landmarks[1])
+    check_inputs(reference, floating, settings, *guided_labels(reference_side, floating_side, settings))
+    reference_side.prepare(settings)
+    return reference_side, floating_side
 
 
 def nonrigid_weights(image_weight: float | None, label_weight: float | None, rigidity: float | None, *,

@@ -65,13 +65,11 @@ def _progress_from_first_report(description: str) -> Iterator[Callable[[str, flo
 
 
 def _engine_settings(quick: bool, device: str) -> RegistrationSettings:
-    """The engine's settings, or the quick ones (one 8 mm level, 15 affine and 5 non-rigid iterations)."""
-    from sirtreg.register import AffineSettings, NonRigidSettings, RegistrationSettings
+    """The engine's settings, or the quick ones (:func:`~sirtreg.register.quick_settings`)."""
+    from sirtreg.register import RegistrationSettings, quick_settings
 
-    if not quick:
-        return RegistrationSettings(device=device)
-    return RegistrationSettings(affine=AffineSettings(levels_mm=(8.0,), iterations=(15,)),
-                                nonrigid=NonRigidSettings(levels_mm=(8.0,), iterations=(5,)), device=device)
+    settings = RegistrationSettings(device=device)
+    return quick_settings(settings) if quick else settings
 
 
 def _part(progress: Callable[[str, float], None], start: float, end: float) -> Callable[[str, float], None]:

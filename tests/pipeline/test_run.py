@@ -767,7 +767,7 @@ def test_an_empty_liver_contour_is_refused_before_registration(patient, tmp_path
     def register(*args, **kwargs):
         raise AssertionError("the run started registering")
 
-    monkeypatch.setattr(run_module, "register", register)
+    monkeypatch.setattr(run_module, "register_guided", register)
     with pytest.raises(InputError, match="floating ct, liver: the liver contour is empty"):
         run_plan(replace(plan, floating=(entry,)), tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty_liver.nii.gz"]

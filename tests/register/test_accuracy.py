@@ -15,7 +15,7 @@ import pytest
 
 from sirtreg.geometry import DisplacementField
 from sirtreg.metrics import jacobian_determinant
-from sirtreg.register import guidance_labels, preset, register, registration_quality
+from sirtreg.register import Annotated, preset, register_guided, registration_quality
 from sirtreg.resample import resample
 
 PRESETS = ("image", "liver", "liver+landmarks")
@@ -25,14 +25,8 @@ TIE_MM = 0.1  # a fifteenth of the 1.5 mm voxel: two RMSDs this close are the sa
 
 def _register(patient, scan, guidance: str, settings=None):
     reference = patient.reference
-    settings = settings or preset(guidance)
-    if guidance == "image":
-        return register(reference.image, scan.image, settings=settings, reference_labels=reference.liver)
-    landmarks = guidance == "liver+landmarks"
-    return register(
-        reference.image, scan.image, settings=settings,
-        reference_labels=guidance_labels(reference.liver, reference.landmark_map if landmarks else None),
-        floating_labels=guidance_labels(scan.liver, scan.landmark_map if landmarks else None))
+    return register_guided(Annotated(reference.image, reference.liver, reference.landmark_map),
+                           Annotated(scan.image, scan.liver, scan.landmark_map), settings or preset(guidance))
 
 
 def _rmsd(patient, scan, transform) -> float:
@@ -127,13 +121,8 @@ def test_a_thick_slice_mr_like_scan_registers(fast_patient):
     truth = motion.reference_to_floating(points)
     errors = {}
     for guidance in PRESETS:
-        labels = {"reference_labels": pair.reference_liver}
-        if guidance != "image":
-            landmarks = guidance == "liver+landmarks"
-            labels = {"reference_labels": guidance_labels(pair.reference_liver, lesions if landmarks else None),
-                      "floating_labels": guidance_labels(pair.floating_liver,
-                                                         pair.floating_lesions if landmarks else None)}
-        result = register(pair.reference, pair.floating, settings=preset(guidance), **labels)
+        result = register_guided(Annotated(pair.reference, pair.reference_liver, lesions),
+                                 Annotated(pair.floating, pair.floating_liver, pair.floating_lesions), preset(guidance))
         errors[guidance] = float(np.linalg.norm(result.transform.transform_points(points) - truth, axis=1).mean())
     before = float(np.linalg.norm(points - truth, axis=1).mean())
     assert before > 15.0

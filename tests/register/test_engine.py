@@ -156,6 +156,8 @@ def test_refuses_labels_on_another_grid():
         ({"nonrigid": NonRigidSettings(label_weight=float("inf"))}, "wS must be a finite number, got inf"),
         ({"nonrigid": NonRigidSettings(levels_mm=(float("nan"),), iterations=(10,))}, "pyramid spacing"),
         ({"margin_mm": float("nan")}, "margin must be a finite number"),
+        ({"working_region": "abdomen"}, "working_region must be one of liver, whole"),
+        ({"nonrigid": NonRigidSettings(connectivity=18)}, "connectivity must be 6 or 26, got 18"),
     ],
 )
 def test_settings_refuse_bad_values(change, message):

@@ -17,7 +17,7 @@ import pytest
 
 from sirtreg.geometry import Grid, LabelVolume, Volume
 from sirtreg.metrics import mass_centre_distances_mm
-from sirtreg.register import guidance_labels, preset, register, warp
+from sirtreg.register import Annotated, guidance_labels, preset, register_guided, warp
 
 GRID = Grid((70, 40, 40), (2.0, 2.0, 2.0), (-69.0, -39.0, -39.0))
 SHIFT_MM = 18.0
@@ -41,9 +41,8 @@ def test_adjacent_lesions_keep_their_identity_with_one_channel_each():
     reference, reference_liver, reference_lesions = _scene(0.0)
     floating, floating_liver, floating_lesions = _scene(SHIFT_MM)
     settings = dataclasses.replace(preset("liver+landmarks", image_weight=0.0), landmark_channels="each")
-    result = register(reference, floating, settings=settings,
-                      reference_labels=guidance_labels(reference_liver, reference_lesions),
-                      floating_labels=guidance_labels(floating_liver, floating_lesions))
+    result = register_guided(Annotated(reference, reference_liver, reference_lesions),
+                             Annotated(floating, floating_liver, floating_lesions), settings)
     carried = warp(floating_lesions, result.transform, GRID)
     distances = mass_centre_distances_mm(reference_lesions, carried)
     assert max(distances.values()) < 2.0, distances

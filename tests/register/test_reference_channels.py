@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from sirtreg.register import ReferenceChannels, guidance_labels, preset, register
+from sirtreg.register import Annotated, GuidedReference, preset, register_guided
 from sirtreg.register.engine import Level
 from sirtreg.register.pyramid import stages
 
@@ -26,22 +26,20 @@ def _short(settings):
 @pytest.mark.parametrize("guidance", ["image", "liver+landmarks"])
 def test_prepared_and_shared_channels_are_all_the_engine_needs_and_change_nothing(fast_patient, guidance):
     reference, floating = fast_patient.reference, fast_patient.floating[1]
-    landmarks = guidance == "liver+landmarks"
-    reference_labels = guidance_labels(reference.liver, reference.landmark_map if landmarks else None)
-    floating_labels = None if guidance == "image" else guidance_labels(floating.liver, floating.landmark_map)
-    options = {"settings": _short(preset(guidance)), "reference_labels": reference_labels,
-               "floating_labels": floating_labels}
-    alone = register(reference.image, floating.image, **options)
-    shared = ReferenceChannels()
-    shared.prepare(reference.image, reference_labels, options["settings"])  # as the command does, ahead
-    (_, _, cache), = shared._scopes.values()
+    sides = (Annotated(reference.image, reference.liver, reference.landmark_map),
+             Annotated(floating.image, floating.liver, floating.landmark_map))
+    settings = _short(preset(guidance))
+    alone = register_guided(*sides, settings)
+    shared = GuidedReference(sides[0])
+    shared.prepare(settings)  # as the command does, ahead
+    (_, _, cache), = shared.channels._scopes.values()
     ahead = dict(cache)
     assert ahead and all(isinstance(value, np.ndarray) or value is None for value in ahead.values())  # no PyTorch
-    first = register(reference.image, floating.image, reference_channels=shared, **options)
+    first = register_guided(shared, sides[1], settings)
     assert all(cache[key] is value for key, value in ahead.items())
     assert {key[:2] for key in set(cache) - set(ahead)} == {("reference", "mind")}  # only what needs PyTorch
     computed = dict(cache)
-    second = register(reference.image, floating.image, reference_channels=shared, **options)  # finds them all
+    second = register_guided(shared, sides[1], settings)  # finds them all
     assert all(cache[key] is value for key, value in computed.items()) and len(cache) == len(computed)
     for result in (first, second):
         assert np.array_equal(result.affine.parameters, alone.affine.parameters)

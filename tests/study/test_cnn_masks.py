@@ -13,7 +13,7 @@ from scipy import ndimage
 from sirtreg.errors import InputError
 from sirtreg.geometry import LabelVolume
 from sirtreg.io import read_labels, write_image
-from sirtreg.register import AffineSettings, NonRigidSettings, RegistrationSettings
+from sirtreg.register import quick_settings
 from sirtreg.report.study_figures import plot_cnn_dsc
 from sirtreg.study import (
     COMPUTE,
@@ -33,8 +33,7 @@ from sirtreg.study.cnn_masks import (
     compute_cnn_masks,
 )
 
-FAST = RegistrationSettings(affine=AffineSettings(levels_mm=(8.0,), iterations=(15,)),
-                            nonrigid=NonRigidSettings(levels_mm=(8.0,), iterations=(5,)))
+FAST = quick_settings()
 
 
 @pytest.fixture(scope="module")
@@ -61,16 +60,25 @@ def _with_cnn_livers(cohort: Cohort, folder) -> Cohort:
 
 
 @pytest.mark.slow
-def test_image_based_methods_see_no_liver_mask(cohort, tmp_path):
-    """As in the paper, image-based registration uses no segmentation: a wrong CNN mask changes nothing for it,
-    while it misleads the CNN-based affine."""
+def test_image_based_methods_are_guided_by_no_liver_mask(cohort, tmp_path):
+    """As in the paper, image-based registration is guided by no segmentation: on the whole reference a wrong CNN
+    mask changes nothing for it; on the default liver region the reference's guiding mask sets the region alone
+    (a 30 mm cube in a corner: registration in the wrong place); the floating mask is never read. A wrong mask
+    misleads the CNN-based affine."""
     wrong = _with_cnn_livers(cohort, tmp_path)
     patient = cohort.patients[0]
     task = Task(patient=patient.id, floating="contrast_ct", method=IMAGE_AFFINE)
-    plain, misled = (run_registration_task(c, task, settings=FAST) for c in (cohort, wrong))
+    whole = replace(FAST, working_region="whole")
+    plain, misled = (run_registration_task(c, task, settings=whole) for c in (cohort, wrong))
     assert plain["status"] == misled["status"] == "ok"
     assert plain["guidance_liver"] == misled["guidance_liver"] == "none"
     assert plain["rmsd_mm"] == misled["rmsd_mm"]  # exact: the same computation twice, the mask never read
+    floating_only = replace(wrong, patients=(replace(wrong.patients[0], reference=patient.reference),
+                                             *wrong.patients[1:]))
+    region, region_misled = (run_registration_task(c, task, settings=FAST) for c in (cohort, floating_only))
+    assert region["rmsd_mm"] == region_misled["rmsd_mm"]  # the floating image's mask is never read
+    cornered = run_registration_task(wrong, task, settings=FAST)
+    assert cornered["rmsd_mm"] != region["rmsd_mm"]
     liver_task = replace(task, method=LIVER_AFFINE)
     manual, cnn = (run_registration_task(c, liver_task, settings=FAST) for c in (cohort, wrong))
     assert (manual["guidance_liver"], cnn["guidance_liver"]) == ("manual", "cnn")

@@ -7,12 +7,11 @@ from dataclasses import replace
 import pytest
 
 from sirtreg.errors import InputError
-from sirtreg.register import AffineSettings, NonRigidSettings, RegistrationSettings
+from sirtreg.register import quick_settings
 from sirtreg.study import LIVER_AFFINE, LIVER_LANDMARKS, Cohort, FloatingImage, Task, read_manifest
 from sirtreg.study.dose import dose_comparisons, dose_study_tasks, lesion_dose_rows
 
-FAST = RegistrationSettings(affine=AffineSettings(levels_mm=(8.0,), iterations=(15,)),
-                            nonrigid=NonRigidSettings(levels_mm=(8.0,), iterations=(5,)))
+FAST = quick_settings()
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import pytest
 from sirtreg.errors import InputError
 from sirtreg.geometry import LabelVolume
 from sirtreg.io import read_labels, write_image
-from sirtreg.register import AffineSettings, NonRigidSettings, RegistrationSettings
+from sirtreg.register import quick_settings
 from sirtreg.study import (
     COLUMNS,
     COMPUTE,
@@ -42,8 +42,7 @@ from sirtreg.study import (
     summarise,
 )
 
-FAST = RegistrationSettings(affine=AffineSettings(levels_mm=(8.0,), iterations=(15,)),
-                            nonrigid=NonRigidSettings(levels_mm=(8.0,), iterations=(5,)))
+FAST = quick_settings()
 VARYING = ("seconds", "finished_utc")
 
 

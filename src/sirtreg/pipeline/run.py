@@ -86,13 +86,13 @@ from sirtreg.pipeline.weights import RunWeights
 from sirtreg.progress import Progress
 from sirtreg.register import (
     AffineTransform,
-    ReferenceChannels,
+    Annotated,
+    GuidedReference,
     RegistrationResult,
-    guidance_labels,
     liver_dsc,
     mapped_points,
     preset,
-    register,
+    register_guided,
     registration_quality,
     warp,
 )
@@ -222,31 +222,19 @@ def _output_folder(plan: Plan, out_dir: str | os.PathLike[str], overwrite: bool)
 
 # --- registration and carrying ----------------------------------------------------------
 class _ReferenceSide:
-    """What every registration of a run shares: the MAA CT's guidance labels (with and without landmarks)
-    and its pyramid channels."""
+    """What every registration of a run shares: the MAA CT with its contours, and its guidance labels and
+    pyramid channels (a :class:`~sirtreg.register.GuidedReference`)."""
 
     def __init__(self, reference: ScanImage) -> None:
         self.reference = reference
-        self.channels = ReferenceChannels()
-        self._labels: dict[bool, LabelVolume] = {}
-
-    def labels(self, with_landmarks: bool) -> LabelVolume:
-        if with_landmarks not in self._labels:
-            assert self.reference.liver is not None
-            self._labels[with_landmarks] = guidance_labels(
-                self.reference.liver, self.reference.landmarks if with_landmarks else None)
-        return self._labels[with_landmarks]
+        self.guided = GuidedReference(Annotated(reference.volume, reference.liver, reference.landmarks))
 
 
 def _register(shared: _ReferenceSide, floating: ScanImage, guidance: str, weights: RunWeights, device: str,
               progress: Progress) -> RegistrationResult:
     settings = replace(preset(guidance, **weights.preset_weights()), device=device)  # type: ignore[arg-type]
-    with_landmarks = guidance == "liver+landmarks"
-    floating_labels = None if guidance == "image" else guidance_labels(
-        floating.liver, floating.landmarks if with_landmarks else None)
-    return register(shared.reference.volume, floating.volume, settings=settings,
-                    reference_labels=shared.labels(with_landmarks), floating_labels=floating_labels,
-                    progress=progress, reference_channels=shared.channels)
+    return register_guided(shared.guided, Annotated(floating.volume, floating.liver, floating.landmarks), settings,
+                           progress=progress)
 
 
 def _carry(reference: ScanImage, floating: ScanImage, entry: FloatingInput, guidance: str, weights: RunWeights,

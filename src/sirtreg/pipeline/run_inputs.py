@@ -15,7 +15,7 @@ from sirtreg.io.contours import read_contour
 from sirtreg.pipeline.carried import REFERENCE_SOURCE, ScanImage
 from sirtreg.pipeline.plan import CONTOUR_ROLES, ContourInput, Plan
 from sirtreg.register import preset
-from sirtreg.register.guidance import check_inputs as check_registration_inputs
+from sirtreg.register.guidance import check_images
 from sirtreg.yaml_input import refusal
 
 
@@ -60,7 +60,7 @@ def check_inputs(plan: Plan, reference: ScanImage, floating: Sequence[ScanImage]
                                                                                       image.landmarks))
                          if marks is not None and not marks.array.any()]
         try:
-            check_registration_inputs(reference.volume, image.volume, preset("image"), None, None)
+            check_images(reference.volume, image.volume, preset(plan.guidance(entry)))
         except SirtregError as exc:
             problems.append(f"floating {entry.id}, image: {exc}")
     if problems:

@@ -1,4 +1,5 @@
-"""Registration: transforms, loss terms, the engine and the paper's guidance presets.
+"""Registration: transforms, loss terms, the engine, the paper's guidance presets, and the guided registration
+(:func:`register_guided`) through which every command registers.
 
 The engine (:func:`register`) loads PyTorch, so it is imported at its first use: a command can read its
 inputs, check them and build the reference's channels (:class:`ReferenceChannels`) while PyTorch loads.
@@ -8,8 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sirtreg.register.config import AffineSettings, NonRigidSettings, RegistrationSettings, preset
+from sirtreg.register.config import AffineSettings, NonRigidSettings, RegistrationSettings, preset, quick_settings
 from sirtreg.register.guidance import guidance_labels
+from sirtreg.register.guided import Annotated, GuidedReference, guided_labels, register_guided
 from sirtreg.register.pyramid import ReferenceChannels
 from sirtreg.register.quality import RegistrationQuality, liver_dsc, registration_quality
 from sirtreg.register.result import LevelRecord, RegistrationResult
@@ -20,6 +22,8 @@ from sirtreg.register.warp import map_floating_points, map_reference_points, map
 __all__ = [
     "AffineSettings",
     "AffineTransform",
+    "Annotated",
+    "GuidedReference",
     "LevelRecord",
     "NonRigidSettings",
     "ReferenceChannels",
@@ -28,14 +32,17 @@ __all__ = [
     "RegistrationSettings",
     "compose_displacements",
     "guidance_labels",
+    "guided_labels",
     "liver_dsc",
     "map_floating_points",
     "map_reference_points",
     "mapped_points",
     "preset",
+    "quick_settings",
     "read_affine",
     "read_transform",
     "register",
+    "register_guided",
     "registration_quality",
     "warp",
     "write_affine",

@@ -27,12 +27,18 @@ Guidance = Literal["image", "liver", "liver+landmarks"]
 GUIDANCES: tuple[str, ...] = ("image", "liver", "liver+landmarks")
 SIMILARITIES: tuple[str, ...] = ("mind", "mi")
 LANDMARK_CHANNELS: tuple[str, ...] = ("each", "paper")
+WORKING_REGIONS: tuple[str, ...] = ("liver", "whole")
 
 
 @dataclass(frozen=True)
 class AffineSettings:
-    """Affine stage: pyramid level spacings (mm, coarse to fine), iterations per level, and the number of
-    voxels sampled at random in each iteration where a level has more."""
+    """Affine stage.
+
+    ``levels_mm``: isotropic voxel size (mm) of each pyramid level, coarse to fine; ``iterations``: Adam steps
+    per level; ``samples``: voxels drawn at random in each step where a level has more; ``matrix_step``: the
+    step size of the linear part (unitless); ``translation_step_mm``: that of the translation at a 4 mm level
+    (mm; it scales with the level's voxel size).
+    """
 
     levels_mm: tuple[float, ...] = (8.0, 5.0)
     iterations: tuple[int, ...] = (50, 60)
@@ -49,6 +55,11 @@ class NonRigidSettings:
 
     The folding penalty (weight ``folding_weight``, 0 to switch it off) is not in
     the paper: springs alone can fold, and a folded transform maps lesions wrongly.
+
+    Fields: ``image_weight`` (wI), ``label_weight`` (wS), ``rigidity`` (the spring constant), ``folding_weight``;
+    ``similarity``; ``levels_mm``: control-point spacing (mm) of each level; ``iterations``: at most this many
+    steps per level; ``step_mm``: the step size of the displacements at a 3 mm level (mm; it scales with the
+    spacing); ``connectivity``: the springs join each control point to its 6 or 26 neighbours.
 
     Defaults were chosen on the tuning half of ``benchmarks/registration.py`` (real
     subjects and the digital patient, CT and MR-like floating scans); tune them on
@@ -72,12 +83,23 @@ class NonRigidSettings:
 
 @dataclass(frozen=True)
 class RegistrationSettings:
-    """Everything the engine needs besides the images."""
+    """Everything the engine needs besides the images.
+
+    ``guidance``: the paper's method (see the module notes); ``affine``, ``nonrigid``: the two stages;
+    ``landmark_channels``: "each" or "paper" (see the module notes); ``working_region``: where the engine
+    works on the reference: "liver", the bounding box of the reference's guidance labels (its liver, for
+    ``image`` guidance the liver mask given for this alone) plus ``margin_mm``, or "whole", the whole
+    reference image; the similarity terms look at the voxels within ``margin_mm`` of the reference labels
+    where there are some; ``bins``: histogram bins of mutual information; ``device``: "cpu" or "cuda";
+    ``seed``: of the affine stage's random samples; ``tolerance``: a level of either stage stops once the best
+    energy of its last steps improves on the best before them by less than this fraction.
+    """
 
     guidance: Guidance = "liver"
     affine: AffineSettings = field(default_factory=AffineSettings)
     nonrigid: NonRigidSettings = field(default_factory=NonRigidSettings)
     landmark_channels: str = "each"
+    working_region: str = "liver"
     margin_mm: float = 20.0
     bins: int = 32
     device: str = "cpu"
@@ -108,6 +130,10 @@ class RegistrationSettings:
         if self.landmark_channels not in LANDMARK_CHANNELS:
             raise InputError(f"landmark_channels must be one of {', '.join(LANDMARK_CHANNELS)}; "
                              f"got {self.landmark_channels!r}")
+        if self.working_region not in WORKING_REGIONS:
+            raise InputError(f"working_region must be one of {', '.join(WORKING_REGIONS)}; got {self.working_region!r}")
+        if nonrigid.connectivity not in (6, 26):
+            raise InputError(f"connectivity must be 6 or 26, got {nonrigid.connectivity}")
         if self.affine.samples < 1000:
             raise InputError(f"the affine stage needs at least 1000 samples per iteration, got {self.affine.samples}")
         if self.margin_mm < 0:
@@ -116,6 +142,14 @@ class RegistrationSettings:
     @property
     def uses_labels(self) -> bool:
         return self.guidance != "image"
+
+
+def quick_settings(settings: RegistrationSettings | None = None) -> RegistrationSettings:
+    """``settings`` (default: the defaults) with one 8 mm level, 15 affine and 5 non-rigid iterations: a study's
+    or a test's quick look, far from the accuracy of the defaults."""
+    settings = settings or RegistrationSettings()
+    return replace(settings, affine=replace(settings.affine, levels_mm=(8.0,), iterations=(15,)),
+                   nonrigid=replace(settings.nonrigid, levels_mm=(8.0,), iterations=(5,)))
 
 
 def preset(guidance: Guidance, **weights: float) -> RegistrationSettings:

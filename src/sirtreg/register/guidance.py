@@ -72,18 +72,9 @@ def guiding_classes(present: Collection[int], settings: RegistrationSettings, si
         [(LIVER,), tuple(landmarks)]
 
 
-def check_inputs(
-    reference: Volume, floating: Volume, settings: RegistrationSettings,
-    reference_labels: LabelVolume | None, floating_labels: LabelVolume | None,
-) -> tuple[Classes, Classes] | None:
-    """Refuse inputs the engine cannot use; return the guiding classes (see :func:`guiding_classes`) of both
-    sides, or None for ``image`` guidance.
-
-    Refused: NaN or infinite voxels, constant images, images thinner than four voxels of
-    the coarsest pyramid level along any axis (a slab of a few slices), label maps off
-    their image's grid, and labels the guidance cannot use. Images that do not overlap in
-    space are not refused here: the engine aligns them first.
-    """
+def check_images(reference: Volume, floating: Volume, settings: RegistrationSettings) -> None:
+    """Refuse images the engine cannot register with these settings: NaN or infinite voxels, a constant image,
+    an image thinner than four voxels of the coarsest pyramid level along any axis (a slab of a few slices)."""
     for name, image in (("reference", reference), ("floating", floating)):
         if not np.all(np.isfinite(image.array)):
             raise InputError(f"the {name} image has NaN or infinite voxels; fill or mask them first")
@@ -97,10 +88,28 @@ def check_inputs(
                 f"the {name} image spans only {extent.min():.1f} mm along one axis ({image.grid.describe()}); "
                 f"registration needs at least {MIN_COARSE_VOXELS * coarsest_mm:g} mm along every axis "
                 f"({MIN_COARSE_VOXELS} voxels of its coarsest level, {coarsest_mm:g} mm)")
+
+
+def check_inputs(
+    reference: Volume, floating: Volume, settings: RegistrationSettings,
+    reference_labels: LabelVolume | None, floating_labels: LabelVolume | None,
+) -> tuple[Classes, Classes] | None:
+    """Refuse inputs the engine cannot use; return the guiding classes (see :func:`guiding_classes`) of both
+    sides, or None for ``image`` guidance.
+
+    Refused: the images :func:`check_images` refuses, label maps off their image's grid,
+    labels the guidance cannot use, and the "liver" working region without reference
+    labels. Images that do not overlap in space are not refused here: the engine aligns
+    them first.
+    """
+    check_images(reference, floating, settings)
     for name, image, labels in (("reference", reference, reference_labels), ("floating", floating, floating_labels)):
         if labels is not None:
             image.grid.require_same(labels.grid, what=f"the {name} label map and the {name} image")
     if not settings.uses_labels:
+        if settings.working_region == "liver" and (reference_labels is None or not np.any(reference_labels.array)):
+            raise InputError("the working region 'liver' needs the reference's liver mask, even for image guidance "
+                             "(it only sets the region); give it, or set the working region to 'whole'")
         return None
     if reference_labels is None or floating_labels is None:
         raise InputError(

@@ -52,11 +52,14 @@ def stages(settings: RegistrationSettings, guided: bool) -> list[Stage]:
     return result
 
 
-def working_region(reference: Volume, reference_labels: LabelVolume | None, margin_mm: float) -> Grid:
-    """The reference grid cropped to its labels' bounding box plus ``margin_mm`` (whole grid without labels)."""
-    if reference_labels is None or not np.any(reference_labels.array):
+def working_region(reference: Volume, reference_labels: LabelVolume | None, settings: RegistrationSettings) -> Grid:
+    """The settings' working region: the reference grid cropped to its labels' bounding box plus ``margin_mm``
+    ("liver", which needs labels: see :func:`~sirtreg.register.guidance.check_inputs`), or the whole grid."""
+    if settings.working_region == "whole":
         return reference.grid
-    return reference.grid.crop(*mask_box(reference_labels.array > 0, reference.grid, margin_mm=margin_mm))
+    if reference_labels is None or not np.any(reference_labels.array):
+        raise InputError("the working region 'liver' needs the reference's liver mask")
+    return reference.grid.crop(*mask_box(reference_labels.array > 0, reference.grid, margin_mm=settings.margin_mm))
 
 
 def box_around(volume: Volume, points_mm: np.ndarray, margin_mm: float,
@@ -78,7 +81,7 @@ def reference_box(reference: Volume, reference_labels: LabelVolume | None,
                   settings: RegistrationSettings) -> tuple[Grid, tuple[np.ndarray, np.ndarray]]:
     """The working region (see :func:`working_region`) and the voxel box of the reference its smoothing reads
     (three sigma of the coarsest level around it: the rest of the reference is never looked at)."""
-    region = working_region(reference, reference_labels, settings.margin_mm)
+    region = working_region(reference, reference_labels, settings)
     reach_mm = 1.5 * max(levels_mm(settings)) + max(reference.grid.spacing_mm)
     return region, box_around(reference, region.corners_mm(), reach_mm)
 

@@ -4,8 +4,10 @@ Guidance uses the CNN liver mask where the manifest names a mask file
 (``cnn_liver``), else the manual contour (:attr:`TaskRegistration.guidance_liver`
 says which). A CNN mask that guides is checked (:mod:`sirtreg.segment.liver_check`:
 its volume, its pieces, and its DSC with the other scan's guiding liver after the
-affine stage). Image-based methods use no mask at all, as in the paper: the whole
-reference is their working region.
+affine stage). Image-based methods are guided by no mask, as in the paper; on the
+default "liver" working region (the engine settings' ``working_region``, as in a
+patient run) the reference's liver (the same mask that guides the other methods)
+sets where they work, and on the "whole" region they read no mask at all.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from sirtreg.errors import InputError
 from sirtreg.geometry import LabelVolume
 from sirtreg.io import read_image, read_labels
-from sirtreg.register import RegistrationResult, RegistrationSettings, guidance_labels, liver_dsc, register
+from sirtreg.register import Annotated, RegistrationResult, RegistrationSettings, liver_dsc, register_guided
 from sirtreg.segment.liver_check import affine_dsc_reason, check_liver
 from sirtreg.study.manifest import COMPUTE, Cohort, FloatingImage, ReferenceImage
 from sirtreg.study.methods import Method
@@ -111,29 +113,27 @@ def register_task(cohort: Cohort, task: Task, settings: RegistrationSettings | N
     where = f"patient {task.patient}"
     livers = [read_labels(reference.liver), read_labels(floating.liver)]
     landmarks = [read_labels(reference.landmark_map), read_labels(floating.landmark_map)]
+    method_settings = task.method.settings(settings)
     guidance = task.method.guidance
-    labels: list[LabelVolume | None] = [None, None]
-    source = "none"
-    cnn: list[str] = []  # the sides whose CNN mask guides
-    flags: list[str] = []
-    if guidance != "image":
-        reference_guide, reference_source = guidance_liver_of(reference, f"{where}, reference")
-        floating_guide, floating_source = guidance_liver_of(floating, f"{where}, floating {floating.id}")
-        guides = [liver if path == image.liver else read_labels(path) for path, image, liver
-                  in zip((reference_guide, floating_guide), (reference, floating), livers, strict=True)]
-        labels = [guidance_labels(guide, marks if guidance == "liver+landmarks" else None)
-                  for guide, marks in zip(guides, landmarks, strict=True)]
-        source = reference_source if reference_source == floating_source else "mixed"
-        cnn = [side for side, kind in (("reference", reference_source), ("floating", floating_source))
-               if kind == "cnn"]
-        flags = [f"{side} CNN liver: {reason}" for side, guide in zip(("reference", "floating"), guides, strict=True)
-                 if side in cnn for reason in check_liver(guide, side).reasons]
+    sides = [(reference, f"{where}, reference"), (floating, f"{where}, floating {floating.id}")]
+    if guidance == "image":  # the floating liver is never read; the reference's only for the working region
+        sides = sides[:1] if method_settings.working_region == "liver" else []
+    guides: list[LabelVolume | None] = [None, None]
+    sources: list[str] = []
+    for index, (image, what) in enumerate(sides):
+        path, source = guidance_liver_of(image, what)
+        guides[index] = livers[index] if path == image.liver else read_labels(path)
+        sources.append(source)
+    source = "none" if guidance == "image" else sources[0] if sources[0] == sources[1] else "mixed"
+    cnn = [] if guidance == "image" else [side for side, kind in zip(("reference", "floating"), sources) if kind == "cnn"]
+    flags = [f"{side} CNN liver: {reason}" for side, guide in zip(("reference", "floating"), guides, strict=True)
+             if side in cnn and guide is not None for reason in check_liver(guide, side).reasons]
     start = time.perf_counter()
-    result = register(read_image(reference.image), read_image(floating.image),
-                      settings=task.method.settings(settings), reference_labels=labels[0],
-                      floating_labels=labels[1])
+    result = register_guided(Annotated(read_image(reference.image), guides[0], landmarks[0]),
+                             Annotated(read_image(floating.image), guides[1], landmarks[1]), method_settings)
     seconds = time.perf_counter() - start
     if cnn:
+        assert guides[0] is not None and guides[1] is not None
         low = affine_dsc_reason(liver_dsc(result.affine, reference_liver=guides[0], floating_liver=guides[1]))
         flags += [f"{' and '.join(cnn)} CNN liver: {low}"] if low else []
     return TaskRegistration(result=result, livers=(livers[0], livers[1]), landmarks=(landmarks[0], landmarks[1]),
