@@ -70,7 +70,7 @@ def evaluate(pair, transform) -> dict:
     if transform is None:  # unregistered: the identity
         transform = DisplacementField.zeros(pair.reference.grid.with_spacing((4.0,) * 3))
     if isinstance(transform, AffineTransform):
-        transform = transform.to_displacement(pair.reference.grid.with_spacing((2.0,) * 3))
+        transform = transform.displacement_on(pair.reference.grid.with_spacing((2.0,) * 3))
     try:
         quality = registration_quality(transform, reference_liver=pair.reference_liver,
                                        floating_liver=pair.floating_liver,

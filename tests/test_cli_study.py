@@ -281,6 +281,7 @@ def test_tune_refuses_a_bad_grid(manifest, tmp_path, grid, message):
     (["--affine-only", "--wi", "1"], "--affine-only runs no non-rigid stage"),
     (["--guidance", "landmarks"], "--guidance must be one of image, liver, liver+landmarks"),
     (["--guidance", "image", "--ws", "1"], "no label term"),
+    (["--working-region", "body"], "working_region must be one of liver, whole"),
 ])
 def test_register_refuses_bad_options(manifest, tmp_path, options, message):
     assert_refused(study("register", manifest, *options, "-o", tmp_path / "results.csv"), message)

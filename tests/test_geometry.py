@@ -7,7 +7,8 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from sirtreg.errors import GeometryMismatchError, InputError
-from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Landmarks, Volume
+from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Volume
+from sirtreg.named_points import Landmarks
 
 
 def random_grid(rng: np.random.Generator, size=(7, 9, 5)) -> Grid:

@@ -6,7 +6,8 @@ from sirtreg.errors import (
     OutputExistsError,
     SirtregError,
 )
-from sirtreg.geometry import Grid, LabelVolume, Landmarks, Volume
+from sirtreg.geometry import Grid, LabelVolume, Volume
+from sirtreg.named_points import Landmarks
 from sirtreg.resample import crop_to_mask, resample, sample_at
 
 __version__ = "0.1.0"

@@ -675,7 +675,7 @@ MAX_POINTS_FILE_BYTES = 1 << 20
 
 def _read_points(path: Path) -> Any:
     """Named points (LPS mm) from a JSON file, refusing what cannot be one."""
-    from sirtreg.geometry import Landmarks
+    from sirtreg.named_points import Landmarks
     from sirtreg.io import require_file
 
     require_file(path)
@@ -713,7 +713,7 @@ def warp_command(
     points = _read_points(source) if source.suffix.lower() == ".json" else None
     transform = read_transform(registration)
     if points is not None:
-        from sirtreg.geometry import Landmarks
+        from sirtreg.named_points import Landmarks
 
         mapped = Landmarks(points.names, map_floating_points(transform, points.points_mm))
         write_atomically(output, json.dumps(mapped.to_dict(), indent=2) + "\n", overwrite=overwrite)

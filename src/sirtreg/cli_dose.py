@@ -18,6 +18,7 @@ from sirtreg.cli_study import (
     Quick,
     Scheduler,
     Workers,
+    WorkingRegion,
     _engine_settings,
     _prepare_cluster,
     _progress_from_first_report,
@@ -53,6 +54,7 @@ def study_dose(
     workers: Workers = None,
     scheduler: Scheduler = None,
     quick: Quick = False,
+    working_region: WorkingRegion = "liver",
     device: Device = "cpu",
     overwrite: Annotated[bool, typer.Option(help="Write into a non-empty folder.")] = False,
 ) -> None:
@@ -68,7 +70,7 @@ def study_dose(
     if not results.is_file():
         raise InputError(f"no such results table: {results}; run `sirtreg study evaluate` first")
     _prepare_cluster(workers, scheduler)
-    settings = _engine_settings(quick, device)
+    settings = _engine_settings(quick, device, working_region)
     methods = _methods_of(results, engine_settings_id(settings))
     cohort = read_manifest(manifest)
     with _progress_from_first_report("study dose") as progress:

@@ -43,6 +43,9 @@ Scheduler = Annotated[str | None, typer.Option(help="Address of a running Dask s
 Quick = Annotated[bool, typer.Option(help="One coarse pyramid level and few iterations: checks in seconds that "
                                           "every registration runs. Not for reporting; its results need a table "
                                           "of their own.")]
+WorkingRegion = Annotated[str, typer.Option(help="Where every registration works on the reference: liver (its "
+                                                 "liver plus 20 mm, image-based methods too) or whole (the whole "
+                                                 "reference image).")]
 Device = Annotated[str, typer.Option(help="cpu or cuda, on every worker.")]
 CnnWeights = Annotated[Path | None, typer.Option(help="Fine-tuned liver CNN weights (the checkpoint of `study "
                                                      "finetune-cnn`) for the manifest's 'compute' masks "
@@ -64,11 +67,11 @@ def _progress_from_first_report(description: str) -> Iterator[Callable[[str, flo
         yield update
 
 
-def _engine_settings(quick: bool, device: str) -> RegistrationSettings:
+def _engine_settings(quick: bool, device: str, working_region: str) -> RegistrationSettings:
     """The engine's settings, or the quick ones (:func:`~sirtreg.register.quick_settings`)."""
     from sirtreg.register import RegistrationSettings, quick_settings
 
-    settings = RegistrationSettings(device=device)
+    settings = RegistrationSettings(device=device, working_region=working_region)
     return quick_settings(settings) if quick else settings
 
 
@@ -237,6 +240,7 @@ def study_register(
     workers: Workers = None,
     scheduler: Scheduler = None,
     quick: Quick = False,
+    working_region: WorkingRegion = "liver",
     device: Device = "cpu",
     cnn_weights: CnnWeights = None,
 ) -> None:
@@ -244,12 +248,13 @@ def study_register(
     from sirtreg.study import read_manifest, run_study, summarise
 
     method = _method(guidance, image_weight, label_weight, rigidity, affine_only)
+    settings = _engine_settings(quick, device, working_region)
     _prepare_cluster(workers, scheduler)
     _require_weights(cnn_weights)
     cohort = read_manifest(manifest)
     before = _rows_in(output)
     with _progress_from_first_report(f"study register ({method.name})") as progress:
-        rows = run_study(cohort, [method], output, split=split, settings=_engine_settings(quick, device),
+        rows = run_study(cohort, [method], output, split=split, settings=settings,
                          workers=workers, scheduler=scheduler, cnn_weights=cnn_weights, progress=progress)
     console.print(_summary_table(summarise(rows), title=escape(method.key)))
     _print_resumed(_rows_in(output) - before, len(rows), output)
@@ -287,6 +292,7 @@ def study_tune(
     workers: Workers = None,
     scheduler: Scheduler = None,
     quick: Quick = False,
+    working_region: WorkingRegion = "liver",
     device: Device = "cpu",
     cnn_weights: CnnWeights = None,
 ) -> None:
@@ -301,13 +307,14 @@ def study_tune(
 
     weights = parse_grid(grid)
     grid_methods(weights, guidance=guidance, name=name)  # refuses a bad grid before the manifest is read
+    settings = _engine_settings(quick, device, working_region)
     _prepare_cluster(workers, scheduler)
     _require_weights(cnn_weights)
     cohort = read_manifest(manifest)
     before = _rows_in(output)
     with _progress_from_first_report(f"study tune ({name or guidance})") as progress:
         search = grid_search(cohort, weights, output, guidance=guidance, name=name, split=split,
-                             settings=_engine_settings(quick, device), workers=workers, scheduler=scheduler,
+                             settings=settings, workers=workers, scheduler=scheduler,
                              cnn_weights=cnn_weights, progress=progress)
     figure = plot_grid_rrmsd(search.summary, output.with_name(f"{output.stem}_rrmsd.png"),
                              best={modality: method.key for modality, method in search.best.items()}, overwrite=True)
@@ -400,6 +407,7 @@ def study_evaluate(
     workers: Workers = None,
     scheduler: Scheduler = None,
     quick: Quick = False,
+    working_region: WorkingRegion = "liver",
     device: Device = "cpu",
     cnn_weights: CnnWeights = None,
     overwrite: Annotated[bool, typer.Option(help="Write into a non-empty folder.")] = False,
@@ -421,6 +429,7 @@ def study_evaluate(
     from sirtreg.study.cnn_masks import cnn_mask_dsc, cnn_mask_folder
 
     check_output_folder(output, overwrite=overwrite)
+    settings = _engine_settings(quick, device, working_region)
     _prepare_cluster(workers, scheduler)
     _require_weights(cnn_weights)
     by_modality = _evaluated_methods(weights_from or [])
@@ -437,7 +446,6 @@ def study_evaluate(
     runs = [(_with_modalities(cohort, modalities), group) for group, modalities in groups.items()]
     sizes = [len(study_tasks(part, group, split="test")) for part, group in runs]
     total = sum(sizes)
-    settings = _engine_settings(quick, device)
     before = _rows_in(results)
     rows = []
     with _progress_from_first_report("study evaluate") as progress:

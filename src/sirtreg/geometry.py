@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -372,58 +372,27 @@ class LabelVolume(Volume):
                    grid, labels={value: name})
 
 
-@dataclass(frozen=True)
-class Landmarks:
-    """Named points in LPS mm, shape (N, 3); paired across images by name."""
+class Transform(Protocol):
+    """A reference->floating transform T in LPS mm: what mapping points, warping and storage need. The affine
+    (:class:`~sirtreg.register.AffineTransform`) and the dense field (:class:`DisplacementField`) are two."""
 
-    names: tuple[str, ...]
-    points_mm: np.ndarray
+    def transform_points(self, points_mm: Any) -> np.ndarray:
+        """T(x): reference points (..., 3) to floating points."""
+        ...
 
-    def __post_init__(self) -> None:
-        points = np.asarray(self.points_mm, dtype=float).reshape(-1, 3) if len(self.names) else np.zeros((0, 3))
-        if points.shape[0] != len(self.names):
-            raise InputError(f"{len(self.names)} landmark names but {points.shape[0]} points")
-        if not np.all(np.isfinite(points)):
-            raise InputError("landmark coordinates must be finite")
-        if len(set(self.names)) != len(self.names):
-            raise InputError("landmark names must be unique")
-        object.__setattr__(self, "names", tuple(str(n) for n in self.names))
-        object.__setattr__(self, "points_mm", points)
+    def inverse_transform_points(self, points_mm: Any) -> np.ndarray:
+        """T^-1(y): floating points (..., 3) to reference points."""
+        ...
 
-    def __len__(self) -> int:
-        return len(self.names)
+    def displacement_on(self, grid: Grid) -> DisplacementField:
+        """T as a displacement field on ``grid`` (see :func:`displacement_on`)."""
+        ...
 
-    def point(self, name: str) -> np.ndarray:
-        try:
-            return self.points_mm[self.names.index(name)]
-        except ValueError:
-            raise InputError(f"no landmark named {name!r}") from None
 
-    @classmethod
-    def from_label_centroids(cls, labels: LabelVolume) -> Landmarks:
-        """Mass centre (LPS mm) of every present label, named by the label names."""
-        names, points = [], []
-        for value in labels.present_labels():
-            k, j, i = np.nonzero(labels.array == value)
-            index = np.array([i.mean(), j.mean(), k.mean()])
-            names.append(labels.labels.get(value, f"label {value}"))
-            points.append(labels.grid.index_to_world(index))
-        return cls(tuple(names), np.asarray(points).reshape(-1, 3))
-
-    def to_dict(self) -> dict[str, list[float]]:
-        return {n: [float(c) for c in p] for n, p in zip(self.names, self.points_mm)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Landmarks:
-        """Points from ``{name: [x, y, z]}`` (LPS mm); refuses anything else."""
-        if not isinstance(data, Mapping) or not data:
-            raise InputError("points must be a non-empty mapping {name: [x, y, z]} (LPS mm)")
-        for name, value in data.items():
-            if (not isinstance(value, (list, tuple)) or len(value) != 3
-                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
-                raise InputError(f"point {str(name)[:40]!r} must be three numbers [x, y, z] in mm, got "
-                                 f"{str(value)[:60]}")
-        return cls(tuple(str(name) for name in data), np.asarray(list(data.values()), dtype=float).reshape(-1, 3))
+def displacement_on(transform: Transform, grid: Grid) -> DisplacementField:
+    """Any transform as a displacement field: u(x) = T(x) - x at the voxel centres of ``grid``."""
+    world = grid.world_coordinates(np.float64)
+    return DisplacementField((transform.transform_points(world) - world).astype(np.float32), grid)
 
 
 @dataclass(frozen=True, eq=False)
@@ -475,6 +444,10 @@ class DisplacementField:
         """T(p) = p + u(p) for LPS points (..., 3) in mm."""
         points = np.asarray(points_mm, dtype=float)
         return points + self.displacement_at(points)
+
+    def displacement_on(self, grid: Grid) -> DisplacementField:
+        """This field on ``grid``: itself on its own grid, else interpolated (see :meth:`displacement_at`)."""
+        return self if grid.same_as(self.grid) else displacement_on(self, grid)
 
     def inverse_transform_points(self, points_mm: Any, *, iterations: int = 50, tolerance_mm: float = 1e-4) -> np.ndarray:
         """T^-1(q) by fixed-point iteration p <- q - u(p), for floating points (..., 3) in mm."""

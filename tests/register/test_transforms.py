@@ -62,11 +62,11 @@ def test_affine_matches_itk_and_inverts(tmp_path):
 def test_affine_displacement_field_and_composition(grids):
     _, reference = grids
     first, second = random_affine(3), random_affine(4)
-    field = first.to_displacement(reference)
+    field = first.displacement_on(reference)
     world = reference.world_coordinates(np.float64)
     np.testing.assert_allclose(field.mapped_grid_points(), first.transform_points(world), atol=1e-3)
     wide = Grid((50, 50, 50), (2.0, 2.0, 2.0), (-50.0, -50.0, -50.0))  # covers first(x) for every x
-    composed = compose_displacements(field, second.to_displacement(wide))
+    composed = compose_displacements(field, second.displacement_on(wide))
     np.testing.assert_allclose(composed.mapped_grid_points(), first.then(second).transform_points(world), atol=2e-3)
 
 
@@ -140,3 +140,29 @@ def test_transform_files_are_checked(tmp_path):
     junk.write_text("not a transform\n")
     with pytest.raises(InputError, match="not an ITK transform"):
         read_affine(junk)
+
+
+def test_every_transform_answers_the_protocol_alike(grids):
+    """The affine, a dense field and the phantom's known motion: each maps points, maps them back, and turns
+    into a displacement field on a grid that maps the grid's voxel centres as the transform does."""
+    from sirtreg.phantom.known_pair import KnownMotion
+
+    _, reference = grids
+    affine = random_affine(3)
+    coarse = reference.with_spacing((3.0, 3.0, 3.0))
+    world = coarse.world_coordinates(np.float64)
+    wave = np.stack([2.0 * np.sin(world[..., 1] / 15.0), 1.5 * np.cos(world[..., 0] / 11.0),
+                     0.5 * world[..., 2] / 20.0], axis=-1)
+    field = DisplacementField(wave.astype(np.float32), coarse)
+    motion = KnownMotion(np.eye(3), np.zeros(3), np.array([4.0, -2.0, 6.0]), DisplacementField.zeros(coarse))
+    centres = reference.world_coordinates(np.float64)[::3, ::3, ::3].reshape(-1, 3)
+    for transform in (affine, field, motion):
+        on_reference = transform.displacement_on(reference)
+        assert on_reference.grid.same_as(reference)
+        np.testing.assert_allclose(centres + on_reference.displacement_at(centres),
+                                   transform.transform_points(centres), atol=1e-3)
+        np.testing.assert_allclose(transform.inverse_transform_points(transform.transform_points(centres)), centres,
+                                   atol=1e-3)
+        np.testing.assert_allclose(map_floating_points(transform, transform.transform_points(centres)), centres,
+                                   atol=1e-3)
+    assert field.displacement_on(coarse) is field  # on its own grid: itself, not a copy

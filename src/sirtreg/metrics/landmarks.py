@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from sirtreg.errors import InputError
-from sirtreg.geometry import LabelVolume, Landmarks
+from sirtreg.geometry import LabelVolume
+from sirtreg.named_points import Landmarks
 
 
 def mass_centre_distances_mm(reference: LabelVolume | Landmarks, other: LabelVolume | Landmarks) -> dict[str, float]:

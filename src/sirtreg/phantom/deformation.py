@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from sirtreg.geometry import DisplacementField, Grid
+from sirtreg.geometry import DisplacementField, Grid, displacement_on
 from sirtreg.phantom.points import ScanPoints, world_coordinates
 from sirtreg.phantom.shapes import rotation
 
@@ -118,10 +118,12 @@ class Breathing:
             active = active[step >= tolerance_mm]
         return (flat + u).reshape(x.shape)
 
-    def displacement_field(self, grid: Grid) -> DisplacementField:
+    transform_points = reference_to_floating  # the Transform protocol (sirtreg.geometry)
+    inverse_transform_points = floating_to_reference
+
+    def displacement_on(self, grid: Grid) -> DisplacementField:
         """u on ``grid`` (reference space): T(x) = x + u(x) maps reference to floating points."""
-        x = grid.world_coordinates(np.float64)
-        return DisplacementField((self.reference_to_floating(x) - x).astype(np.float32), grid)
+        return displacement_on(self, grid)
 
     def scan_points(self, grid: Grid) -> ScanPoints:
         """Anatomy (reference) points y + v(y) of every voxel centre y of a floating grid."""

@@ -37,7 +37,7 @@ import numpy as np
 from scipy import ndimage
 
 from sirtreg.errors import InputError
-from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Volume
+from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Volume, displacement_on
 from sirtreg.phantom.shapes import rotation
 from sirtreg.resample import sample_at
 
@@ -176,10 +176,12 @@ class KnownMotion:
             raise RuntimeError("the known motion did not invert: its local part is too steep")
         return (q - self.centre_mm - self.translation_mm) @ self.rotation + self.centre_mm
 
-    def truth(self, grid: Grid) -> DisplacementField:
+    transform_points = reference_to_floating  # the Transform protocol (sirtreg.geometry)
+    inverse_transform_points = floating_to_reference
+
+    def displacement_on(self, grid: Grid) -> DisplacementField:
         """T on a reference-space grid: T(x) = x + u(x)."""
-        x = grid.world_coordinates(np.float64)
-        return DisplacementField((self.reference_to_floating(x) - x).astype(np.float32), grid)
+        return displacement_on(self, grid)
 
 
 def _sliding_weight(liver: np.ndarray, grid: Grid, *, inside_mm: float = 5.0, width_mm: float = 20.0,
@@ -465,7 +467,8 @@ def make_known_pair(reference: Volume, liver: LabelVolume, lesions: LabelVolume,
     floating_lesions = redraw(slab.render_labels(lesions), rng, sigma_mm=contour_sd_mm)
     if reference_box is not None:
         reference, liver, lesions = (v.crop(*reference_box) for v in (reference, liver, lesions))
-    truth = motion.truth(reference.grid.with_spacing((max(truth_spacing_mm, min(reference.grid.spacing_mm)),) * 3))
+    truth_spacing_mm = max(truth_spacing_mm, min(reference.grid.spacing_mm))
+    truth = motion.displacement_on(reference.grid.with_spacing((truth_spacing_mm,) * 3))
     description: dict[str, object] = {**motion.description, "modality": modality,
                                       "floating_spacing_mm": list(spacing_mm), "truncation": truncation,
                                       "cut_fraction": cut_fraction, "contour_sd_mm": contour_sd_mm}

@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from sirtreg.errors import InputError
-from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Landmarks, Volume
+from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Volume
+from sirtreg.named_points import Landmarks
 from sirtreg.io import write_displacement, write_image
 from sirtreg.output_folder import OutputFolder, write_atomically
 from sirtreg.parallel import in_parallel
@@ -254,7 +255,7 @@ def make_patient(seed: int = 0, *, resolution: str = "full", progress: Progress 
             image = render_mr(maps, grid=grid, appearance=appearance, noise_sd=12.0, rng=noise[name])
         landmarks = Landmarks(landmark_names, breathing.reference_to_floating(reference_points))
         floating.append(_truth(name, maps, grid, image, landmarks, lesion_names,
-                               breathing.displacement_field(displacement_grid)))
+                               breathing.displacement_on(displacement_grid)))
         del maps
     report("done", 1.0)
     return Patient(

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sirtreg.geometry import Landmarks, LabelVolume
+from sirtreg.geometry import LabelVolume
+from sirtreg.named_points import Landmarks
 from sirtreg.report.html import Section, Table, Text
 
 CENTRE_SPREAD_MM = 5.0

@@ -372,9 +372,8 @@ def _upsample_residual(residual: torch.Tensor, coarse: Grid, fine: Level) -> tor
 def _full_field(grid: Grid, affine: AffineTransform, residual: DisplacementField) -> DisplacementField:
     """The whole transform on ``grid`` (covering the reference): the affine plus the non-rigid residual,
     which is extended at constant value beyond the working region."""
-    points = grid.world_coordinates(np.float64)
-    total = affine.transform_points(points) - points + residual.displacement_at(points)
-    return DisplacementField(total.astype(np.float32), grid)
+    total = affine.displacement_on(grid).array + residual.displacement_on(grid).array
+    return DisplacementField(total, grid)
 
 
 def register(

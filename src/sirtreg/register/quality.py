@@ -7,9 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from sirtreg.geometry import DisplacementField, LabelVolume
+from sirtreg.geometry import LabelVolume, Transform
 from sirtreg.metrics import dice, mass_centre_distances_mm, mean_surface_distance_mm, rmsd_mm
-from sirtreg.register.transforms import AffineTransform
 from sirtreg.register.warp import warp
 from sirtreg.resample import mask_box
 
@@ -31,7 +30,7 @@ class RegistrationQuality:
                 "rmsd_mm": self.rmsd_mm}
 
 
-def _liver_masks(transform: AffineTransform | DisplacementField, reference_liver: LabelVolume,
+def _liver_masks(transform: Transform, reference_liver: LabelVolume,
                  floating_liver: LabelVolume) -> tuple[np.ndarray, np.ndarray, LabelVolume, tuple[Any, Any]]:
     """The reference liver and the floating liver warped onto it (one-hot), as masks (z, y, x) on the reference
     liver's grid cropped to the liver plus :data:`EVALUATION_MARGIN_MM`; the cropped reference liver and the
@@ -42,7 +41,7 @@ def _liver_masks(transform: AffineTransform | DisplacementField, reference_liver
     return cropped.array > 0, warped.array > 0, cropped, box
 
 
-def liver_dsc(transform: AffineTransform | DisplacementField, *, reference_liver: LabelVolume,
+def liver_dsc(transform: Transform, *, reference_liver: LabelVolume,
               floating_liver: LabelVolume) -> float:
     """The liver DSC of :func:`registration_quality` alone (e.g. after the affine stage)."""
     reference_mask, warped_mask, _, _ = _liver_masks(transform, reference_liver, floating_liver)
@@ -50,7 +49,7 @@ def liver_dsc(transform: AffineTransform | DisplacementField, *, reference_liver
 
 
 def registration_quality(
-    transform: AffineTransform | DisplacementField, *,
+    transform: Transform, *,
     reference_liver: LabelVolume, floating_liver: LabelVolume,
     reference_landmarks: LabelVolume | None = None, floating_landmarks: LabelVolume | None = None,
 ) -> RegistrationQuality:

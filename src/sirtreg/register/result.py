@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sirtreg.geometry import DisplacementField
+from sirtreg.geometry import DisplacementField, Transform
 from sirtreg.register.transforms import AffineTransform
 
 
@@ -37,7 +37,7 @@ class RegistrationResult:
     settings: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def transform(self) -> AffineTransform | DisplacementField:
+    def transform(self) -> Transform:
         return self.displacement if self.displacement is not None else self.affine
 
     @property

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from sirtreg.errors import InputError
-from sirtreg.geometry import DisplacementField
+from sirtreg.geometry import Transform
 from sirtreg.io import read_displacement, write_displacement
 from sirtreg.output_folder import verify_folder, write_atomically
 from sirtreg.register.result import RegistrationResult
-from sirtreg.register.transforms import AffineTransform, read_affine, write_affine
+from sirtreg.register.transforms import read_affine, write_affine
 
 AFFINE_FILE = "affine.tfm"
 DISPLACEMENT_FILE = "displacement.nii.gz"
@@ -42,7 +42,7 @@ def write_registration(result: RegistrationResult, outdir: str | os.PathLike[str
     return written
 
 
-def read_transform(folder: str | os.PathLike[str]) -> AffineTransform | DisplacementField:
+def read_transform(folder: str | os.PathLike[str]) -> Transform:
     """The transform of a registration folder: the displacement field if present, else the affine.
 
     The folder must be complete and unaltered (:func:`~sirtreg.output_folder.verify_folder`): a folder

@@ -20,7 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from sirtreg.errors import InputError
-from sirtreg.geometry import DisplacementField, Grid
+from sirtreg.geometry import DisplacementField, Grid, displacement_on
 from sirtreg.io import prepare_output
 from sirtreg.output_folder import replacing
 
@@ -88,10 +88,13 @@ class AffineTransform:
         translation = offset + matrix @ self.centre_mm - self.centre_mm
         return AffineTransform(matrix, translation, self.centre_mm)
 
-    def to_displacement(self, grid: Grid) -> DisplacementField:
+    def inverse_transform_points(self, points_mm: Any) -> np.ndarray:
+        """T^-1(y) for floating LPS points (..., 3), exact."""
+        return self.inverse().transform_points(points_mm)
+
+    def displacement_on(self, grid: Grid) -> DisplacementField:
         """The paper's initial displacement field: u(x) = T(x) - x at the voxel centres of ``grid``."""
-        world = grid.world_coordinates(np.float64)
-        return DisplacementField((self.transform_points(world) - world).astype(np.float32), grid)
+        return displacement_on(self, grid)
 
     def to_sitk(self) -> sitk.AffineTransform:
         transform = sitk.AffineTransform(3)

@@ -7,11 +7,8 @@ from typing import Any, Literal
 import numpy as np
 
 from sirtreg.errors import InputError
-from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Volume
-from sirtreg.register.transforms import AffineTransform
+from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Transform, Volume
 from sirtreg.resample import GridPoints, resample_field, sample_at, sample_one_hot
-
-Transform = AffineTransform | DisplacementField
 
 _SLAB_VOXELS = 1 << 18  # voxels of the reference grid mapped per step: temporaries of a few MB, reused
 
@@ -23,8 +20,6 @@ def map_reference_points(transform: Transform, points_mm: Any) -> np.ndarray:
 
 def map_floating_points(transform: Transform, points_mm: Any) -> np.ndarray:
     """T^-1(y): floating LPS points (..., 3) to reference points (exact for affine, fixed-point for fields)."""
-    if isinstance(transform, AffineTransform):
-        return transform.inverse().transform_points(points_mm)
     return transform.inverse_transform_points(points_mm)
 
 
@@ -33,8 +28,9 @@ class MappedPoints:
 
     Warping an image and its label maps alike samples them all at the same points; this computes T(x)
     slab by slab (no array of the whole grid's world points) and keeps, per floating grid, only the
-    voxel indices of the points (:class:`~sirtreg.resample.GridPoints`). A displacement field on
-    another grid is first interpolated onto ``onto`` (SimpleITK, threaded).
+    voxel indices of the points (:class:`~sirtreg.resample.GridPoints`). Any :class:`Transform` maps the
+    points; a displacement field is read where it lies on ``onto``, after interpolating one on another grid
+    onto it (SimpleITK, threaded: faster than the protocol's generic interpolation).
     """
 
     def __init__(self, transform: Transform, onto: Grid) -> None:
