@@ -1,4 +1,5 @@
-"""The package's layering (pyproject.toml, [tool.importlinter]): kept by the code, and live.
+"""The package's layering and the independence of its command modules (pyproject.toml, [tool.importlinter]):
+kept by the code, and live.
 
 A module may import from its own layer and the layers below it, never from one above
 (cli -> study/pipeline/report/review -> yaml_input -> io/metrics/register/dosimetry/segment/phantom
@@ -31,7 +32,7 @@ def _lint(package_parent: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_the_code_keeps_its_layers(tmp_path):
     result = _lint(ROOT / "src", tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 kept, 0 broken" in result.stdout
+    assert "2 kept, 0 broken" in result.stdout
 
 
 def test_the_contract_is_live_a_lower_layer_importing_a_higher_one_breaks_it(tmp_path):
@@ -43,3 +44,15 @@ def test_the_contract_is_live_a_lower_layer_importing_a_higher_one_breaks_it(tmp
     result = _lint(copy, tmp_path)
     assert result.returncode != 0
     assert "sirtreg.geometry is not allowed to import sirtreg.cli" in result.stdout, result.stdout
+
+
+def test_a_command_module_importing_another_breaks_the_independence_of_commands(tmp_path):
+    """Command modules share helpers (sirtreg.cli.app, .structures, .study_options), never each other's commands."""
+    copy = tmp_path / "src"
+    shutil.copytree(ROOT / "src" / "sirtreg", copy / "sirtreg", ignore=shutil.ignore_patterns("__pycache__"))
+    dose_study = copy / "sirtreg" / "cli" / "dose_study.py"
+    dose_study.write_text(dose_study.read_text(encoding="utf-8") + "\nimport sirtreg.cli.study  # noqa: E402\n",
+                          encoding="utf-8")
+    result = _lint(copy, tmp_path)
+    assert result.returncode != 0
+    assert "sirtreg.cli.dose_study is not allowed to import sirtreg.cli.study" in result.stdout, result.stdout

@@ -1,17 +1,13 @@
 """The cohort-study commands: ``sirtreg phantom-cohort`` and ``sirtreg study check|finetune-cnn|register|tune|evaluate``.
 
-They parse options, call :mod:`sirtreg.study` and :mod:`sirtreg.report.study_figures`,
-and print. Importing this module adds them to :data:`sirtreg.cli.app`; ``sirtreg.cli``
-imports it at its end.
+They parse options, call :mod:`sirtreg.study` and :mod:`sirtreg.report.study_figures`, and print.
 """
 
 from __future__ import annotations
 
-import csv
 import itertools
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -20,59 +16,30 @@ import typer
 from rich.markup import escape
 from rich.table import Column, Table
 
-from sirtreg.cli import app, console, nonrigid_weights, progress_bar, refusals_as_messages
 from sirtreg.errors import InputError
 
 if TYPE_CHECKING:
-    from sirtreg.register import RegistrationSettings
     from sirtreg.study import Cohort, GridSearch, Method
     from sirtreg.study.tuning import TunedWeights
 
+from sirtreg.cli.app import app, console, nonrigid_weights, progress_bar, refusals_as_messages
+from sirtreg.cli.study_options import (
+    CnnWeights,
+    Device,
+    Manifest,
+    Quick,
+    Results,
+    Scheduler,
+    Workers,
+    WorkingRegion,
+    engine_settings,
+    prepare_cluster,
+    progress_from_first_report,
+    study_app,
+    write_csv,
+)
+
 log = logging.getLogger("sirtreg")
-
-study_app = typer.Typer(help="Cohort studies: check a manifest, register a cohort, tune the weights, compare "
-                             "the paper's methods.", no_args_is_help=True)
-app.add_typer(study_app, name="study")
-
-
-Manifest = Annotated[Path, typer.Argument(help="The cohort manifest (cohort.yaml).")]
-Results = Annotated[Path, typer.Option("--output", "-o", help="Results table (CSV): created, or resumed.")]
-Workers = Annotated[int | None, typer.Option(help="Worker processes of a local Dask cluster (default 1).")]
-Scheduler = Annotated[str | None, typer.Option(help="Address of a running Dask scheduler (tcp://host:8786) "
-                                                    "instead of a local cluster.")]
-Quick = Annotated[bool, typer.Option(help="One coarse pyramid level and few iterations: checks in seconds that "
-                                          "every registration runs. Not for reporting; its results need a table "
-                                          "of their own.")]
-WorkingRegion = Annotated[str, typer.Option(help="Where every registration works on the reference: liver (its "
-                                                 "liver plus 20 mm, image-based methods too) or whole (the whole "
-                                                 "reference image).")]
-Device = Annotated[str, typer.Option(help="cpu or cuda, on every worker.")]
-CnnWeights = Annotated[Path | None, typer.Option(help="Fine-tuned liver CNN weights (the checkpoint of `study "
-                                                     "finetune-cnn`) for the manifest's 'compute' masks "
-                                                     "(default: the published network).")]
-
-
-# --- helpers ----------------------------------------------------------------------------
-@contextmanager
-def _progress_from_first_report(description: str) -> Iterator[Callable[[str, float], None]]:
-    """A progress bar that appears at the first report, so a refusal before the work prints only its error."""
-    with ExitStack() as stack:
-        bar: list[Callable[[str, float], None]] = []
-
-        def update(step: str, fraction: float) -> None:
-            if not bar:
-                bar.append(stack.enter_context(progress_bar(description)))
-            bar[0](step, fraction)
-
-        yield update
-
-
-def _engine_settings(quick: bool, device: str, working_region: str) -> RegistrationSettings:
-    """The engine's settings, or the quick ones (:func:`~sirtreg.register.quick_settings`)."""
-    from sirtreg.register import RegistrationSettings, quick_settings
-
-    settings = RegistrationSettings(device=device, working_region=working_region)
-    return quick_settings(settings) if quick else settings
 
 
 def _part(progress: Callable[[str, float], None], start: float, end: float) -> Callable[[str, float], None]:
@@ -86,16 +53,6 @@ def _require_weights(cnn_weights: Path | None) -> None:
         from sirtreg.study.cnn_masks import require_weights_file
 
         require_weights_file(cnn_weights)
-
-
-def _prepare_cluster(workers: int | None, scheduler: str | None) -> None:
-    """Refuse --workers with --scheduler; leave Dask's messages (cluster start and stop) to --verbose."""
-    if workers is not None and scheduler is not None:
-        raise InputError("give --workers (a local cluster) or --scheduler (a running one), not both")
-    import distributed  # noqa: F401 - sets the level of its loggers on import, so after it is imported
-
-    if not log.isEnabledFor(logging.DEBUG):
-        logging.getLogger("distributed").setLevel(logging.WARNING)
 
 
 def _rows_in(path: Path) -> int:
@@ -143,7 +100,6 @@ def _summary_table(summary: Sequence[Mapping[str, Any]], *, title: str, methods:
     return table
 
 
-# --- phantom-cohort ---------------------------------------------------------------------
 @app.command("phantom-cohort")
 @refusals_as_messages
 def phantom_cohort(
@@ -162,7 +118,7 @@ def phantom_cohort(
     from sirtreg.study import COMPUTE, write_phantom_cohort
 
     check_output_folder(outdir, overwrite=overwrite)
-    with _progress_from_first_report("phantom cohort") as progress:
+    with progress_from_first_report("phantom cohort") as progress:
         path = write_phantom_cohort(outdir, patients=patients, resolution=resolution, seed=seed,
                                     train_fraction=train_fraction, cnn_masks=COMPUTE if cnn_masks else None,
                                     overwrite=overwrite, progress=progress)
@@ -170,7 +126,6 @@ def phantom_cohort(
                   soft_wrap=True)
 
 
-# --- study check ------------------------------------------------------------------------
 @study_app.command("check")
 @refusals_as_messages
 def study_check(manifest: Manifest) -> None:
@@ -187,7 +142,6 @@ def study_check(manifest: Manifest) -> None:
                       highlight=False)
 
 
-# --- study finetune-cnn -----------------------------------------------------------------
 @study_app.command("finetune-cnn")
 @refusals_as_messages
 def study_finetune_cnn(
@@ -213,7 +167,6 @@ def study_finetune_cnn(
                   f"{result.checkpoint}", highlight=False, soft_wrap=True)  # a path to copy: never broken
 
 
-# --- study register ---------------------------------------------------------------------
 def _method(guidance: str, image_weight: float | None, label_weight: float | None, rigidity: float | None,
             affine_only: bool) -> Method:
     """The guidance preset with the weights given; ``affine_only`` gives the paper's affine methods."""
@@ -248,19 +201,18 @@ def study_register(
     from sirtreg.study import read_manifest, run_study, summarise
 
     method = _method(guidance, image_weight, label_weight, rigidity, affine_only)
-    settings = _engine_settings(quick, device, working_region)
-    _prepare_cluster(workers, scheduler)
+    settings = engine_settings(quick, device, working_region)
+    prepare_cluster(workers, scheduler)
     _require_weights(cnn_weights)
     cohort = read_manifest(manifest)
     before = _rows_in(output)
-    with _progress_from_first_report(f"study register ({method.name})") as progress:
+    with progress_from_first_report(f"study register ({method.name})") as progress:
         rows = run_study(cohort, [method], output, split=split, settings=settings,
                          workers=workers, scheduler=scheduler, cnn_weights=cnn_weights, progress=progress)
     console.print(_summary_table(summarise(rows), title=escape(method.key)))
     _print_resumed(_rows_in(output) - before, len(rows), output)
 
 
-# --- study tune -------------------------------------------------------------------------
 def _grid_table(search: GridSearch, *, title: str) -> Table:
     """RRMSD per grid point (rows) and modality (columns); the chosen point of each modality is starred."""
     modalities = list(dict.fromkeys(row["modality"] for row in search.summary))
@@ -307,12 +259,12 @@ def study_tune(
 
     weights = parse_grid(grid)
     grid_methods(weights, guidance=guidance, name=name)  # refuses a bad grid before the manifest is read
-    settings = _engine_settings(quick, device, working_region)
-    _prepare_cluster(workers, scheduler)
+    settings = engine_settings(quick, device, working_region)
+    prepare_cluster(workers, scheduler)
     _require_weights(cnn_weights)
     cohort = read_manifest(manifest)
     before = _rows_in(output)
-    with _progress_from_first_report(f"study tune ({name or guidance})") as progress:
+    with progress_from_first_report(f"study tune ({name or guidance})") as progress:
         search = grid_search(cohort, weights, output, guidance=guidance, name=name, split=split,
                              settings=settings, workers=workers, scheduler=scheduler,
                              cnn_weights=cnn_weights, progress=progress)
@@ -326,7 +278,6 @@ def study_tune(
     console.print(f"wrote {figure}", highlight=False, soft_wrap=True)
 
 
-# --- study evaluate ---------------------------------------------------------------------
 def _tuned(path: Path) -> tuple[Method, TunedWeights]:
     """The paper method that a grid-search table tunes, and what it chose per modality."""
     from sirtreg.study import PAPER_METHODS
@@ -383,18 +334,6 @@ def _with_modalities(cohort: Cohort, modalities: Sequence[str]) -> Cohort:
     return replace(cohort, patients=patients)
 
 
-def _write_csv(rows: Sequence[Mapping[str, Any]], path: Path, *, overwrite: bool) -> Path:
-    """Write rows (dicts with the same keys) as a CSV table with a header; empty fields for None."""
-    from sirtreg.io import prepare_output
-
-    path = prepare_output(path, overwrite=overwrite)
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
 @study_app.command("evaluate")
 @refusals_as_messages
 def study_evaluate(
@@ -429,8 +368,8 @@ def study_evaluate(
     from sirtreg.study.cnn_masks import cnn_mask_dsc, cnn_mask_folder
 
     check_output_folder(output, overwrite=overwrite)
-    settings = _engine_settings(quick, device, working_region)
-    _prepare_cluster(workers, scheduler)
+    settings = engine_settings(quick, device, working_region)
+    prepare_cluster(workers, scheduler)
     _require_weights(cnn_weights)
     by_modality = _evaluated_methods(weights_from or [])
     every_method = [method for group in by_modality.values() for method in group]
@@ -448,7 +387,7 @@ def study_evaluate(
     total = sum(sizes)
     before = _rows_in(results)
     rows = []
-    with _progress_from_first_report("study evaluate") as progress:
+    with progress_from_first_report("study evaluate") as progress:
         for (part, group), start, size in zip(runs, itertools.accumulate(sizes, initial=0), sizes):
             rows += run_study(part, group, results, split="test", settings=settings, workers=workers,
                               scheduler=scheduler, cnn_weights=cnn_weights,
@@ -460,7 +399,7 @@ def study_evaluate(
     dsc_rows: dict[tuple[str, str], dict[str, Any]] = {}
     for folder in [cnn_mask_folder(results), *(cnn_mask_folder(path) for path in weights_from or [])]:
         dsc_rows.update({(row["patient"], row["image"]): row for row in cnn_mask_dsc(cohort, folder)})
-    table = _write_csv(summary, output / "evaluation.csv", overwrite=overwrite)
+    table = write_csv(summary, output / "evaluation.csv", overwrite=overwrite)
     figure = plot_rmsd_boxes(rows, output / "rmsd_boxplot.png", methods=names, overwrite=overwrite)
     heat_maps = {}
     for tune_table in weights_from or []:
@@ -470,7 +409,7 @@ def study_evaluate(
             best={modality: method.key for modality, method in chosen.best.items()}, overwrite=overwrite)
     cnn_figure = None
     if dsc_rows:
-        _write_csv(list(dsc_rows.values()), output / "cnn_dsc.csv", overwrite=overwrite)
+        write_csv(list(dsc_rows.values()), output / "cnn_dsc.csv", overwrite=overwrite)
         cnn_figure = plot_cnn_dsc(list(dsc_rows.values()), output / "cnn_dsc.png", overwrite=overwrite)
     tuned_by = ", ".join(path.name for path in weights_from or [])
     facts = [f"{cohort.name or manifest.name}: {sum(p.split == 'test' for p in cohort.patients)} test patients, "

@@ -1,7 +1,4 @@
 """`sirtreg study dose`: the paper's dose experiment on a cohort (see :mod:`sirtreg.study.dose`).
-
-Kept apart from :mod:`sirtreg.cli_study`, whose ``study`` command group it joins; :mod:`sirtreg.cli`
-imports it at its end.
 """
 
 from __future__ import annotations
@@ -11,19 +8,19 @@ from typing import Annotated
 
 import typer
 
-from sirtreg.cli import console, refusals_as_messages
-from sirtreg.cli_study import (
+from sirtreg.cli.app import console, refusals_as_messages
+from sirtreg.cli.study_options import (
     Device,
     Manifest,
     Quick,
     Scheduler,
     Workers,
     WorkingRegion,
-    _engine_settings,
-    _prepare_cluster,
-    _progress_from_first_report,
-    _write_csv,
+    engine_settings,
+    prepare_cluster,
+    progress_from_first_report,
     study_app,
+    write_csv,
 )
 from sirtreg.errors import InputError
 
@@ -69,21 +66,21 @@ def study_dose(
     check_output_folder(output, overwrite=overwrite)
     if not results.is_file():
         raise InputError(f"no such results table: {results}; run `sirtreg study evaluate` first")
-    _prepare_cluster(workers, scheduler)
-    settings = _engine_settings(quick, device, working_region)
+    prepare_cluster(workers, scheduler)
+    settings = engine_settings(quick, device, working_region)
     methods = _methods_of(results, engine_settings_id(settings))
     cohort = read_manifest(manifest)
-    with _progress_from_first_report("study dose") as progress:
+    with progress_from_first_report("study dose") as progress:
         rows, dvh = run_dose_study(cohort, methods, results, settings=settings, workers=workers,
                                    scheduler=scheduler, progress=progress)
     modalities = [m for m in MODALITIES if any(row["modality"] == m for row in rows)]
     comparisons = {modality: dose_comparisons(rows, modality) for modality in modalities}
     summary = dose_summary(comparisons)
     output.mkdir(parents=True, exist_ok=True)
-    table = _write_csv([{column: row[column] for column in DOSE_COLUMNS} for row in rows],
+    table = write_csv([{column: row[column] for column in DOSE_COLUMNS} for row in rows],
                        output / "lesion_doses.csv", overwrite=overwrite)
     if summary:
-        _write_csv(summary, output / "dose_summary.csv", overwrite=overwrite)
+        write_csv(summary, output / "dose_summary.csv", overwrite=overwrite)
     facts = [f"{cohort.name or manifest.name}: {len({row['patient'] for row in rows})} test patients, "
              f"{len(rows)} lesion rows over {len(methods)} methods; engine settings {engine_settings_id(settings)}"
              + (" (quick: not for reporting)" if quick else ""),

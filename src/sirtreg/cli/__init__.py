@@ -1,0 +1,8 @@
+"""The `sirtreg` command line: one module per group of commands, each adding its commands to the one app of
+:mod:`sirtreg.cli.app` and sharing only its helpers (and those of :mod:`sirtreg.cli.structures` and
+:mod:`sirtreg.cli.study_options`); no command module imports another's commands."""
+
+from sirtreg.cli import dose_study, images, patient, registration, study  # noqa: F401  (they add the commands)
+from sirtreg.cli.app import app, console_main
+
+__all__ = ["app", "console_main"]

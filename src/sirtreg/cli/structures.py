@@ -1,0 +1,54 @@
+"""Contours named on the command line: a label map, a Slicer segmentation, DICOM SEG or RTSTRUCT, and the
+segment or label value that picks one structure out of it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sirtreg.errors import InputError, SirtregError
+
+
+def read_structures(path: Path, segments: list[str]) -> list[Any]:
+    """Label maps from a file: the segments of a Slicer segmentation, or labels (name or value) of a label map."""
+    from sirtreg.geometry import LabelVolume
+    from sirtreg.io import is_segmentation_file, read_labels, read_segmentation
+
+    if is_segmentation_file(path):
+        segmentation = read_segmentation(path)
+        return [segmentation.label_volume(name) for name in (segments or segmentation.names)]
+    labels = read_labels(path)
+    if not segments:
+        return [labels]
+    chosen = []
+    for segment in segments:
+        value = labels.value_of(segment)
+        if value not in labels.present_labels():
+            raise InputError(f"{path.name} holds no label {segment!r}; it holds {_label_list(labels)}")
+        chosen.append(LabelVolume.from_mask(labels.array == value, labels.grid,
+                                            name=labels.labels.get(value, f"{path.name.split('.')[0]} {value}")))
+    return chosen
+
+
+def _label_list(labels: Any, most: int = 12) -> str:
+    """'1 (liver), 2, 5 (spleen)': the values present in a label map with their names."""
+    present = labels.present_labels()
+    items = [f"{v} ({labels.labels[v]})" if labels.labels.get(v, f"label {v}") != f"label {v}" else str(v)
+             for v in present[:most]]
+    return ", ".join(items) + (f" and {len(present) - most} more" if len(present) > most else "") or "no label"
+
+
+def one_structure(path: Path, segment: str | None, what: str) -> Any:
+    """The one structure (liver, perfused volume) of a file; a file of several is refused unless one is chosen."""
+    structures = read_structures(path, [segment] if segment else [])
+    if len(structures) != 1:
+        raise SirtregError(f"{path.name} holds several segments; name the {what} with --{what}-segment")
+    if len(structures[0].present_labels()) > 1:
+        raise InputError(f"{path.name} holds several labels ({_label_list(structures[0])}); choose the {what} with "
+                         f"--{what}-segment NAME or VALUE")
+    return structures[0]
+
+
+def segment_names(text: str | None) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()] if text else []
