@@ -42,6 +42,15 @@ log = logging.getLogger("sirtreg")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# options that several commands take, declared once
+OutputFolder = Annotated[Path, typer.Option("--output", "-o", help="Output folder (new or empty).")]
+GuidanceOption = Annotated[str, typer.Option(help="image, liver or liver+landmarks.")]
+ImageWeight = Annotated[float | None, typer.Option("--wi", help="Weight wI of the image similarity.")]
+LabelWeight = Annotated[float | None, typer.Option("--ws", help="Weight wS of the label SSD.")]
+Rigidity = Annotated[float | None, typer.Option(help="Spring rigidity.")]
+AffineOnly = Annotated[bool, typer.Option(help="Stop after the affine stage (wI = wS = 0).")]
+DeviceOption = Annotated[str, typer.Option(help="cpu or cuda.")]
+
 
 EXIT_BAD_INPUT = 2
 

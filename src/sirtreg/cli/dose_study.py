@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sirtreg.cli.app import console, refusals_as_messages
+from sirtreg.cli.app import OutputFolder, console, refusals_as_messages
 from sirtreg.cli.study_options import (
     Device,
     Manifest,
@@ -47,7 +47,7 @@ def study_dose(
     manifest: Manifest,
     results: Annotated[Path, typer.Option(help="Results table of `sirtreg study evaluate` (CSV): its methods are "
                                                "dosed; the dose tasks are cached beside it.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (new or empty).")],
+    output: OutputFolder,
     workers: Workers = None,
     scheduler: Scheduler = None,
     quick: Quick = False,

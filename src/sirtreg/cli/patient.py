@@ -13,7 +13,16 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from sirtreg.cli.app import app, console, print_files, progress_bar, refusals_as_messages, refuse_overwriting_inputs
+from sirtreg.cli.app import (
+    DeviceOption,
+    OutputFolder,
+    app,
+    console,
+    print_files,
+    progress_bar,
+    refusals_as_messages,
+    refuse_overwriting_inputs,
+)
 from sirtreg.cli.structures import one_structure, read_structures, segment_names
 from sirtreg.errors import InputError
 
@@ -26,7 +35,7 @@ def demo(
     resolution: Annotated[str, typer.Option(
         help="full: realistic grids; fast: twice the voxel size, for a quick look.")] = "full",
     overwrite: Annotated[bool, typer.Option(help="Write into a non-empty folder.")] = False,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: DeviceOption = "cpu",
 ) -> None:
     """The whole pipeline on the built-in digital patient: CNN livers, CT and MR registered with each
     guidance preset, lesions carried onto the MAA CT, doses and the HTML report."""
@@ -64,10 +73,10 @@ def _print_flagged(results: dict[str, Any]) -> None:
 @refusals_as_messages
 def run_command(
     plan: Annotated[Path, typer.Argument(help="The patient's plan (YAML): MAA CT, SPECT and floating images.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (new or empty).")],
+    output: OutputFolder,
     overwrite: Annotated[bool, typer.Option(
         help="Replace a non-empty output folder, once the run is complete.")] = False,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: DeviceOption = "cpu",
     deidentify: Annotated[bool, typer.Option(
         "--deidentify", help="Strip patient identifiers from every output: DICOM (basic confidentiality profile, "
                              "UIDs kept), results, tables and report (no input paths, no dates).")] = False,
@@ -144,7 +153,7 @@ def review(
 def review_summary(
     runs: Annotated[list[Path], typer.Argument(
         help="Output folders of `sirtreg run`, each scored with `sirtreg review`.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (new or empty).")],
+    output: OutputFolder,
     overwrite: Annotated[bool, typer.Option(
         help="Replace an earlier output of sirtreg in that folder, once the new one is complete.")] = False,
 ) -> None:
@@ -196,7 +205,7 @@ def dose(
     spect: Annotated[Path, typer.Option(help="The 99mTc-MAA SPECT (counts): NIfTI, NRRD, MHA or DICOM.")],
     liver: Annotated[Path, typer.Option(help="Liver contour: label map or Slicer .seg.nrrd (any grid).")],
     activity_gbq: Annotated[float, typer.Option("--activity-gbq", help="Administered activity in GBq.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (new or empty).")],
+    output: OutputFolder,
     isotope: Annotated[str, typer.Option(help="y90 or ho166.")] = "y90",
     liver_segment: Annotated[str | None, typer.Option(
         help="Segment name or label value of the liver in its file (needed when it holds several).")] = None,

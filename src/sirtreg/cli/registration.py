@@ -18,6 +18,13 @@ if TYPE_CHECKING:
     from sirtreg.register import GuidedReference, RegistrationSettings
 
 from sirtreg.cli.app import (
+    AffineOnly,
+    DeviceOption,
+    GuidanceOption,
+    ImageWeight,
+    LabelWeight,
+    OutputFolder,
+    Rigidity,
     app,
     console,
     nonrigid_weights,
@@ -34,29 +41,29 @@ from sirtreg.cli.structures import one_structure
 def register_command(
     reference: Annotated[Path, typer.Option(help="Reference image: the MAA CT.")],
     floating: Annotated[Path, typer.Option(help="Floating image: a diagnostic CT or MR.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (new or empty).")],
-    guidance: Annotated[str, typer.Option(help="image, liver or liver+landmarks.")] = "liver",
+    output: OutputFolder,
+    guidance: GuidanceOption = "liver",
     reference_liver: Annotated[Path | None, typer.Option(help="Liver mask of the reference.")] = None,
     floating_liver: Annotated[Path | None, typer.Option(help="Liver mask of the floating image.")] = None,
     reference_landmarks: Annotated[Path | None, typer.Option(help="Landmark map of the reference.")] = None,
     floating_landmarks: Annotated[Path | None, typer.Option(help="Landmark map of the floating image.")] = None,
     floating_lesions: Annotated[Path | None, typer.Option(help="Lesion map to carry onto the reference.")] = None,
-    image_weight: Annotated[float | None, typer.Option("--wi", help="Weight wI of the image similarity.")] = None,
-    label_weight: Annotated[float | None, typer.Option("--ws", help="Weight wS of the label SSD.")] = None,
-    rigidity: Annotated[float | None, typer.Option(help="Spring rigidity.")] = None,
+    image_weight: ImageWeight = None,
+    label_weight: LabelWeight = None,
+    rigidity: Rigidity = None,
     folding_weight: Annotated[float | None, typer.Option(help="Weight of the folding penalty (0: off).")] = None,
     similarity: Annotated[str | None, typer.Option(
         help="Image similarity of the non-rigid stage: mind (MIND-SSC, robust across modalities) or mi "
              "(mutual information, the paper's).")] = None,
     landmark_channels: Annotated[str | None, typer.Option(
         help="each (one label channel per landmark) or paper (all landmarks one class, as in the paper).")] = None,
-    affine_only: Annotated[bool, typer.Option(help="Stop after the affine stage (wI = wS = 0).")] = False,
+    affine_only: AffineOnly = False,
     liver_segment: Annotated[str | None, typer.Option(
         help="Segment name or label value of the liver in both liver files (needed when they hold several).")] = None,
     working_region: Annotated[str | None, typer.Option(
         help="liver (the reference liver plus 20 mm; for image guidance too, where the liver sets nothing else) "
              "or whole (the whole reference image). Default: liver when --reference-liver is given.")] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: DeviceOption = "cpu",
     overwrite: Annotated[bool, typer.Option(
         help="Replace an earlier output of sirtreg in that folder, once the new one is complete.")] = False,
 ) -> None:

@@ -22,7 +22,19 @@ if TYPE_CHECKING:
     from sirtreg.study import Cohort, GridSearch, Method
     from sirtreg.study.tuning import TunedWeights
 
-from sirtreg.cli.app import app, console, nonrigid_weights, progress_bar, refusals_as_messages
+from sirtreg.cli.app import (
+    AffineOnly,
+    GuidanceOption,
+    ImageWeight,
+    LabelWeight,
+    OutputFolder,
+    Rigidity,
+    app,
+    console,
+    nonrigid_weights,
+    progress_bar,
+    refusals_as_messages,
+)
 from sirtreg.cli.study_options import (
     CnnWeights,
     Device,
@@ -184,11 +196,11 @@ def _method(guidance: str, image_weight: float | None, label_weight: float | Non
 def study_register(
     manifest: Manifest,
     output: Results,
-    guidance: Annotated[str, typer.Option(help="image, liver or liver+landmarks.")] = "liver",
-    image_weight: Annotated[float | None, typer.Option("--wi", help="Weight wI of mutual information.")] = None,
-    label_weight: Annotated[float | None, typer.Option("--ws", help="Weight wS of the label SSD.")] = None,
-    rigidity: Annotated[float | None, typer.Option(help="Spring rigidity.")] = None,
-    affine_only: Annotated[bool, typer.Option(help="Stop after the affine stage (wI = wS = 0).")] = False,
+    guidance: GuidanceOption = "liver",
+    image_weight: ImageWeight = None,
+    label_weight: LabelWeight = None,
+    rigidity: Rigidity = None,
+    affine_only: AffineOnly = False,
     split: Annotated[str | None, typer.Option(help="train or test (default: every patient).")] = None,
     workers: Workers = None,
     scheduler: Scheduler = None,
@@ -237,7 +249,7 @@ def study_tune(
     output: Results,
     grid: Annotated[list[str], typer.Option(help="A weight and its values, e.g. wI=0,0.5,1 (repeat for wS, "
                                                  "rigidity; a weight left out is 0, rigidity its default).")],
-    guidance: Annotated[str, typer.Option(help="image, liver or liver+landmarks.")] = "liver",
+    guidance: GuidanceOption = "liver",
     name: Annotated[str | None, typer.Option(help="Name of the grid's method (default: the guidance); the paper "
                                                   "method it tunes for `study evaluate`.")] = None,
     split: Annotated[str, typer.Option(help="The split to tune on.")] = "train",
@@ -339,7 +351,7 @@ def _with_modalities(cohort: Cohort, modalities: Sequence[str]) -> Cohort:
 def study_evaluate(
     manifest: Manifest,
     results: Annotated[Path, typer.Option(help="Results table of the registrations (CSV): created, or resumed.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (new or empty).")],
+    output: OutputFolder,
     weights_from: Annotated[list[Path] | None, typer.Option(help="Table of a `study tune` grid search: its method "
                                                                  "(image, liver, ...) gets the chosen weights per "
                                                                  "modality (repeatable).")] = None,
