@@ -38,9 +38,9 @@ from sirtreg.io.slicer import (
     write_segmentation,
 )
 
-
 _DICOM = {  # name -> the module that defines it, imported at first use
-    **dict.fromkeys(("SeriesInfo", "list_series", "read_dicom"), "sirtreg.io.dicom"),
+    **dict.fromkeys(("SeriesInfo", "list_series"), "sirtreg.io.dicom_series"),
+    "read_dicom": "sirtreg.io.dicom",
     **dict.fromkeys(("read_dicom_seg", "write_dicom_seg"), "sirtreg.io.dicom_seg"),
     **dict.fromkeys(("write_dicom_nm", "write_dicom_series"), "sirtreg.io.dicom_write"),
     **dict.fromkeys(("read_rt_dose", "write_rt_dose"), "sirtreg.io.rt_dose"),
@@ -48,8 +48,9 @@ _DICOM = {  # name -> the module that defines it, imported at first use
 }
 
 if TYPE_CHECKING:
-    from sirtreg.io.dicom import SeriesInfo, list_series, read_dicom
+    from sirtreg.io.dicom import read_dicom
     from sirtreg.io.dicom_seg import read_dicom_seg, write_dicom_seg
+    from sirtreg.io.dicom_series import SeriesInfo, list_series
     from sirtreg.io.dicom_write import write_dicom_nm, write_dicom_series
     from sirtreg.io.rt_dose import read_rt_dose, write_rt_dose
     from sirtreg.io.rtstruct import read_rtstruct, write_rtstruct

@@ -1,11 +1,7 @@
 """Reading DICOM image series (CT, MR, PT: one file per slice) and multi-frame files (NM, PT, enhanced).
 
-Headers are read with pydicom (pixels skipped) to group files by
-SeriesInstanceUID and to build the geometry; files without a SeriesInstanceUID
-are grouped by modality, series number, description, study, frame of reference,
-series date and time and orientation, and a group whose slices repeat positions
-or instance numbers is split by acquisition, image type and reconstruction, or
-else refused (several series that cannot be told apart). Pixels are decoded by pydicom,
+Headers are read with pydicom (pixels skipped) to find the series
+(:mod:`sirtreg.io.dicom_series`) and to build the geometry. Pixels are decoded by pydicom,
 or by SimpleITK where pydicom lacks a decoder for the transfer syntax. Every
 slice (a file, or a frame of a multi-frame file) is placed by its
 ImagePositionPatient along the slice normal (row x column cosines), and the
@@ -18,47 +14,33 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from sirtreg.errors import DicomSeriesError, InputError
 from sirtreg.geometry import Grid, Volume
+from sirtreg.io.dicom_series import (
+    DUPLICATE_MM,
+    SeriesInfo,
+    folder_files,
+    frame_count,
+    group_series,
+    is_multi_frame,
+    no_images_error,
+    read_header,
+    scan_headers,
+    select_series,
+)
 
 log = logging.getLogger(__name__)
 
-NON_IMAGE_MODALITIES = frozenset({"SEG", "RTSTRUCT", "RTPLAN", "RTRECORD", "RTDOSE", "SR", "PR", "KO", "REG", "DOC"})
 _COSINE_TOLERANCE = 1e-4
-_DUPLICATE_MM = 1e-3
 _GAP_FACTOR = 1.5
-_ORIENTATION_DECIMALS = 3  # orientation cosines are rounded so when grouping files without SeriesInstanceUID
-_SPLIT_KEYWORDS = ("AcquisitionNumber", "ImageType", "ConvolutionKernel", "SliceThickness", "EchoNumbers",
-                   "TemporalPositionIdentifier", "Rows", "Columns", "PixelSpacing")
-
-
-@dataclass(frozen=True)
-class SeriesInfo:
-    """One series found in a folder: non-identifying facts and its files."""
-
-    uid: str
-    modality: str
-    description: str
-    n_files: int
-    n_slices: int
-    files: tuple[Path, ...] = field(repr=False, compare=False, default=())
-    number: str = ""  # SeriesNumber, "" when absent
-    problem: str = field(compare=False, default="")  # why the files cannot be read as one series ("" when they can)
-
-    def summary(self) -> str:
-        """One line: modality, description, series number, slices and UID."""
-        description = repr(self.description) if self.description else "(no description)"
-        number = f"series number {self.number}, " if self.number else ""
-        return f"{self.modality or '?'} {description}, {number}{self.n_slices} slices, uid {self.uid or '(none)'}"
 
 
 @dataclass(frozen=True)
@@ -78,229 +60,6 @@ class _Slice:
 
 
 # --- header scanning --------------------------------------------------------------
-def _read_header(path: Path) -> Dataset | None:
-    """The header of a DICOM image file, or None for other files."""
-    try:
-        header = pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError):
-        return None
-    if "Rows" not in header or "Columns" not in header:
-        return None
-    if str(header.get("Modality", "")).upper() in NON_IMAGE_MODALITIES:
-        return None
-    return header
-
-
-def read_dicom_object(path: Path, *, modality: str, what: str) -> Dataset:
-    """One DICOM file of ``modality`` (e.g. "SEG", "RTDOSE"), read whole; refuse anything else as ``what``."""
-    try:
-        dataset = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
-        raise InputError(f"cannot read {path.name} as DICOM: {exc}") from None
-    if str(dataset.get("Modality", "")) != modality:
-        raise InputError(f"{path.name} is not {what} (modality {dataset.get('Modality', 'none')!r})")
-    return dataset
-
-
-def _n_frames(header: Dataset) -> int:
-    return int(header.get("NumberOfFrames", 1) or 1)
-
-
-def _is_multi_frame(header: Dataset) -> bool:
-    """True for NM/PT multi-frame and enhanced files; single frames that state NumberOfFrames 1 are slices."""
-    return _n_frames(header) > 1 or "PerFrameFunctionalGroupsSequence" in header
-
-
-def _scan(files: Sequence[Path]) -> list[tuple[Path, Dataset]]:
-    found = [(path, header) for path in files if (header := _read_header(path)) is not None]
-    log.debug("%d of %d files are DICOM images", len(found), len(files))
-    return found
-
-
-def _folder_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-
-
-def _no_images(folder: Path) -> DicomSeriesError:
-    subfolders = [p for p in folder.iterdir() if p.is_dir()]
-    hint = f" (it has {len(subfolders)} subfolders: pass one of them)" if subfolders else ""
-    return DicomSeriesError(f"no DICOM image files in {folder}{hint}")
-
-
-def _text(header: Dataset, keyword: str) -> str:
-    value = header.get(keyword)
-    return "" if value is None else str(value).strip()
-
-
-def _series_uid(header: Dataset) -> str:
-    return _text(header, "SeriesInstanceUID")
-
-
-def _orientation_key(header: Dataset) -> tuple[float, ...]:
-    try:
-        return tuple(round(float(v), _ORIENTATION_DECIMALS) + 0.0 for v in header.ImageOrientationPatient)
-    except (AttributeError, TypeError, ValueError):
-        return ()
-
-
-def _loose_key(path: Path, header: Dataset) -> tuple[object, ...]:
-    """What files without SeriesInstanceUID must share to be one series (a multi-frame file is one on its own)."""
-    if _is_multi_frame(header):
-        return (str(path),)
-    keywords = ("Modality", "SeriesNumber", "SeriesDescription", "StudyInstanceUID", "FrameOfReferenceUID",
-                "SeriesDate", "SeriesTime")
-    return (*(_text(header, k) for k in keywords), _orientation_key(header))
-
-
-def _clash(members: list[tuple[Path, Dataset]]) -> str:
-    """Why single-frame files without SeriesInstanceUID cannot be one series: repeated positions or numbers."""
-    numbers, along = [], []
-    for _, header in members:
-        try:
-            numbers.append(int(header.InstanceNumber))
-        except (AttributeError, TypeError, ValueError):
-            pass
-        try:
-            position = np.asarray([float(v) for v in header.ImagePositionPatient], dtype=float)
-            cosines = np.asarray([float(v) for v in header.ImageOrientationPatient], dtype=float)
-            normal = np.cross(cosines[:3], cosines[3:])
-            along.append(float(position @ (normal / np.linalg.norm(normal))))
-        except (AttributeError, TypeError, ValueError, IndexError):
-            pass
-    reasons = []
-    positions = int(np.count_nonzero(np.diff(np.sort(np.asarray(along))) < _DUPLICATE_MM)) if along else 0
-    if positions:
-        reasons.append(f"{positions} repeated slice positions")
-    if len(numbers) != len(set(numbers)):
-        reasons.append(f"{len(numbers) - len(set(numbers))} repeated instance numbers")
-    return " and ".join(reasons)
-
-
-def _split(members: list[tuple[Path, Dataset]]) -> list[tuple[list[tuple[Path, Dataset]], str]]:
-    """Files without SeriesInstanceUID that share a loose key, as series (members, problem)."""
-    clash = _clash(members)
-    if not clash:
-        return [(members, "")]
-    parts: dict[tuple[str, ...], list[tuple[Path, Dataset]]] = {}
-    for path, header in members:
-        parts.setdefault(tuple(_text(header, k) for k in _SPLIT_KEYWORDS), []).append((path, header))
-    if len(parts) > 1 and not any(_clash(part) for part in parts.values()):
-        log.info("%d files without SeriesInstanceUID split into %d series by acquisition, image type and "
-                 "reconstruction", len(members), len(parts))
-        return [(part, "") for part in parts.values()]
-    return [(members, (
-        f"its {len(members)} files have no SeriesInstanceUID and show {clash}: several series with nothing in their "
-        "headers to tell them apart (description, series number, orientation, acquisition); "
-        "put the files of each series in a folder of its own"
-    ))]
-
-
-def _number_order(number: str) -> tuple[int, float]:
-    try:
-        return 0, float(number)
-    except ValueError:
-        return 1, 0.0
-
-
-def _group(scanned: list[tuple[Path, Dataset]]) -> list[SeriesInfo]:
-    """Series by SeriesInstanceUID; files without one by their loose key, split where slices repeat."""
-    by_uid: dict[str, list[tuple[Path, Dataset]]] = {}
-    loose: dict[tuple[object, ...], list[tuple[Path, Dataset]]] = {}
-    for path, header in scanned:
-        uid = _series_uid(header)
-        if uid:
-            by_uid.setdefault(uid, []).append((path, header))
-        else:
-            loose.setdefault(_loose_key(path, header), []).append((path, header))
-    groups = [(members, "") for members in by_uid.values()]
-    for members in loose.values():
-        groups += _split(members)
-    if loose:
-        n_loose = sum(len(m) for m in loose.values())
-        log.warning("%d DICOM image files have no SeriesInstanceUID; grouped into %d series by modality, series "
-                    "number, description, orientation and slice positions", n_loose, len(groups) - len(by_uid))
-    infos = []
-    for members, problem in groups:
-        first = members[0][1]
-        infos.append(SeriesInfo(
-            uid=_series_uid(first),
-            modality=_text(first, "Modality"),
-            description=_text(first, "SeriesDescription"),
-            n_files=len(members),
-            n_slices=sum(_n_frames(h) for _, h in members),
-            files=tuple(p for p, _ in members),
-            number=_text(first, "SeriesNumber"),
-            problem=problem,
-        ))
-    return sorted(infos, key=lambda s: (s.modality, s.description, _number_order(s.number), s.uid, s.files[:1]))
-
-
-def list_series(folder: str | os.PathLike[str]) -> list[SeriesInfo]:
-    """The DICOM image series in a folder (not its subfolders): one record per SeriesInstanceUID, and per group of
-    files without one (see the module docstring)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"no such folder: {folder}")
-    return _group(_scan(_folder_files(folder)))
-
-
-def series_of_file(path: str | os.PathLike[str]) -> SeriesInfo:
-    """The series, among those in its folder, that one DICOM slice file belongs to."""
-    path = Path(path)
-    for info in list_series(path.parent):
-        if path.name in {p.name for p in info.files}:
-            return info
-    raise InputError(f"{path.name} is not a DICOM image file")
-
-
-def _how_to_choose(candidates: Sequence[SeriesInfo]) -> str:
-    """How to tell ``candidates`` apart, for messages."""
-    keys = [(s.description, s.number) for s in candidates if not s.uid]
-    if len(keys) != len(set(keys)):
-        return ("choose one by UID, description or series number; series without UID that share description and "
-                "series number cannot be chosen: put the files of each series in a folder of its own")
-    if any(not s.uid for s in candidates):
-        return "choose one by UID, or by description or series number (series without UID)"
-    return "choose one by UID or description"
-
-
-def _checked(info: SeriesInfo, where: str) -> SeriesInfo:
-    if info.problem:
-        raise DicomSeriesError(f"{info.summary()} in {where}: {info.problem}")
-    return info
-
-
-def _same_number(number: str, series: str) -> bool:
-    try:
-        return bool(number) and float(number) == float(series)
-    except ValueError:
-        return False
-
-
-def select_series(found: Sequence[SeriesInfo], series: str | None, *, where: str) -> SeriesInfo:
-    """The one series named by UID, description (exact), series number, else description (case-insensitive
-    substring); refuses none, several, and files that cannot be one series."""
-    if not found:
-        raise DicomSeriesError(f"no DICOM image files in {where}")
-    listing = "; ".join(s.summary() for s in found)
-    if series is None:
-        if len(found) == 1:
-            return _checked(found[0], where)
-        raise DicomSeriesError(f"{where} holds {len(found)} series; {_how_to_choose(found)}: {listing}")
-    for matches in (
-        [s for s in found if s.uid == series],
-        [s for s in found if s.description == series],
-        [s for s in found if _same_number(s.number, series.strip())],
-        [s for s in found if series.lower() in s.description.lower()],
-    ):
-        if len(matches) == 1:
-            return _checked(matches[0], where)
-        if len(matches) > 1:
-            candidates = "; ".join(s.summary() for s in matches)
-            raise DicomSeriesError(
-                f"{series!r} matches {len(matches)} series in {where}; {_how_to_choose(matches)}: {candidates}"
-            )
-    raise DicomSeriesError(f"no series matches {series!r} in {where}; found: {listing}")
 
 
 # --- slices from headers ------------------------------------------------------------
@@ -354,7 +113,7 @@ def _single_frame_slice(path: Path, header: Dataset) -> _Slice:
 
 def _enhanced_slices(path: Path, header: Dataset) -> list[_Slice]:
     slices = []
-    for frame in range(_n_frames(header)):
+    for frame in range(frame_count(header)):
         position = _functional(header, frame, "PlanePositionSequence")
         orientation = _functional(header, frame, "PlaneOrientationSequence")
         measures = _functional(header, frame, "PixelMeasuresSequence")
@@ -386,7 +145,7 @@ def _multi_frame_rescale(header: Dataset) -> tuple[float, float]:
 
 def _stacked_slices(path: Path, header: Dataset) -> list[_Slice]:
     """Frames of an NM/PT multi-frame file: equally spaced along the normal from one position."""
-    n_frames = _n_frames(header)
+    n_frames = frame_count(header)
     n_slices = header.get("NumberOfSlices")
     if n_slices is not None and int(n_slices) != n_frames:
         raise DicomSeriesError(
@@ -411,10 +170,10 @@ def _stacked_slices(path: Path, header: Dataset) -> list[_Slice]:
     ]
 
 
-def _slices_of(path: Path, header: Dataset) -> list[_Slice]:
+def slices_of(path: Path, header: Dataset) -> list[_Slice]:
     if int(header.get("SamplesPerPixel", 1)) != 1:
         raise DicomSeriesError(f"{path.name} is a colour image; a greyscale volume is needed")
-    if not _is_multi_frame(header):
+    if not is_multi_frame(header):
         return [_single_frame_slice(path, header)]
     if "PerFrameFunctionalGroupsSequence" in header:
         return _enhanced_slices(path, header)
@@ -422,7 +181,7 @@ def _slices_of(path: Path, header: Dataset) -> list[_Slice]:
 
 
 # --- geometry and checks -------------------------------------------------------------
-def _geometry(slices: list[_Slice], what: str) -> tuple[list[_Slice], Grid]:
+def slice_geometry(slices: list[_Slice], what: str) -> tuple[list[_Slice], Grid]:
     """Slices sorted along their normal and the grid they span; refuses inconsistent stacks."""
     sizes = Counter((s.columns, s.rows) for s in slices)
     if len(sizes) > 1:
@@ -446,9 +205,9 @@ def _geometry(slices: list[_Slice], what: str) -> tuple[list[_Slice], Grid]:
     positions = np.array([s.position_mm for s in ordered])
     along = positions @ normal
     gaps = np.diff(along)
-    duplicates = int(np.count_nonzero(gaps < _DUPLICATE_MM))
+    duplicates = int(np.count_nonzero(gaps < DUPLICATE_MM))
     if duplicates:
-        at = float(along[1:][gaps < _DUPLICATE_MM][0])
+        at = float(along[1:][gaps < DUPLICATE_MM][0])
         raise DicomSeriesError(
             f"{what} has {duplicates} duplicate slice positions (first at {at:.2f} mm along the slice normal): "
             "several acquisitions, echoes or time points in one series?; pass the files of one"
@@ -548,13 +307,13 @@ def _meta(header: Dataset) -> dict[str, str]:
 
 def _read_selected(info: SeriesInfo, headers: dict[Path, Dataset], *, modality: str) -> Volume:
     what = f"DICOM series {info.description!r}" if info.description else "DICOM series"
-    multi = [p for p in info.files if _is_multi_frame(headers[p])]
+    multi = [p for p in info.files if is_multi_frame(headers[p])]
     if multi and len(info.files) > 1:
         raise DicomSeriesError(
             f"{what} holds {len(info.files)} files of which {len(multi)} multi-frame; pass one file"
         )
-    slices = [s for path in info.files for s in _slices_of(path, headers[path])]
-    ordered, grid = _geometry(slices, what)
+    slices = [s for path in info.files for s in slices_of(path, headers[path])]
+    ordered, grid = slice_geometry(slices, what)
     header = headers[info.files[0]]
     volume = Volume(_pixels(ordered, grid), grid, modality or info.modality, _meta(header))
     log.info("read %s from %d files", volume.describe(), len(info.files))
@@ -570,22 +329,22 @@ def _scan_source(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
             raise InputError(f"no such file: {missing[0]}{more}")
-        return _scan(paths), f"the {len(paths)} files given"
+        return scan_headers(paths), f"the {len(paths)} files given"
     path = Path(source)
     if not path.exists():
         raise InputError(f"no such file or folder: {path}")
     if path.is_dir():
-        scanned = _scan(_folder_files(path))
+        scanned = scan_headers(folder_files(path))
         if not scanned:
-            raise _no_images(path)
+            raise no_images_error(path)
         return scanned, str(path)
-    header = _read_header(path)
+    header = read_header(path)
     if header is None:
         raise InputError(f"cannot read {path.name}: not a DICOM image file, nor NIfTI, NRRD or MHA by its name")
-    if _is_multi_frame(header):
+    if is_multi_frame(header):
         return [(path, header)], path.name
-    siblings = _scan(_folder_files(path.parent))
-    members = next(({p.name for p in s.files} for s in _group(siblings) if path.name in {p.name for p in s.files}),
+    siblings = scan_headers(folder_files(path.parent))
+    members = next(({p.name for p in s.files} for s in group_series(siblings) if path.name in {p.name for p in s.files}),
                    {path.name})
     return [(p, h) for p, h in siblings if p.name in members], str(path.parent)
 
@@ -602,5 +361,5 @@ def read_dicom(source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
     ``modality`` overrides the header's modality when given.
     """
     scanned, where = _scan_source(source)
-    info = select_series(_group(scanned), series, where=where)
+    info = select_series(group_series(scanned), series, where=where)
     return _read_selected(info, dict(scanned), modality=modality)

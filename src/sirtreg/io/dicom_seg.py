@@ -29,7 +29,8 @@ from sirtreg import __version__
 from sirtreg.errors import GeometryMismatchError, InputError
 from sirtreg.geometry import Grid, LabelVolume, Volume
 from sirtreg.io.deidentify import Deidentification
-from sirtreg.io.dicom import SeriesInfo, _geometry, _slices_of, list_series, read_dicom_object, select_series
+from sirtreg.io.dicom import slice_geometry, slices_of
+from sirtreg.io.dicom_series import SeriesInfo, list_series, read_dicom_object, select_series
 from sirtreg.io.dicom_write import SOP_CLASSES, save_dataset
 from sirtreg.io.images import prepare_output, require_file
 from sirtreg.io.reorient import orient_like
@@ -132,9 +133,9 @@ def series_grid(headers: Sequence[Dataset]) -> Grid:
     slices = []
     for n, header in enumerate(headers):
         name = getattr(header, "filename", None)
-        slices += _slices_of(Path(name) if isinstance(name, str) and name else Path(f"dataset {n + 1}"), header)
+        slices += slices_of(Path(name) if isinstance(name, str) and name else Path(f"dataset {n + 1}"), header)
     description = str(headers[0].get("SeriesDescription", ""))
-    return _geometry(slices, f"DICOM series {description!r}" if description else "DICOM series")[1]
+    return slice_geometry(slices, f"DICOM series {description!r}" if description else "DICOM series")[1]
 
 
 # --- writing --------------------------------------------------------------------------

@@ -21,8 +21,8 @@ from pydicom.uid import generate_uid
 from sirtreg.errors import DicomSeriesError, InputError
 from sirtreg.geometry import Grid, Volume
 from sirtreg.io.deidentify import Deidentification
-from sirtreg.io.dicom import read_dicom_object
 from sirtreg.io.dicom_seg import ReferenceSeries, read_series_headers, referable
+from sirtreg.io.dicom_series import read_dicom_object
 from sirtreg.io.dicom_write import (
     ANONYMOUS_ID,
     ANONYMOUS_NAME,

@@ -38,8 +38,9 @@ from sirtreg import __version__
 from sirtreg.errors import GeometryMismatchError, InputError
 from sirtreg.geometry import Grid, LabelVolume, Volume
 from sirtreg.io.deidentify import Deidentification
-from sirtreg.io.dicom import _slices_of, read_dicom_object
+from sirtreg.io.dicom import slices_of
 from sirtreg.io.dicom_seg import ReferenceSeries, _reference_facts, read_series_headers, referable, series_grid
+from sirtreg.io.dicom_series import read_dicom_object
 from sirtreg.io.dicom_write import save_dataset
 from sirtreg.io.images import prepare_output, require_file
 from sirtreg.io.reorient import orient_like
@@ -347,7 +348,7 @@ def _slice_images(headers: Sequence[Dataset], grid: Grid) -> dict[int, Dataset]:
     images = {}
     for n, header in enumerate(headers):
         name = getattr(header, "filename", None)
-        for item in _slices_of(Path(name) if isinstance(name, str) and name else Path(f"dataset {n + 1}"), header):
+        for item in slices_of(Path(name) if isinstance(name, str) and name else Path(f"dataset {n + 1}"), header):
             image = Dataset()
             image.ReferencedSOPClassUID = header.SOPClassUID
             image.ReferencedSOPInstanceUID = header.SOPInstanceUID
