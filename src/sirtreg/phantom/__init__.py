@@ -6,8 +6,9 @@ writes its folder of NIfTI files with a ``patient.json`` manifest. See
 :mod:`sirtreg.phantom.deformation` for the transform convention.
 """
 
-from sirtreg.phantom.anatomy import ORGAN_LABELS, Anatomy, draw_anatomy
+from sirtreg.phantom.anatomy import ORGAN_LABELS, Anatomy
 from sirtreg.phantom.deformation import Breathing, draw_breathing
+from sirtreg.phantom.drawing import draw_anatomy
 from sirtreg.phantom.patient import (
     DISPLACEMENT_CONVENTION,
     MANIFEST_NAME,

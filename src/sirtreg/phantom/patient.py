@@ -31,19 +31,13 @@ import numpy as np
 
 from sirtreg.errors import InputError
 from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Volume
-from sirtreg.named_points import Landmarks
 from sirtreg.io import write_displacement, write_image
+from sirtreg.named_points import Landmarks
 from sirtreg.output_folder import OutputFolder, write_atomically
 from sirtreg.parallel import in_parallel
-from sirtreg.phantom.anatomy import (
-    LABEL,
-    ORGAN_LABELS,
-    Anatomy,
-    TissueMaps,
-    draw_anatomy,
-    lesion_volume_ml,
-)
+from sirtreg.phantom.anatomy import LABEL, ORGAN_LABELS, Anatomy, TissueMaps
 from sirtreg.phantom.deformation import Breathing, draw_breathing, liver_sliding_weight
+from sirtreg.phantom.drawing import draw_anatomy, lesion_volume_ml
 from sirtreg.phantom.points import ScanPoints
 from sirtreg.phantom.render import draw_appearance, render_ct, render_mr, render_spect
 from sirtreg.phantom.shapes import rotation
