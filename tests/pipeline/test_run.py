@@ -19,6 +19,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from sirtreg.cli import app
@@ -47,13 +48,13 @@ from sirtreg.pipeline import (
     Plan,
     ReferenceInput,
     RunResult,
+    RunTools,
     RunWeights,
     SpectInput,
+    preset_settings,
     run_plan,
     write_plan,
 )
-from sirtreg.pipeline import run as run_module
-from sirtreg.register import preset
 
 ACTIVITY_GBQ = 2.0
 IDS = {"contrast_ct": "ct", "mr_t1": "mr"}
@@ -92,16 +93,20 @@ def _contour(contour: ContourInput) -> tuple[Path, tuple[str, ...]]:
     return contour.path, contour.segments
 
 
-def _quick_preset(guidance, **weights):
+def _quick_settings(guidance, weights, device):
     """The preset, affine only with few iterations: fast, for tests of everything but accuracy."""
-    settings = preset(guidance, **weights)
+    settings = preset_settings(guidance, weights, device)
     return replace(settings, affine=replace(settings.affine, iterations=(15, 10)),
                    nonrigid=replace(settings.nonrigid, image_weight=0.0, label_weight=0.0))
 
 
+QUICK = RunTools(settings=_quick_settings)
+
+
 @pytest.fixture()
-def quick(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(run_module, "preset", _quick_preset)
+def quick() -> RunTools:
+    """The run's tools with the quick settings."""
+    return QUICK
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +205,7 @@ def test_dicom_outputs_reference_the_maa_ct(patient, tmp_path, quick):
     write_dicom_nm(spect, tmp_path / "spect.dcm", frame_of_reference_uid=header.FrameOfReferenceUID)
     plan = _plan(patient, floating=("contrast_ct", "mr_t1"), reference_image=maa_ct,
                  spect_image=tmp_path / "spect.dcm")
-    result = run_plan(plan, tmp_path / "out")
+    result = run_plan(plan, tmp_path / "out", tools=quick)
     dicom = result.out_dir / "dicom"
 
     seg_path = dicom / "floating" / "ct" / "lesions_seg.dcm"
@@ -228,7 +233,7 @@ def test_dicom_outputs_reference_the_maa_ct(patient, tmp_path, quick):
 
 
 @pytest.mark.slow
-def test_missing_liver_contours_are_segmented(patient, tmp_path, monkeypatch, quick):
+def test_missing_liver_contours_are_segmented(patient, tmp_path, quick):
     folder, manifest = patient
     truth = {scan["modality"] + str(scan["grid"]["size"]): read_labels(folder / scan["liver"], labels={1: "liver"})
              for scan in (manifest["reference"], *manifest["floating"])}
@@ -239,8 +244,8 @@ def test_missing_liver_contours_are_segmented(patient, tmp_path, monkeypatch, qu
         progress("network", 0.5)
         return truth[volume.modality + str(list(volume.grid.size))]
 
-    monkeypatch.setattr(run_module, "segment_liver", fake_segment_liver)
-    result = run_plan(_plan(patient, livers=False), tmp_path / "out")
+    tools = replace(quick, segment_liver=fake_segment_liver)
+    result = run_plan(_plan(patient, livers=False), tmp_path / "out", tools=tools)
     assert calls == ["ct", "ct"]
     assert result.results["reference"]["liver"] == "CNN"
     registration = result.results["registrations"][0]
@@ -251,7 +256,7 @@ def test_missing_liver_contours_are_segmented(patient, tmp_path, monkeypatch, qu
     calls.clear()
     plan = _plan(patient, livers=False)
     twice = (replace(plan.floating[0], guidance="liver"), replace(plan.floating[0], id="ct-again", guidance="image"))
-    result = run_plan(replace(plan, floating=twice), tmp_path / "twice")
+    result = run_plan(replace(plan, floating=twice), tmp_path / "twice", tools=tools)
     assert calls == ["ct", "ct"]
     assert [row["liver"] for row in result.results["registrations"]] == ["CNN", "CNN"]
 
@@ -275,7 +280,7 @@ def _upper_half(liver: LabelVolume) -> LabelVolume:
 
 @pytest.mark.parametrize(("damage", "action"), [(_split_in_two, "report"), (_upper_half, "image"),
                                                 (_split_in_two, "image")])
-def test_a_flagged_cnn_liver_is_reported_and_the_plan_says_what_to_do(patient, tmp_path, monkeypatch, quick,
+def test_a_flagged_cnn_liver_is_reported_and_the_plan_says_what_to_do(patient, tmp_path, quick,
                                                                       damage, action):
     """The contrast CT's CNN liver is damaged (two pieces, or half a liver that the affine stage cannot fit): the
     run flags it first thing in its report, and registers as planned ("report") or with image guidance."""
@@ -288,9 +293,8 @@ def test_a_flagged_cnn_liver_is_reported_and_the_plan_says_what_to_do(patient, t
         liver = truth[volume.modality + str(list(volume.grid.size))]
         return liver if str(list(volume.grid.size)) in reference_key else damage(liver)
 
-    monkeypatch.setattr(run_module, "segment_liver", fake_segment_liver)
     plan = replace(_plan(patient, livers=False), flagged_cnn_liver=action)
-    result = run_plan(plan, tmp_path / "out")
+    result = run_plan(plan, tmp_path / "out", tools=replace(quick, segment_liver=fake_segment_liver))
 
     livers = result.results["cnn_livers"]
     scans = {check["image"]: check for check in livers["scans"]}
@@ -314,7 +318,7 @@ def test_a_flagged_cnn_liver_is_reported_and_the_plan_says_what_to_do(patient, t
     assert ("registered with image guidance instead" in first) == (action == "image")
 
 
-def test_a_flagged_cnn_liver_stops_the_run_when_the_plan_says_so(patient, tmp_path, monkeypatch, quick):
+def test_a_flagged_cnn_liver_stops_the_run_when_the_plan_says_so(patient, tmp_path, quick):
     """A CNN liver of 300 mL (a partial slab, say) with flagged_cnn_liver: stop: no registration, no output."""
     folder, manifest = patient
     liver = read_labels(folder / manifest["reference"]["liver"], labels={1: "liver"})
@@ -329,12 +333,12 @@ def test_a_flagged_cnn_liver_stops_the_run_when_the_plan_says_so(patient, tmp_pa
     def fake_segment_liver(volume, *, modality, device, progress):
         return small
 
-    monkeypatch.setattr(run_module, "segment_liver", fake_segment_liver)
-    monkeypatch.setattr(run_module, "_register", lambda *args, **kwargs: pytest.fail("registered"))
+    tools = replace(quick, segment_liver=fake_segment_liver,
+                    register=lambda *args, **kwargs: pytest.fail("registered"))
     plan = replace(_plan(patient, livers=False), flagged_cnn_liver="stop")
     with pytest.raises(FlaggedLiverError, match=r"MAA CT: the CNN liver is flagged \(volume 3\d\d mL, outside "
                                                  r"600-4000 mL\) and the plan says flagged_cnn_liver: stop"):
-        run_plan(plan, tmp_path / "out")
+        run_plan(plan, tmp_path / "out", tools=tools)
     assert not any(tmp_path.iterdir())
 
 
@@ -394,7 +398,7 @@ def test_rtstruct_contours_are_read(patient, tmp_path, quick):
     read = read_contour(entry.lesions.path, entry.lesions.segments, read_image(ct), "lesions")
     assert list(read.labels.values()) == list(names.values())
     np.testing.assert_array_equal(read.array > 0, orient_like(lesions, read.grid).array > 0)
-    result = run_plan(replace(plan, floating=(entry,)), tmp_path / "out")
+    result = run_plan(replace(plan, floating=(entry,)), tmp_path / "out", tools=quick)
     rows = {(row["source"], row["structure"]): row for row in result.doses}
     for name in names.values():
         assert rows[("ct", f"ct/{name}")]["error"] == "" and rows[("ct", f"ct/{name}")]["mean_gy"] > 0
@@ -514,17 +518,15 @@ def dicom_runs(dicom_export, tmp_path_factory) -> tuple[RunResult, RunResult, li
     out = tmp_path_factory.mktemp("dicom_runs")
     logger, messages = logging.getLogger("sirtreg"), _Messages()
     level = logger.level
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(run_module, "preset", _quick_preset)
-        plain = run_plan(dicom_export.plan, out / "plain")
-        logger.addHandler(messages)
-        logger.setLevel(logging.DEBUG)
-        try:
-            deidentified = run_plan(replace(dicom_export.plan, floating=dicom_export.plan.floating[1:]),
-                                    out / "deidentified", deidentify=True, pseudonym=PSEUDONYM)
-        finally:
-            logger.removeHandler(messages)
-            logger.setLevel(level)
+    plain = run_plan(dicom_export.plan, out / "plain", tools=QUICK)
+    logger.addHandler(messages)
+    logger.setLevel(logging.DEBUG)
+    try:
+        deidentified = run_plan(replace(dicom_export.plan, floating=dicom_export.plan.floating[1:]),
+                                out / "deidentified", deidentify=True, pseudonym=PSEUDONYM, tools=QUICK)
+    finally:
+        logger.removeHandler(messages)
+        logger.setLevel(level)
     return plain, deidentified, messages.messages
 
 
@@ -716,19 +718,19 @@ def test_a_three_slice_floating_image_is_refused_before_registration(shared_data
     assert not (tmp_path / "out").exists()
 
 
-def test_an_interrupted_run_leaves_no_output(patient, tmp_path, monkeypatch):
+def test_an_interrupted_run_leaves_no_output(patient, tmp_path):
     def interrupt(*args, **kwargs):
         assert (tmp_path / ".out.partial" / "dose.nii.gz").is_file()  # interrupted with files half-way
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_module, "write_html", interrupt)
+    tools = RunTools(write_html=interrupt)
     plan = _plan(patient, floating=())
     with pytest.raises(KeyboardInterrupt):
-        run_plan(plan, tmp_path / "out")
+        run_plan(plan, tmp_path / "out", tools=tools)
     assert list(tmp_path.iterdir()) == []
     _earlier_output(tmp_path / "out")
     with pytest.raises(KeyboardInterrupt):
-        run_plan(plan, tmp_path / "out", overwrite=True)
+        run_plan(plan, tmp_path / "out", overwrite=True, tools=tools)
     assert [p.name for p in tmp_path.iterdir()] == ["out"] and (tmp_path / "out" / "old.txt").is_file()
 
 
@@ -749,15 +751,15 @@ def test_overwrite_replaces_the_whole_folder(patient, tmp_path):
 
 # --- refusals before any work ---------------------------------------------------------------
 @pytest.fixture()
-def no_reading(monkeypatch):
-    """Fail the test if a run reads its images (so the refusal came before any long work)."""
+def no_reading() -> RunTools:
+    """Tools that fail the test if a run reads its images (so the refusal came before any long work)."""
     def read(*args, **kwargs):
         raise AssertionError("the run started reading images")
 
-    monkeypatch.setattr(run_module, "read_inputs", read)
+    return RunTools(read_inputs=read)
 
 
-def test_an_empty_liver_contour_is_refused_before_registration(patient, tmp_path, monkeypatch):
+def test_an_empty_liver_contour_is_refused_before_registration(patient, tmp_path):
     folder, manifest = patient
     liver = read_labels(folder / manifest["floating"][0]["liver"])
     write_image(liver.with_array(np.zeros_like(liver.array)), tmp_path / "empty_liver.nii.gz")
@@ -767,26 +769,25 @@ def test_an_empty_liver_contour_is_refused_before_registration(patient, tmp_path
     def register(*args, **kwargs):
         raise AssertionError("the run started registering")
 
-    monkeypatch.setattr(run_module, "register_guided", register)
     with pytest.raises(InputError, match="floating ct, liver: the liver contour is empty"):
-        run_plan(replace(plan, floating=(entry,)), tmp_path / "out")
+        run_plan(replace(plan, floating=(entry,)), tmp_path / "out", tools=RunTools(register=register))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty_liver.nii.gz"]
 
 
 @pytest.mark.parametrize(("device", "message"), [("tpu", "device must be"), ("cuda", "no CUDA GPU")])
 def test_unknown_or_missing_devices_are_refused(patient, tmp_path, no_reading, device, message):
-    if device == "cuda" and run_module.torch.cuda.is_available():
+    if device == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has a CUDA GPU")
     with pytest.raises(InputError, match=message):
-        run_plan(_plan(patient), tmp_path / "out", device=device)
+        run_plan(_plan(patient), tmp_path / "out", device=device, tools=no_reading)
 
 
 def test_an_output_folder_holding_inputs_is_refused(patient, no_reading):
     folder, _ = patient
     with pytest.raises(OutputExistsError, match="holds the input"):
-        run_plan(_plan(patient), folder, overwrite=True)
+        run_plan(_plan(patient), folder, overwrite=True, tools=no_reading)
     with pytest.raises(OutputExistsError, match="inside the input folder"):
-        run_plan(_plan(patient, reference_image=folder), folder / "out")
+        run_plan(_plan(patient, reference_image=folder), folder / "out", tools=no_reading)
 
 
 # --- the command line -----------------------------------------------------------------------

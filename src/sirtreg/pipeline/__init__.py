@@ -23,7 +23,7 @@ from sirtreg.pipeline.plan import (
 )
 from sirtreg.pipeline.plan_checks import check_plan
 from sirtreg.pipeline.plan_reader import read_plan
-from sirtreg.pipeline.run import RunResult, check_run, run_plan
+from sirtreg.pipeline.run import RunResult, RunTools, check_run, preset_settings, run_plan
 from sirtreg.pipeline.weights import RunWeights, with_tuned_weights
 
 __all__ = [
@@ -34,11 +34,13 @@ __all__ = [
     "Plan",
     "ReferenceInput",
     "RunResult",
+    "RunTools",
     "RunWeights",
     "SpectInput",
     "check_plan",
     "check_run",
     "read_plan",
+    "preset_settings",
     "run_plan",
     "with_tuned_weights",
     "write_plan",

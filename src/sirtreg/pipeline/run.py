@@ -52,7 +52,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
@@ -89,6 +89,7 @@ from sirtreg.register import (
     Annotated,
     GuidedReference,
     RegistrationResult,
+    RegistrationSettings,
     liver_dsc,
     mapped_points,
     preset,
@@ -230,11 +231,32 @@ class _ReferenceSide:
         self.guided = GuidedReference(Annotated(reference.volume, reference.liver, reference.landmarks))
 
 
+def preset_settings(guidance: str, weights: RunWeights, device: str) -> RegistrationSettings:
+    """The engine settings of one registration of a run: the guidance's preset with the plan's weights."""
+    return replace(preset(guidance, **weights.preset_weights()), device=device)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class RunTools:
+    """What a run calls for its long work, each replaceable (a test passes quick settings or a stand-in CNN).
+
+    ``settings(guidance, weights, device)``: one registration's engine settings; ``segment_liver``,
+    ``register`` and ``write_html``: with the signatures of :func:`~sirtreg.segment.segment_liver`,
+    :func:`~sirtreg.register.register_guided` and :func:`~sirtreg.report.html.write_html`;
+    ``read_inputs(plan)``: (MAA CT, SPECT, floating images), as :func:`~sirtreg.pipeline.run_inputs.read_inputs`.
+    """
+
+    settings: Callable[[str, RunWeights, str], RegistrationSettings] = preset_settings
+    segment_liver: Callable[..., LabelVolume] = segment_liver
+    read_inputs: Callable[[Plan], tuple[ScanImage, Volume, list[ScanImage]]] = read_inputs
+    register: Callable[..., RegistrationResult] = register_guided
+    write_html: Callable[..., Path] = write_html
+
+
 def _register(shared: _ReferenceSide, floating: ScanImage, guidance: str, weights: RunWeights, device: str,
-              progress: Progress) -> RegistrationResult:
-    settings = replace(preset(guidance, **weights.preset_weights()), device=device)  # type: ignore[arg-type]
-    return register_guided(shared.guided, Annotated(floating.volume, floating.liver, floating.landmarks), settings,
-                           progress=progress)
+              progress: Progress, tools: RunTools) -> RegistrationResult:
+    return tools.register(shared.guided, Annotated(floating.volume, floating.liver, floating.landmarks),
+                          tools.settings(guidance, weights, device), progress=progress)
 
 
 def _carry(reference: ScanImage, floating: ScanImage, entry: FloatingInput, guidance: str, weights: RunWeights,
@@ -271,7 +293,8 @@ def _relative(files: Mapping[str, Path], folder: Path) -> dict[str, str]:
 
 
 def _segment_missing(images: Sequence[ScanImage], sources: Sequence[tuple[str, str | None]], names: Sequence[str],
-                     device: str, stages: _Stages, timings: dict[str, float], checks: CnnLivers) -> list[ScanImage]:
+                     device: str, stages: _Stages, timings: dict[str, float], checks: CnnLivers,
+                     segment: Callable[..., LabelVolume]) -> list[ScanImage]:
     """The images, each with a liver: where the plan gives none, the CNN's (once per scan), checked (``names``:
     each image's scan name)."""
     done: list[ScanImage] = []
@@ -280,7 +303,7 @@ def _segment_missing(images: Sequence[ScanImage], sources: Sequence[tuple[str, s
         if image.liver is None:
             if source not in livers:
                 with _timed(timings, f"segment {image.name}"):
-                    livers[source] = segment_liver(
+                    livers[source] = segment(
                         image.volume, modality=image.modality.lower(), device=device,
                         progress=stages.callback("segment", index=len(livers), label=f"{image.name} liver"))
                 log.info("%s: liver segmented by the CNN (%.0f mL)", image.name, livers[source].volume_ml(1))
@@ -293,21 +316,22 @@ def _segment_missing(images: Sequence[ScanImage], sources: Sequence[tuple[str, s
 
 
 def _register_checked(plan: Plan, shared: _ReferenceSide, entry: FloatingInput, image: ScanImage, livers: CnnLivers,
-                      scan: str, device: str, progress: Progress) -> tuple[str, RunWeights, RegistrationResult]:
+                      scan: str, device: str, progress: Progress,
+                      tools: RunTools) -> tuple[str, RunWeights, RegistrationResult]:
     """Register one floating image with its planned guidance, or with image guidance where the plan says so for
     flagged CNN livers (checked before, and after the affine stage); returns (guidance, weights, result)."""
     planned = plan.guidance(entry)
     scans = [name for name, side in ((REFERENCE_SOURCE, shared.reference), (scan, image)) if side.liver_source == "CNN"]
     guidance = livers.guidance(planned, scans) if scans else planned
     weights = plan.weights_for(entry, guidance)
-    result = _register(shared, image, guidance, weights, device, progress)
+    result = _register(shared, image, guidance, weights, device, progress, tools)
     if scans and guidance != "image":
         assert shared.reference.liver is not None and image.liver is not None
         dsc = liver_dsc(result.affine, reference_liver=shared.reference.liver, floating_liver=image.liver)
         if livers.after_affine(entry.id, planned, scans, dsc) != guidance:
             log.warning("floating %s: its CNN liver is flagged; registering again with image guidance", entry.id)
             guidance, weights = "image", plan.weights_for(entry, "image")
-            result = _register(shared, image, guidance, weights, device, progress)
+            result = _register(shared, image, guidance, weights, device, progress, tools)
     elif scans:
         livers.unmeasured(entry.id, planned, guidance, scans)
     log.info("floating %s: %s registration in %.1f s, %s", entry.id, guidance, result.seconds, weights.describe())
@@ -316,7 +340,7 @@ def _register_checked(plan: Plan, shared: _ReferenceSide, entry: FloatingInput, 
 
 def _register_all(plan: Plan, reference: ScanImage, floating: Sequence[ScanImage], spect: Volume, staging: Path,
                   files: dict[str, Path], device: str, stages: _Stages, timings: dict[str, float],
-                  livers: CnnLivers) -> list[Carried]:
+                  livers: CnnLivers, tools: RunTools) -> list[Carried]:
     """Register every floating image, carry its contours onto the MAA CT and write its outputs."""
     spect_on_ct = resample(spect, reference.volume.grid)
     shared = _ReferenceSide(reference)
@@ -327,7 +351,7 @@ def _register_all(plan: Plan, reference: ScanImage, floating: Sequence[ScanImage
         with _timed(timings, f"register {entry.id}"):
             guidance, weights, result = _register_checked(
                 plan, shared, entry, image, livers, names[entry.id], device,
-                stages.callback("register", index=index, label=entry.id, share=_REGISTRATION_SHARE))
+                stages.callback("register", index=index, label=entry.id, share=_REGISTRATION_SHARE), tools)
         with _timed(timings, f"carry {entry.id}"):
             if id(image.liver) not in unregistered:  # one per floating liver (a scan listed several times)
                 unregistered[id(image.liver)] = resample(image.liver, reference.volume.grid, label_mode="one-hot")
@@ -340,7 +364,8 @@ def _register_all(plan: Plan, reference: ScanImage, floating: Sequence[ScanImage
 
 
 def run_plan(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = False, device: str = "cpu",
-             progress: Progress | None = None, deidentify: bool = False, pseudonym: str | None = None) -> RunResult:
+             progress: Progress | None = None, deidentify: bool = False, pseudonym: str | None = None,
+             tools: RunTools | None = None) -> RunResult:
     """Run one patient's plan end to end and write every output into ``out_dir`` (see the module docstring).
 
     Parameters
@@ -354,6 +379,7 @@ def run_plan(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = F
     deidentify : strip patient identifiers from every output (see the module docstring).
     pseudonym : PatientName and PatientID of the de-identified DICOM outputs (default "ANONYMOUS");
         only with ``deidentify``.
+    tools : what the run calls for its long work (default :class:`RunTools`: the presets, the CNN, ...).
 
     Returns
     -------
@@ -365,6 +391,7 @@ def run_plan(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = F
     output folder is left as it was.
     """
     started, started_utc = time.perf_counter(), datetime.now(UTC)
+    tools = tools or RunTools()
     timings: dict[str, float] = {}
     deidentification = deidentification_for(deidentify, pseudonym)
     with _timed(timings, "check"):
@@ -377,14 +404,15 @@ def run_plan(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = F
         staging = output.staging
         files: dict[str, Path] = {}
         with _timed(timings, "read"):
-            reference, spect, floating = read_inputs(plan)
+            reference, spect, floating = tools.read_inputs(plan)
             check_inputs(plan, reference, floating)
         stages.report("read", 1.0)
         livers = CnnLivers(plan.flagged_cnn_liver)
         names = [REFERENCE_SOURCE, *(image_names(plan)[entry.id] for entry in plan.floating)]
         reference, *floating = _segment_missing([reference, *floating], sources, names, device, stages, timings,
-                                                livers)
-        carried = _register_all(plan, reference, floating, spect, staging, files, device, stages, timings, livers)
+                                                livers, tools.segment_liver)
+        carried = _register_all(plan, reference, floating, spect, staging, files, device, stages, timings, livers,
+                                tools)
         with _timed(timings, "dose"):
             report = run_dose(plan, reference, spect, carried)
             rows = dose_rows(report, carried)
@@ -399,7 +427,7 @@ def run_plan(plan: Plan, out_dir: str | os.PathLike[str], *, overwrite: bool = F
                                            device)
             when = (f"{started_utc:%Y-%m-%d %H:%M} UTC" if deidentification is None
                     else f"de-identified ({deidentification.pseudonym})")
-            files["report"] = write_html(staging / REPORT_NAME, "sirtreg run report", sections,
+            files["report"] = tools.write_html(staging / REPORT_NAME, "sirtreg run report", sections,
                                          subtitle=f"sirtreg {__version__}, {when}, {len(carried)} floating image(s)")
         files["results"] = staging / RESULTS_NAME
         seconds = round(time.perf_counter() - started, 3)
