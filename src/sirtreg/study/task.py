@@ -116,7 +116,7 @@ def register_task(cohort: Cohort, task: Task, settings: RegistrationSettings | N
     method_settings = task.method.settings(settings)
     guidance = task.method.guidance
     sides = [(reference, f"{where}, reference"), (floating, f"{where}, floating {floating.id}")]
-    if guidance == "image":  # the floating liver is never read; the reference's only for the working region
+    if guidance == "image":  # no mask guides; the reference liver sets the working region alone
         sides = sides[:1] if method_settings.working_region == "liver" else []
     guides: list[LabelVolume | None] = [None, None]
     sources: list[str] = []
@@ -125,7 +125,8 @@ def register_task(cohort: Cohort, task: Task, settings: RegistrationSettings | N
         guides[index] = livers[index] if path == image.liver else read_labels(path)
         sources.append(source)
     source = "none" if guidance == "image" else sources[0] if sources[0] == sources[1] else "mixed"
-    cnn = [] if guidance == "image" else [side for side, kind in zip(("reference", "floating"), sources) if kind == "cnn"]
+    cnn = [] if guidance == "image" else [side for side, kind in zip(("reference", "floating"), sources)
+                                          if kind == "cnn"]
     flags = [f"{side} CNN liver: {reason}" for side, guide in zip(("reference", "floating"), guides, strict=True)
              if side in cnn and guide is not None for reason in check_liver(guide, side).reasons]
     start = time.perf_counter()
