@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from sirtreg.dosimetry.isotopes import read_activity_gbq, read_isotope
 from sirtreg.errors import InputError, OutputExistsError
 from sirtreg.yaml_input import (
     Loader,
@@ -42,7 +43,7 @@ def test_reader_collects_every_problem(tmp_path):
     assert reader.fraction("top, f", 1.0) is None
     assert reader.number("top, n", True) is None
     assert reader.choice("top, modality", "PET", ("CT", "MR")) is None
-    assert reader.isotope("top, isotope", "y90") == "Y-90"
+    assert reader.parsed("top, isotope", "y90", read_isotope) == "Y-90"
     assert reader.problems == [
         "top: unknown key 'nmae'; did you mean 'name'?",
         "top: missing 'name'",
@@ -141,17 +142,21 @@ def test_a_file_over_one_mib_is_refused_before_it_is_parsed(tmp_path):
 ])
 def test_reader_refuses_activities_out_of_range(tmp_path, value, kwargs, expected):
     reader = Reader(tmp_path)
-    assert reader.activity("spect, activity", value, **kwargs) is None
+    assert reader.parsed("spect, activity", value, lambda typed: read_activity_gbq(typed, **kwargs)) is None
     assert reader.problems == [f"spect, activity: {expected}"]
 
 
 def test_reader_warns_of_unusual_activities(tmp_path, caplog):
     reader = Reader(tmp_path)
+
+    def in_mbq(typed):
+        return read_activity_gbq(typed, unit="MBq", gbq_per_unit=1e-3)
+
     with caplog.at_level("WARNING", logger="sirtreg"):
-        assert reader.activity("a", 100) == 100.0
-        assert reader.activity("b", 2e4 + 1, unit="MBq", gbq_per_unit=1e-3) == pytest.approx(20.001)
-        assert reader.activity("c", 5, unit="MBq", gbq_per_unit=1e-3) == pytest.approx(0.005)
-        assert reader.activity("d", 1.8) == 1.8
+        assert reader.parsed("a", 100, read_activity_gbq) == 100.0
+        assert reader.parsed("b", 2e4 + 1, in_mbq) == pytest.approx(20.001)
+        assert reader.parsed("c", 5, in_mbq) == pytest.approx(0.005)
+        assert reader.parsed("d", 1.8, read_activity_gbq) == 1.8
     assert reader.problems == []
     assert caplog.messages == ["a: an activity of 100 GBq is more than 20 GBq: did you mean MBq?",
                                "b: 20001 MBq is more than 20 GBq, more than usual treatments",

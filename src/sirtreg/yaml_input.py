@@ -13,10 +13,9 @@ aliases (``*name``) and no alias that refers to a collection holding it, its ali
 deep, aliases written out. Plans and manifests need no alias; anchors and merge keys (``<<: *name``)
 stay allowed within these bounds.
 
-Activities are finite, > 0 and at most :data:`~sirtreg.dosimetry.isotopes.MAX_ACTIVITY_GBQ`
-(100 GBq); above :data:`~sirtreg.dosimetry.isotopes.PLAUSIBLE_ACTIVITY_GBQ` (20 GBq) and below
-:data:`LOW_ACTIVITY_GBQ` (10 MBq) a warning is logged (a unit mistake?). Fractions (the lung shunt
-fraction) are finite and in [0, 1). ``.nan`` and ``.inf`` are YAML numbers: they are refused wherever
+Values a domain reads (activities, isotopes: :func:`~sirtreg.dosimetry.isotopes.read_activity_gbq`)
+go through :meth:`Reader.parsed`, which records their refusals and logs their warnings. Fractions
+(the lung shunt fraction) are finite and in [0, 1). ``.nan`` and ``.inf`` are YAML numbers: they are refused wherever
 a number is read.
 """
 
@@ -29,11 +28,10 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
-from sirtreg.dosimetry.isotopes import MAX_ACTIVITY_GBQ, PLAUSIBLE_ACTIVITY_GBQ, activity_warnings, get_isotope
 from sirtreg.errors import InputError
 from sirtreg.io import prepare_output
 from sirtreg.output_folder import write_atomically
@@ -56,12 +54,10 @@ MAX_ALIAS_VALUES = 10_000
 MAX_DEPTH = 32
 """Deepest nesting of collections in a YAML document, aliases written out (a plan nests 5 deep)."""
 
-LOW_ACTIVITY_GBQ = 0.01
-"""Below this activity (GBq, i.e. 10 MBq), reading logs a warning: less than any treatment or scout dose."""
-
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-__all__ = ["ID_PATTERN", "LOW_ACTIVITY_GBQ", "MAX_ALIASES", "MAX_ALIAS_VALUES", "MAX_DEPTH", "MAX_FILE_BYTES",
+__all__ = ["ID_PATTERN", "MAX_ALIASES", "MAX_ALIAS_VALUES", "MAX_DEPTH", "MAX_FILE_BYTES",
            "MODALITIES", "Loader", "Reader", "YamlLimitError", "describe", "entry_label", "load_yaml", "refusal",
            "relative", "write_yaml"]
 
@@ -295,40 +291,17 @@ class Reader:
             return None
         return float(value)
 
-    def activity(self, where: str, value: Any, *, unit: str = "GBq", gbq_per_unit: float = 1.0) -> float | None:
-        """An activity given in ``unit``, in GBq: finite, > 0 and at most 100 GBq (MAX_ACTIVITY_GBQ of
-        :mod:`sirtreg.dosimetry.isotopes`).
-
-        Logs a warning above 20 GBq (:func:`~sirtreg.dosimetry.isotopes.activity_warnings`) and below
-        :data:`LOW_ACTIVITY_GBQ` (a unit mistake?).
-        """
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.problem(where, f"must be a number of {unit}, without unit (the unit is in the key), "
-                         f"got {describe(value)}")
+    def parsed(self, where: str, value: Any, parse: Callable[[Any], tuple[T, list[str]]]) -> T | None:
+        """``parse(value)``'s value (e.g. an activity or an isotope, :mod:`sirtreg.dosimetry.isotopes`): its
+        refusal (InputError) recorded as a problem of ``where``, its warnings logged there."""
+        try:
+            parsed, warnings = parse(value)
+        except InputError as exc:
+            self.problem(where, str(exc))
             return None
-        if not math.isfinite(value):
-            self.problem(where, f"must be a finite number of {unit}, got {value!r}")
-            return None
-        if value <= 0:
-            self.problem(where, f"must be a positive number of {unit}, got {value!r}")
-            return None
-        activity_gbq = float(value) * gbq_per_unit
-        if activity_gbq > MAX_ACTIVITY_GBQ:
-            hint = "; did you mean MBq?" if unit == "GBq" else ""
-            self.problem(where, f"{value!r} {unit} is more than {MAX_ACTIVITY_GBQ:g} GBq, far more than any "
-                         f"treatment{hint}")
-            return None
-        if unit == "GBq":
-            for warning in activity_warnings(activity_gbq):
-                log.warning("%s: %s", where, warning)
-        elif activity_gbq > PLAUSIBLE_ACTIVITY_GBQ:
-            log.warning("%s: %g %s is more than %g GBq, more than usual treatments", where, value, unit,
-                        PLAUSIBLE_ACTIVITY_GBQ)
-        if activity_gbq < LOW_ACTIVITY_GBQ:
-            hint = "; did you mean GBq?" if unit == "MBq" else ""
-            log.warning("%s: %g %s is less than %g GBq, less than any treatment%s", where, value, unit,
-                        LOW_ACTIVITY_GBQ, hint)
-        return activity_gbq
+        for warning in warnings:
+            log.warning("%s: %s", where, warning)
+        return parsed
 
     def fraction(self, where: str, value: Any) -> float | None:
         """A finite number in [0, 1)."""
@@ -337,14 +310,6 @@ class Reader:
             self.problem(where, f"must be in [0, 1), got {value!r}")
             return None
         return fraction
-
-    def isotope(self, where: str, value: Any) -> str | None:
-        """The isotope's canonical name ("Y-90", "Ho-166")."""
-        try:
-            return get_isotope(str(value)).name
-        except InputError as exc:
-            self.problem(where, str(exc))
-            return None
 
 
 def entry_label(prefix: str, entry: Any, number: int) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sirtreg.errors import InputError
 
@@ -85,6 +86,44 @@ def require_activity_gbq(activity_gbq: float, *, what: str = "activity") -> floa
         raise InputError(f"{what} of {value:g} GBq is more than any SIRT treatment ({MAX_ACTIVITY_GBQ:g} GBq at "
                          f"most): did you give MBq? ({value:g} MBq = {value / 1000:g} GBq)")
     return value
+
+
+LOW_ACTIVITY_GBQ = 0.01
+"""Below this activity (GBq, i.e. 10 MBq) a typed activity is accepted with a warning: less than any treatment."""
+
+
+def read_activity_gbq(value: Any, *, unit: str = "GBq", gbq_per_unit: float = 1.0) -> tuple[float, list[str]]:
+    """An activity as a user types it in a plan or a manifest (a number; the unit, ``unit``, is in the key), in
+    GBq, with its plausibility warnings. InputError (its message names no place) for anything but a finite
+    number in (0, :data:`MAX_ACTIVITY_GBQ`] GBq; warnings above :data:`PLAUSIBLE_ACTIVITY_GBQ` and below
+    :data:`LOW_ACTIVITY_GBQ` (a unit mistake?)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        shown = repr(value) if len(repr(value)) <= 60 else f"{repr(value)[:57]}..."
+        raise InputError(f"must be a number of {unit}, without unit (the unit is in the key), got {shown}")
+    if not math.isfinite(value):
+        raise InputError(f"must be a finite number of {unit}, got {value!r}")
+    if value <= 0:
+        raise InputError(f"must be a positive number of {unit}, got {value!r}")
+    activity_gbq = float(value) * gbq_per_unit
+    if activity_gbq > MAX_ACTIVITY_GBQ:
+        hint = "; did you mean MBq?" if unit == "GBq" else ""
+        raise InputError(f"{value!r} {unit} is more than {MAX_ACTIVITY_GBQ:g} GBq, far more than any treatment{hint}")
+    if unit == "GBq":
+        warnings = activity_warnings(activity_gbq)
+    elif activity_gbq > PLAUSIBLE_ACTIVITY_GBQ:
+        warnings = [f"{value:g} {unit} is more than {PLAUSIBLE_ACTIVITY_GBQ:g} GBq, more than usual treatments"]
+    else:
+        warnings = []
+    if activity_gbq < LOW_ACTIVITY_GBQ:
+        hint = "; did you mean GBq?" if unit == "MBq" else ""
+        warnings.append(f"{value:g} {unit} is less than {LOW_ACTIVITY_GBQ:g} GBq, less than any treatment{hint}")
+    return activity_gbq, warnings
+
+
+def read_isotope(value: Any) -> tuple[str, list[str]]:
+    """The canonical name ("Y-90", "Ho-166") of an isotope as a user types it ("y90", "Ho166", ...); no
+    warnings. InputError for an unknown isotope."""
+    return get_isotope(str(value)).name, []
 
 
 def activity_warnings(activity_gbq: float) -> list[str]:

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sirtreg.dosimetry.isotopes import read_activity_gbq, read_isotope
 from sirtreg.errors import InputError
 from sirtreg.pipeline.plan import (
     ACTIVITY_KEYS,
@@ -134,11 +135,11 @@ class _PlanReader(Reader):
             self.problem(where, f"give the activity once, not as {' and '.join(given)}")
         elif given:
             unit, gbq_per_unit = ACTIVITY_KEYS[given[0]]
-            activity_gbq = self.get(where, fields, given[0],
-                                    lambda at, value: self.activity(at, value, unit=unit, gbq_per_unit=gbq_per_unit))
+            activity_gbq = self.get(where, fields, given[0], lambda at, value: self.parsed(
+                at, value, lambda typed: read_activity_gbq(typed, unit=unit, gbq_per_unit=gbq_per_unit)))
         elif not unitless:
             self.problem(where, f"missing the activity: {' or '.join(map(repr, ACTIVITY_KEYS))}")
-        isotope = self.get(where, fields, "isotope", self.isotope)
+        isotope = self.get(where, fields, "isotope", lambda at, value: self.parsed(at, value, read_isotope))
         fraction = self.get(where, fields, "lung_shunt_fraction", self.fraction)
         if len(self.problems) > start:
             return None, scan

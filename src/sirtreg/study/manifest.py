@@ -62,7 +62,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from sirtreg.dosimetry.isotopes import require_activity_gbq
+from sirtreg.dosimetry.isotopes import read_activity_gbq, read_isotope, require_activity_gbq
 from sirtreg.errors import InputError
 from sirtreg.io import read_labels
 from sirtreg.yaml_input import (
@@ -193,8 +193,8 @@ class _ManifestReader(Reader):
         return COMPUTE if value == COMPUTE else self.path(where, value)
 
     def activity_gbq(self, where: str, value: Any) -> float | None:
-        """A number of GBq: finite, > 0 and at most MAX_ACTIVITY_GBQ (see :meth:`Reader.activity`)."""
-        return None if self.number(where, value) is None else self.activity(where, value)
+        """A number of GBq: finite, > 0 and at most 100 GBq (see :func:`~sirtreg.dosimetry.isotopes.read_activity_gbq`)."""
+        return None if self.number(where, value) is None else self.parsed(where, value, read_activity_gbq)
 
     def label_values(self, where: str, path: Path) -> frozenset[int] | None:
         """The non-zero values of a label map (read once per path), or None if it cannot be read."""
@@ -264,7 +264,7 @@ class _ManifestReader(Reader):
             return None
         image = self.get(where, fields, "image", self.path)
         activity_gbq = self.get(where, fields, "activity_gbq", self.activity_gbq)
-        isotope = self.get(where, fields, "isotope", self.isotope)
+        isotope = self.get(where, fields, "isotope", lambda at, value: self.parsed(at, value, read_isotope))
         lung_shunt_fraction = self.get(where, fields, "lung_shunt_fraction", self.fraction)
         if len(self.problems) > start:
             return None
