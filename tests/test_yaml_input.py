@@ -6,12 +6,11 @@ import pytest
 import yaml
 
 from sirtreg.dosimetry.isotopes import read_activity_gbq, read_isotope
-from sirtreg.errors import InputError, OutputExistsError
+from sirtreg.errors import InputError, OutputExistsError, describe
 from sirtreg.yaml_input import (
     Loader,
     Reader,
     YamlLimitError,
-    describe,
     entry_label,
     load_yaml,
     refusal,

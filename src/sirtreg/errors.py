@@ -7,6 +7,8 @@ The CLI prints that line and exits with status 2.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SirtregError(Exception):
     """Base class of all errors that the tool reports to its user."""
@@ -30,3 +32,9 @@ class OutputExistsError(SirtregError, FileExistsError):
 
 class FlaggedLiverError(SirtregError):
     """A CNN liver failed its checks (:mod:`sirtreg.segment.liver_check`) and the plan says to stop."""
+
+
+def describe(value: Any) -> str:
+    """``repr(value)``, cut to 60 characters, for the value a refusal names."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from sirtreg.errors import InputError
+from sirtreg.errors import InputError, describe
 from sirtreg.io import prepare_output
 from sirtreg.output_folder import write_atomically
 
@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 __all__ = ["ID_PATTERN", "MAX_ALIASES", "MAX_ALIAS_VALUES", "MAX_DEPTH", "MAX_FILE_BYTES",
-           "MODALITIES", "Loader", "Reader", "YamlLimitError", "describe", "entry_label", "load_yaml", "refusal",
+           "MODALITIES", "Loader", "Reader", "YamlLimitError", "entry_label", "load_yaml", "refusal",
            "relative", "write_yaml"]
 
 
@@ -317,12 +317,6 @@ def entry_label(prefix: str, entry: Any, number: int) -> str:
     if isinstance(entry, dict) and isinstance(entry.get("id"), str):
         return f"{prefix} {entry['id']}"
     return f"{prefix} #{number}"
-
-
-def describe(value: Any) -> str:
-    """``repr(value)``, cut to 60 characters, for problem lines."""
-    text = repr(value)
-    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def refusal(problems: list[str], *, what: str, prefix: str = "") -> InputError:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sirtreg.errors import InputError
+from sirtreg.errors import InputError, describe
 
 
 @dataclass(frozen=True)
@@ -98,8 +98,7 @@ def read_activity_gbq(value: Any, *, unit: str = "GBq", gbq_per_unit: float = 1.
     number in (0, :data:`MAX_ACTIVITY_GBQ`] GBq; warnings above :data:`PLAUSIBLE_ACTIVITY_GBQ` and below
     :data:`LOW_ACTIVITY_GBQ` (a unit mistake?)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        shown = repr(value) if len(repr(value)) <= 60 else f"{repr(value)[:57]}..."
-        raise InputError(f"must be a number of {unit}, without unit (the unit is in the key), got {shown}")
+        raise InputError(f"must be a number of {unit}, without unit (the unit is in the key), got {describe(value)}")
     if not math.isfinite(value):
         raise InputError(f"must be a finite number of {unit}, got {value!r}")
     if value <= 0:

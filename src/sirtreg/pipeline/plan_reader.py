@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sirtreg.dosimetry.isotopes import read_activity_gbq, read_isotope
-from sirtreg.errors import InputError
+from sirtreg.errors import InputError, describe
 from sirtreg.pipeline.plan import (
     ACTIVITY_KEYS,
     CONTOUR_ROLES,
@@ -26,7 +26,7 @@ from sirtreg.pipeline.plan import (
 from sirtreg.pipeline.plan_checks import FileChecker, Scan
 from sirtreg.pipeline.weights import read_plan_weights
 from sirtreg.register.config import GUIDANCES
-from sirtreg.yaml_input import MODALITIES, Reader, describe, entry_label, load_yaml, refusal
+from sirtreg.yaml_input import MODALITIES, Reader, entry_label, load_yaml, refusal
 
 log = logging.getLogger(__name__)
 
