@@ -239,7 +239,7 @@ def test_dose_doses_every_test_lesion_of_every_evaluated_method_and_resumes(eval
 @pytest.mark.slow
 def test_dose_refuses_a_table_of_other_engine_settings(evaluated, manifest, tmp_path):
     result = study("dose", manifest, "--results", evaluated["results"], "-o", tmp_path / "dose")  # not --quick
-    assert_refused(result, "was computed with other engine settings")
+    assert_refused(result, "holds results of other engine settings")
     assert not (tmp_path / "dose").exists()
 
 
@@ -286,6 +286,23 @@ def test_tune_refuses_a_bad_grid(manifest, tmp_path, grid, message):
 def test_register_refuses_bad_options(manifest, tmp_path, options, message):
     assert_refused(study("register", manifest, *options, "-o", tmp_path / "results.csv"), message)
     assert not (tmp_path / "results.csv").exists()
+
+
+@pytest.mark.parametrize(("command", "required"), [
+    ("register", ["-o", "results.csv"]),
+    ("tune", ["--grid", "wS=1", "-o", "tune.csv"]),
+    ("evaluate", ["--results", "results.csv", "-o", "out"]),
+    ("dose", ["--results", "results.csv", "-o", "out"]),
+])
+def test_every_registering_command_takes_and_checks_the_engine_options(manifest, tmp_path, command, required):
+    help_text = study(command, "--help").output
+    for option in ("--workers", "--scheduler", "--quick", "--working-region", "--device"):
+        assert option in help_text
+    assert ("--cnn-weights" in help_text) == (command != "dose")
+    paths = [str(tmp_path / value) if value.endswith((".csv", "out")) else value for value in required]
+    result = study(command, manifest, *paths, "--workers", "2", "--scheduler", "tcp://127.0.0.1:8786")
+    assert_refused(result, "not both")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_missing_manifest_is_refused(tmp_path):

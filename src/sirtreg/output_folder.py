@@ -160,6 +160,19 @@ def _is_alive(pid: int) -> bool:
     return True
 
 
+def refuse_overwriting_inputs(output: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]]) -> None:
+    """Refuse an output (file or folder) that is one of the ``inputs``, holds one, or lies inside an input folder
+    (links followed)."""
+    path = Path(output).resolve()
+    for item in map(lambda given: Path(given).resolve(), inputs):
+        if item == path:
+            raise OutputExistsError(f"output {output} would overwrite the input {item}")
+        if path in item.parents:
+            raise OutputExistsError(f"the output folder {output} holds the input {item}; choose another folder")
+        if item.is_dir() and item in path.parents:
+            raise OutputExistsError(f"the output {output} lies inside the input folder {item}")
+
+
 class OutputFolder:
     """A folder written as a unit (see the module docstring).
 
@@ -185,11 +198,7 @@ class OutputFolder:
         """Refuse, before any work, an output that is a file, is not empty (see ``overwrite``), holds an
         input or lies inside an input folder, or whose parent cannot be written."""
         path = self.path
-        for item in self.inputs:
-            if item == path or path in item.parents:
-                raise OutputExistsError(f"the output folder {path} holds the input {item}; choose another folder")
-            if item.is_dir() and item in path.parents:
-                raise OutputExistsError(f"the output folder {path} lies inside the input folder {item}")
+        refuse_overwriting_inputs(path, self.inputs)
         if path.exists() and not path.is_dir():
             raise OutputExistsError(f"{path} exists and is not a folder")
         if path.is_dir() and any(path.iterdir()):

@@ -179,9 +179,11 @@ def load_yaml(path: Path, *, what: str) -> tuple[Any, list[str]]:
     -------
     The parsed document and the repeated-key problems.
 
-    Raises :class:`~sirtreg.errors.InputError` if the file cannot be read or parsed, or is beyond the
-    bounds of :class:`Loader` (larger than :data:`MAX_FILE_BYTES`, too many aliases, nested too deep).
+    Raises :class:`~sirtreg.errors.InputError` if there is no such file, if it cannot be read or parsed, or is
+    beyond the bounds of :class:`Loader` (larger than :data:`MAX_FILE_BYTES`, too many aliases, nested too deep).
     """
+    if not path.is_file():
+        raise InputError(f"no such {what}: {path}")
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:

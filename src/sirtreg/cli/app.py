@@ -1,14 +1,17 @@
 """The one `sirtreg` app, and what every command module shares: the consoles, refusals as one-line
-messages, progress bars, output tables. The only place that prints, draws progress and sets log levels.
+messages, progress bars, output tables, options and groups of options. The only place that prints, draws
+progress and sets log levels.
 """
 
 from __future__ import annotations
 
 import functools
 import gc
+import inspect
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -20,7 +23,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from sirtreg import __version__
-from sirtreg.errors import InputError, OutputExistsError, SirtregError
+from sirtreg.errors import InputError, SirtregError
 
 app = typer.Typer(
     name="sirtreg",
@@ -45,10 +48,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 # options that several commands take, declared once
 OutputFolder = Annotated[Path, typer.Option("--output", "-o", help="Output folder (new or empty).")]
 GuidanceOption = Annotated[str, typer.Option(help="image, liver or liver+landmarks.")]
-ImageWeight = Annotated[float | None, typer.Option("--wi", help="Weight wI of the image similarity.")]
-LabelWeight = Annotated[float | None, typer.Option("--ws", help="Weight wS of the label SSD.")]
-Rigidity = Annotated[float | None, typer.Option(help="Spring rigidity.")]
-AffineOnly = Annotated[bool, typer.Option(help="Stop after the affine stage (wI = wS = 0).")]
 DeviceOption = Annotated[str, typer.Option(help="cpu or cuda.")]
 
 
@@ -117,14 +116,6 @@ def console_main() -> None:
         gc.freeze()
 
 
-def refuse_overwriting_inputs(output: Path, inputs: list[Path]) -> None:
-    for item in inputs:
-        if output.resolve() == item.resolve():
-            raise OutputExistsError(f"output {output} would overwrite the input {item}")
-        if item.is_dir() and item.resolve() in output.resolve().parents:
-            raise OutputExistsError(f"output {output} would be written inside the input folder {item}")
-
-
 def print_files(title: str, files: dict[str, Any]) -> None:
     """A table of the files a command wrote: name, path."""
     table = Table("output", "file", title=title)
@@ -133,14 +124,62 @@ def print_files(title: str, files: dict[str, Any]) -> None:
     console.print(table)
 
 
-def nonrigid_weights(image_weight: float | None, label_weight: float | None, rigidity: float | None, *,
-                     affine_only: bool) -> dict[str, float]:
-    """The non-rigid weights given as --wi, --ws and --rigidity (those left out are not in the result);
-    with ``affine_only`` none may be given and the result switches both terms off (wI = wS = 0)."""
-    weights = {name: value for name, value in (("image_weight", image_weight), ("label_weight", label_weight),
-                                               ("rigidity", rigidity)) if value is not None}
-    if affine_only:
-        if weights:
-            raise InputError("--affine-only runs no non-rigid stage: leave out --wi, --ws and --rigidity")
-        return {"image_weight": 0.0, "label_weight": 0.0}
-    return weights
+def option_group(parameter: str, group: type, options: Mapping[str, Any], *,
+                 leave_out: Collection[str] = ()) -> Callable[[F], F]:
+    """Decorate a command that takes ``parameter: group`` (a dataclass of options several commands share).
+
+    Typer shows the fields of ``group`` as the command's own options (annotated as in ``options``: field name ->
+    ``Annotated[type, typer.Option(...)]``; placed before a last ``overwrite`` option), and the command gets them
+    as one object. Fields in ``leave_out`` are no options; they keep their defaults.
+    """
+    defaults = {field.name: field.default for field in fields(group) if field.name not in leave_out}
+
+    def decorate(command: F) -> F:
+        signature = inspect.signature(command, eval_str=True)
+        own = [option.replace(kind=inspect.Parameter.KEYWORD_ONLY) for option in signature.parameters.values()
+               if option.name != parameter]
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=options[name])
+                 for name, default in defaults.items()]
+        last = [option for option in own if option.name == "overwrite"]
+        parameters = [option for option in own if option.name != "overwrite"] + added + last
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> Any:
+            kwargs[parameter] = group(**{name: kwargs.pop(name) for name in defaults})
+            return command(**kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {option.name: option.annotation for option in parameters}
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+@dataclass(frozen=True)
+class WeightOptions:
+    """The non-rigid weights a command takes (--wi, --ws, --rigidity, --affine-only); None: the preset's."""
+
+    image_weight: float | None = None
+    label_weight: float | None = None
+    rigidity: float | None = None
+    affine_only: bool = False
+
+    def nonrigid(self) -> dict[str, float]:
+        """The weights given (those left out are not in the result); with ``affine_only`` none may be given and
+        the result switches both terms off (wI = wS = 0)."""
+        weights = {name: value for name, value in (("image_weight", self.image_weight),
+                                                   ("label_weight", self.label_weight),
+                                                   ("rigidity", self.rigidity)) if value is not None}
+        if self.affine_only:
+            if weights:
+                raise InputError("--affine-only runs no non-rigid stage: leave out --wi, --ws and --rigidity")
+            return {"image_weight": 0.0, "label_weight": 0.0}
+        return weights
+
+
+weight_options = option_group("weights", WeightOptions, {
+    "image_weight": Annotated[float | None, typer.Option("--wi", help="Weight wI of the image similarity.")],
+    "label_weight": Annotated[float | None, typer.Option("--ws", help="Weight wS of the label SSD.")],
+    "rigidity": Annotated[float | None, typer.Option(help="Spring rigidity.")],
+    "affine_only": Annotated[bool, typer.Option(help="Stop after the affine stage (wI = wS = 0).")],
+})

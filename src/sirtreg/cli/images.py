@@ -11,8 +11,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from sirtreg.cli.app import app, console, log, progress_bar, refusals_as_messages, refuse_overwriting_inputs
+from sirtreg.cli.app import app, console, log, progress_bar, refusals_as_messages
 from sirtreg.errors import SirtregError
+from sirtreg.output_folder import refuse_overwriting_inputs
 
 
 @app.command()

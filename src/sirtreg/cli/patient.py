@@ -21,10 +21,10 @@ from sirtreg.cli.app import (
     print_files,
     progress_bar,
     refusals_as_messages,
-    refuse_overwriting_inputs,
 )
 from sirtreg.cli.structures import one_structure, read_structures, segment_names
 from sirtreg.errors import InputError
+from sirtreg.output_folder import refuse_overwriting_inputs
 
 
 @app.command()

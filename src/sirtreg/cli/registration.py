@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from sirtreg.errors import InputError, SirtregError
+from sirtreg.output_folder import refuse_overwriting_inputs
 
 if TYPE_CHECKING:
     from sirtreg.geometry import LabelVolume, Volume
@@ -18,26 +19,23 @@ if TYPE_CHECKING:
     from sirtreg.register import GuidedReference, RegistrationSettings
 
 from sirtreg.cli.app import (
-    AffineOnly,
     DeviceOption,
     GuidanceOption,
-    ImageWeight,
-    LabelWeight,
     OutputFolder,
-    Rigidity,
+    WeightOptions,
     app,
     console,
-    nonrigid_weights,
     print_files,
     progress_bar,
     refusals_as_messages,
-    refuse_overwriting_inputs,
+    weight_options,
 )
 from sirtreg.cli.structures import one_structure
 
 
 @app.command("register")
 @refusals_as_messages
+@weight_options
 def register_command(
     reference: Annotated[Path, typer.Option(help="Reference image: the MAA CT.")],
     floating: Annotated[Path, typer.Option(help="Floating image: a diagnostic CT or MR.")],
@@ -48,16 +46,12 @@ def register_command(
     reference_landmarks: Annotated[Path | None, typer.Option(help="Landmark map of the reference.")] = None,
     floating_landmarks: Annotated[Path | None, typer.Option(help="Landmark map of the floating image.")] = None,
     floating_lesions: Annotated[Path | None, typer.Option(help="Lesion map to carry onto the reference.")] = None,
-    image_weight: ImageWeight = None,
-    label_weight: LabelWeight = None,
-    rigidity: Rigidity = None,
     folding_weight: Annotated[float | None, typer.Option(help="Weight of the folding penalty (0: off).")] = None,
     similarity: Annotated[str | None, typer.Option(
         help="Image similarity of the non-rigid stage: mind (MIND-SSC, robust across modalities) or mi "
              "(mutual information, the paper's).")] = None,
     landmark_channels: Annotated[str | None, typer.Option(
         help="each (one label channel per landmark) or paper (all landmarks one class, as in the paper).")] = None,
-    affine_only: AffineOnly = False,
     liver_segment: Annotated[str | None, typer.Option(
         help="Segment name or label value of the liver in both liver files (needed when they hold several).")] = None,
     working_region: Annotated[str | None, typer.Option(
@@ -66,6 +60,8 @@ def register_command(
     device: DeviceOption = "cpu",
     overwrite: Annotated[bool, typer.Option(
         help="Replace an earlier output of sirtreg in that folder, once the new one is complete.")] = False,
+    *,
+    weights: WeightOptions,
 ) -> None:
     """Register a floating CT/MR to the reference MAA CT; write transforms, warped images and an overlay PNG."""
     from concurrent.futures import ThreadPoolExecutor
@@ -78,10 +74,10 @@ def register_command(
 
     inputs = [p for p in (reference, floating, reference_liver, floating_liver, reference_landmarks,
                           floating_landmarks, floating_lesions) if p is not None]
-    weights = nonrigid_weights(image_weight, label_weight, rigidity, affine_only=affine_only)
+    nonrigid = weights.nonrigid()
     if folding_weight is not None:
-        weights["folding_weight"] = folding_weight
-    settings = preset(guidance, **weights)  # type: ignore[arg-type]
+        nonrigid["folding_weight"] = folding_weight
+    settings = preset(guidance, **nonrigid)  # type: ignore[arg-type]
     settings = replace(settings, device=device, landmark_channels=landmark_channels or settings.landmark_channels,
                        working_region=working_region or ("liver" if reference_liver is not None else "whole"),
                        nonrigid=replace(settings.nonrigid, similarity=similarity or settings.nonrigid.similarity))

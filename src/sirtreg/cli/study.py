@@ -23,29 +23,20 @@ if TYPE_CHECKING:
     from sirtreg.study.tuning import TunedWeights
 
 from sirtreg.cli.app import (
-    AffineOnly,
     GuidanceOption,
-    ImageWeight,
-    LabelWeight,
     OutputFolder,
-    Rigidity,
+    WeightOptions,
     app,
     console,
-    nonrigid_weights,
     progress_bar,
     refusals_as_messages,
+    weight_options,
 )
 from sirtreg.cli.study_options import (
-    CnnWeights,
-    Device,
+    EngineOptions,
     Manifest,
-    Quick,
     Results,
-    Scheduler,
-    Workers,
-    WorkingRegion,
-    engine_settings,
-    prepare_cluster,
+    engine_options,
     progress_from_first_report,
     study_app,
     write_csv,
@@ -57,14 +48,6 @@ log = logging.getLogger("sirtreg")
 def _part(progress: Callable[[str, float], None], start: float, end: float) -> Callable[[str, float], None]:
     """A progress callback for one part of the work: its fractions 0..1 map onto ``start``..``end`` of ``progress``."""
     return lambda step, fraction: progress(step, start + fraction * (end - start))
-
-
-def _require_weights(cnn_weights: Path | None) -> None:
-    """Refuse --cnn-weights that is no file before the manifest is read (run_study checks it against it)."""
-    if cnn_weights is not None:
-        from sirtreg.study.cnn_masks import require_weights_file
-
-        require_weights_file(cnn_weights)
 
 
 def _rows_in(path: Path) -> int:
@@ -179,48 +162,41 @@ def study_finetune_cnn(
                   f"{result.checkpoint}", highlight=False, soft_wrap=True)  # a path to copy: never broken
 
 
-def _method(guidance: str, image_weight: float | None, label_weight: float | None, rigidity: float | None,
-            affine_only: bool) -> Method:
+def _method(guidance: str, weights: WeightOptions) -> Method:
     """The guidance preset with the weights given; ``affine_only`` gives the paper's affine methods."""
     from sirtreg.study import IMAGE, LIVER, LIVER_LANDMARKS
 
     presets = {method.guidance: method for method in (IMAGE, LIVER, LIVER_LANDMARKS)}
     if guidance not in presets:
         raise InputError(f"--guidance must be one of {', '.join(presets)}, got {guidance!r}")
-    weights = nonrigid_weights(image_weight, label_weight, rigidity, affine_only=affine_only)
-    return replace(presets[guidance], **weights, **({"name": f"{guidance}-affine"} if affine_only else {}))
+    return replace(presets[guidance], **weights.nonrigid(),
+                   **({"name": f"{guidance}-affine"} if weights.affine_only else {}))
 
 
 @study_app.command("register")
 @refusals_as_messages
+@engine_options()
+@weight_options
 def study_register(
     manifest: Manifest,
     output: Results,
     guidance: GuidanceOption = "liver",
-    image_weight: ImageWeight = None,
-    label_weight: LabelWeight = None,
-    rigidity: Rigidity = None,
-    affine_only: AffineOnly = False,
     split: Annotated[str | None, typer.Option(help="train or test (default: every patient).")] = None,
-    workers: Workers = None,
-    scheduler: Scheduler = None,
-    quick: Quick = False,
-    working_region: WorkingRegion = "liver",
-    device: Device = "cpu",
-    cnn_weights: CnnWeights = None,
+    *,
+    engine: EngineOptions,
+    weights: WeightOptions,
 ) -> None:
     """Register every floating image of the cohort with one method; rerun to resume. Prints RRMSD per modality."""
     from sirtreg.study import read_manifest, run_study, summarise
 
-    method = _method(guidance, image_weight, label_weight, rigidity, affine_only)
-    settings = engine_settings(quick, device, working_region)
-    prepare_cluster(workers, scheduler)
-    _require_weights(cnn_weights)
+    method = _method(guidance, weights)
+    settings = engine.settings()
+    engine.prepare()
     cohort = read_manifest(manifest)
     before = _rows_in(output)
     with progress_from_first_report(f"study register ({method.name})") as progress:
-        rows = run_study(cohort, [method], output, split=split, settings=settings,
-                         workers=workers, scheduler=scheduler, cnn_weights=cnn_weights, progress=progress)
+        rows = run_study(cohort, [method], output, split=split, settings=settings, workers=engine.workers,
+                         scheduler=engine.scheduler, cnn_weights=engine.cnn_weights, progress=progress)
     console.print(_summary_table(summarise(rows), title=escape(method.key)))
     _print_resumed(_rows_in(output) - before, len(rows), output)
 
@@ -244,6 +220,7 @@ def _grid_table(search: GridSearch, *, title: str) -> Table:
 
 @study_app.command("tune")
 @refusals_as_messages
+@engine_options()
 def study_tune(
     manifest: Manifest,
     output: Results,
@@ -253,12 +230,8 @@ def study_tune(
     name: Annotated[str | None, typer.Option(help="Name of the grid's method (default: the guidance); the paper "
                                                   "method it tunes for `study evaluate`.")] = None,
     split: Annotated[str, typer.Option(help="The split to tune on.")] = "train",
-    workers: Workers = None,
-    scheduler: Scheduler = None,
-    quick: Quick = False,
-    working_region: WorkingRegion = "liver",
-    device: Device = "cpu",
-    cnn_weights: CnnWeights = None,
+    *,
+    engine: EngineOptions,
 ) -> None:
     """The paper's grid search: the weights with the lowest RRMSD per modality.
 
@@ -271,15 +244,14 @@ def study_tune(
 
     weights = parse_grid(grid)
     grid_methods(weights, guidance=guidance, name=name)  # refuses a bad grid before the manifest is read
-    settings = engine_settings(quick, device, working_region)
-    prepare_cluster(workers, scheduler)
-    _require_weights(cnn_weights)
+    settings = engine.settings()
+    engine.prepare()
     cohort = read_manifest(manifest)
     before = _rows_in(output)
     with progress_from_first_report(f"study tune ({name or guidance})") as progress:
         search = grid_search(cohort, weights, output, guidance=guidance, name=name, split=split,
-                             settings=settings, workers=workers, scheduler=scheduler,
-                             cnn_weights=cnn_weights, progress=progress)
+                             settings=settings, workers=engine.workers, scheduler=engine.scheduler,
+                             cnn_weights=engine.cnn_weights, progress=progress)
     figure = plot_grid_rrmsd(search.summary, output.with_name(f"{output.stem}_rrmsd.png"),
                              best={modality: method.key for modality, method in search.best.items()}, overwrite=True)
     console.print(_grid_table(search, title=f"RRMSD on the {split} split ({name or guidance}; * chosen)"))
@@ -348,6 +320,7 @@ def _with_modalities(cohort: Cohort, modalities: Sequence[str]) -> Cohort:
 
 @study_app.command("evaluate")
 @refusals_as_messages
+@engine_options()
 def study_evaluate(
     manifest: Manifest,
     results: Annotated[Path, typer.Option(help="Results table of the registrations (CSV): created, or resumed.")],
@@ -355,13 +328,9 @@ def study_evaluate(
     weights_from: Annotated[list[Path] | None, typer.Option(help="Table of a `study tune` grid search: its method "
                                                                  "(image, liver, ...) gets the chosen weights per "
                                                                  "modality (repeatable).")] = None,
-    workers: Workers = None,
-    scheduler: Scheduler = None,
-    quick: Quick = False,
-    working_region: WorkingRegion = "liver",
-    device: Device = "cpu",
-    cnn_weights: CnnWeights = None,
     overwrite: Annotated[bool, typer.Option(help="Write into a non-empty folder.")] = False,
+    *,
+    engine: EngineOptions,
 ) -> None:
     """Compare the paper's methods on the test split: RMSD/RRMSD per method and modality, box plots (Figs. 6-7),
     the DSC of the CNN liver masks (Fig. 5), the tuning heat maps and an HTML report of them all."""
@@ -379,10 +348,9 @@ def study_evaluate(
     )
     from sirtreg.study.cnn_masks import cnn_mask_dsc, cnn_mask_folder
 
+    engine.prepare()
     check_output_folder(output, overwrite=overwrite)
-    settings = engine_settings(quick, device, working_region)
-    prepare_cluster(workers, scheduler)
-    _require_weights(cnn_weights)
+    settings = engine.settings()
     by_modality = _evaluated_methods(weights_from or [])
     every_method = [method for group in by_modality.values() for method in group]
     _refuse_other_methods(results, every_method)
@@ -401,8 +369,8 @@ def study_evaluate(
     rows = []
     with progress_from_first_report("study evaluate") as progress:
         for (part, group), start, size in zip(runs, itertools.accumulate(sizes, initial=0), sizes):
-            rows += run_study(part, group, results, split="test", settings=settings, workers=workers,
-                              scheduler=scheduler, cnn_weights=cnn_weights,
+            rows += run_study(part, group, results, split="test", settings=settings, workers=engine.workers,
+                              scheduler=engine.scheduler, cnn_weights=engine.cnn_weights,
                               progress=_part(progress, start / total, (start + size) / total))
     names = [method.name for method in PAPER_METHODS]
     summary = sorted(summarise(rows), key=lambda row: (MODALITIES.index(row["modality"]),
@@ -426,7 +394,7 @@ def study_evaluate(
     tuned_by = ", ".join(path.name for path in weights_from or [])
     facts = [f"{cohort.name or manifest.name}: {sum(p.split == 'test' for p in cohort.patients)} test patients, "
              f"{total} registrations; engine settings {engine_settings_id(settings)}"
-             + (" (quick: not for reporting)" if quick else ""),
+             + (" (quick: not for reporting)" if engine.quick else ""),
              f"Weights tuned on the train split: {tuned_by}." if tuned_by else "Default weights (no --weights-from)."]
     flagged = [row for row in rows if row["status"] == "ok" and row["liver_flag"]]
     report = write_study_report(output / "report.html", summary, boxplot=figure, heat_maps=heat_maps,

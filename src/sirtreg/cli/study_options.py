@@ -1,5 +1,6 @@
-"""What the cohort-study commands share: the `study` command group, its options, the engine settings they
-make, the cluster check and the progress bar that starts at the first report.
+"""What the cohort-study commands share: the `study` command group, its options, the engine options of the
+commands that register (:func:`engine_options`), the cluster check and the progress bar that starts at the first
+report.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import csv
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -18,7 +20,7 @@ from sirtreg.errors import InputError
 if TYPE_CHECKING:
     from sirtreg.register import RegistrationSettings
 
-from sirtreg.cli.app import app, log, progress_bar
+from sirtreg.cli.app import app, log, option_group, progress_bar
 
 study_app = typer.Typer(help="Cohort studies: check a manifest, register a cohort, tune the weights, compare "
                              "the paper's methods.", no_args_is_help=True)
@@ -72,22 +74,48 @@ def progress_from_first_report(description: str) -> Iterator[Callable[[str, floa
         yield update
 
 
-def engine_settings(quick: bool, device: str, working_region: str) -> RegistrationSettings:
-    """The engine's settings, or the quick ones (:func:`~sirtreg.register.quick_settings`)."""
-    from sirtreg.register import RegistrationSettings, quick_settings
-
-    settings = RegistrationSettings(device=device, working_region=working_region)
-    return quick_settings(settings) if quick else settings
+_ENGINE_OPTION_TYPES = {"workers": Workers, "scheduler": Scheduler, "quick": Quick, "working_region": WorkingRegion,
+                        "device": Device, "cnn_weights": CnnWeights}
 
 
-def prepare_cluster(workers: int | None, scheduler: str | None) -> None:
-    """Refuse --workers with --scheduler; leave Dask's messages (cluster start and stop) to --verbose."""
-    if workers is not None and scheduler is not None:
-        raise InputError("give --workers (a local cluster) or --scheduler (a running one), not both")
-    import distributed  # noqa: F401 - sets the level of its loggers on import, so after it is imported
+@dataclass(frozen=True)
+class EngineOptions:
+    """The options of the study commands that register: where they run, the engine's settings, the CNN weights."""
 
-    if not log.isEnabledFor(logging.DEBUG):
-        logging.getLogger("distributed").setLevel(logging.WARNING)
+    workers: int | None = None
+    scheduler: str | None = None
+    quick: bool = False
+    working_region: str = "liver"
+    device: str = "cpu"
+    cnn_weights: Path | None = None
+
+    def settings(self) -> RegistrationSettings:
+        """The engine's settings, or the quick ones (:func:`~sirtreg.register.quick_settings`)."""
+        from sirtreg.register import RegistrationSettings, quick_settings
+
+        settings = RegistrationSettings(device=self.device, working_region=self.working_region)
+        return quick_settings(settings) if self.quick else settings
+
+    def prepare(self) -> None:
+        """Refuse --workers with --scheduler and --cnn-weights that is no file, before the manifest is read; leave
+        Dask's messages (cluster start and stop) to --verbose."""
+        if self.workers is not None and self.scheduler is not None:
+            raise InputError("give --workers (a local cluster) or --scheduler (a running one), not both")
+        if self.cnn_weights is not None:
+            from sirtreg.study.cnn_masks import require_weights_file
+
+            require_weights_file(self.cnn_weights)
+        import distributed  # noqa: F401  (sets the level of its loggers on import, so after it is imported)
+
+        if not log.isEnabledFor(logging.DEBUG):
+            logging.getLogger("distributed").setLevel(logging.WARNING)
+
+
+def engine_options(*, cnn_weights: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a study command that takes ``engine: EngineOptions`` (see :func:`~sirtreg.cli.app.option_group`);
+    ``--cnn-weights`` only if ``cnn_weights``."""
+    return option_group("engine", EngineOptions, _ENGINE_OPTION_TYPES,
+                        leave_out=() if cnn_weights else ("cnn_weights",))
 
 
 def write_csv(rows: Sequence[Mapping[str, Any]], path: Path, *, overwrite: bool) -> Path:

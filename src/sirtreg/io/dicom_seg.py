@@ -215,11 +215,8 @@ def write_dicom_seg(labels: LabelVolume, reference: ReferenceSeries, path: str |
     series : SeriesInstanceUID or description selecting the series in a folder that holds several.
     segment_names : label value -> segment label, replacing the names of ``labels``.
     series_description : SeriesDescription of the SEG.
-    algorithm_name : the program that made the labels (segments marked AUTOMATIC); None for manual contours.
-    patient_name, patient_id : replace those copied from the referenced series.
-    deidentification : applied last, to the patient and study attributes copied from the referenced series
-        too (its pseudonym replaces ``patient_name`` and ``patient_id``).
-    overwrite : replace an existing file.
+    algorithm_name, patient_name, patient_id, deidentification, overwrite : as for
+        :func:`~sirtreg.io.rtstruct.write_rtstruct` (segments, not ROIs, marked AUTOMATIC).
 
     Returns
     -------

@@ -11,24 +11,13 @@ livers' checks), :mod:`.run_doses` and :mod:`.agreement` (doses, and which to tr
 (the files); the report's sections are in :mod:`sirtreg.report.run_report`.
 """
 
-from sirtreg.pipeline.plan import (
-    FORMAT,
-    VERSION,
-    ContourInput,
-    FloatingInput,
-    Plan,
-    ReferenceInput,
-    SpectInput,
-    write_plan,
-)
+from sirtreg.pipeline.plan import ContourInput, FloatingInput, Plan, ReferenceInput, SpectInput, write_plan
 from sirtreg.pipeline.plan_checks import check_plan
 from sirtreg.pipeline.plan_reader import read_plan
 from sirtreg.pipeline.run import RunResult, RunTools, check_run, preset_settings, run_plan
 from sirtreg.pipeline.weights import RunWeights, with_tuned_weights
 
 __all__ = [
-    "FORMAT",
-    "VERSION",
     "ContourInput",
     "FloatingInput",
     "Plan",

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sirtreg.dosimetry.isotopes import read_activity_gbq, read_isotope
-from sirtreg.errors import InputError, describe
+from sirtreg.errors import describe
 from sirtreg.pipeline.plan import (
     ACTIVITY_KEYS,
     CONTOUR_ROLES,
@@ -193,8 +193,6 @@ def read_plan(path: str | os.PathLike[str]) -> Plan:
     its files (the checks of :func:`check_plan`), one per line, each naming the input and the field.
     """
     path = Path(os.path.abspath(path))
-    if not path.is_file():
-        raise InputError(f"no such plan: {path}")
     document, repeated = load_yaml(path, what="plan")
     reader = _PlanReader(path.parent)
     reader.problems.extend(repeated)

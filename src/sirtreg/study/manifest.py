@@ -338,8 +338,6 @@ def read_manifest(path: str | os.PathLike[str]) -> Cohort:
     each naming the patient, the image and the field.
     """
     path = Path(os.path.abspath(path))
-    if not path.is_file():
-        raise InputError(f"no such cohort manifest: {path}")
     document, repeated = load_yaml(path, what="cohort manifest")
     reader = _ManifestReader(path.parent)
     reader.problems.extend(repeated)
@@ -364,16 +362,11 @@ def _image_entry(image: ReferenceImage | FloatingImage, folder: Path) -> dict[st
 
 
 def _patient_entry(patient: Patient, folder: Path) -> dict[str, Any]:
-    spect: dict[str, Any] = {"image": relative(patient.spect.image, folder),
-                             "activity_gbq": patient.spect.activity_gbq, "isotope": patient.spect.isotope}
-    if patient.spect.lung_shunt_fraction is not None:
-        spect["lung_shunt_fraction"] = patient.spect.lung_shunt_fraction
-    floating = []
-    for image in patient.floating:
-        entry: dict[str, Any] = {"id": image.id, "modality": image.modality}
-        if image.role:
-            entry["role"] = image.role
-        floating.append({**entry, **_image_entry(image, folder)})
+    shunt = patient.spect.lung_shunt_fraction
+    spect = {"image": relative(patient.spect.image, folder), "activity_gbq": patient.spect.activity_gbq,
+             "isotope": patient.spect.isotope, **({"lung_shunt_fraction": shunt} if shunt is not None else {})}
+    floating = [{"id": image.id, "modality": image.modality, **({"role": image.role} if image.role else {}),
+                 **_image_entry(image, folder)} for image in patient.floating]
     return {"id": patient.id, "split": patient.split, "reference": _image_entry(patient.reference, folder),
             "spect": spect, "floating": floating}
 

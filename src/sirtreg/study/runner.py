@@ -192,9 +192,13 @@ def read_results(path: str | os.PathLike[str]) -> list[Row]:
     return list(latest.values())
 
 
-def other_settings_ids(rows: Sequence[Mapping[str, Any]], settings_id: str) -> list[str]:
-    """The engine settings ids of ``rows`` other than ``settings_id``, sorted (a table holds one)."""
-    return sorted({str(row["settings_id"]) for row in rows} - {settings_id})
+def refuse_other_settings(rows: Sequence[Mapping[str, Any]], settings_id: str, *, table: str, remedy: str) -> None:
+    """Refuse ``rows`` of a results table (named ``table``) computed with engine settings other than
+    ``settings_id`` (a table holds one); the message ends with ``remedy``."""
+    others = sorted({str(row["settings_id"]) for row in rows} - {settings_id})
+    if others:
+        raise InputError(f"{table} holds results of other engine settings (settings_id {', '.join(others)}, "
+                         f"now {settings_id}): {remedy}")
 
 
 def _prepare_table(path: Path, settings_id: str) -> list[Row]:
@@ -205,10 +209,7 @@ def _prepare_table(path: Path, settings_id: str) -> list[Row]:
             if tuple(next(csv.reader(handle), [])) != COLUMNS:
                 raise InputError(f"{path.name} was written before the CNN liver checks (it has no liver_flag "
                                  "column): its rows can be read, but write new results to a new file")
-        others = other_settings_ids(rows, settings_id)
-        if others:
-            raise InputError(f"{path.name} holds results of other engine settings (settings_id {', '.join(others)}, "
-                             f"now {settings_id}): write these results to a new file")
+        refuse_other_settings(rows, settings_id, table=path.name, remedy="write these results to a new file")
         return rows
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
