@@ -191,6 +191,7 @@ class Case:
 REG = "register --reference {ct} --floating {mr} --guidance image --affine-only -o {out}"
 LIVER_REG = "register --reference {ct} --floating {mr} --reference-liver {liver} --floating-liver {liver} -o {out}"
 DOSE = "dose --spect {spect} --liver {liver} -o {out}"
+PLAN = "plan --spect {spect} --liver {liver} -o {out}"
 CASES = [
     # info: the file is read to its end and its geometry checked before anything is said about it
     Case("info", "info {root}/nothing.nii.gz", "no such file"),
@@ -272,6 +273,17 @@ CASES = [
     Case("dose", DOSE.replace("{out}", "{root}") + " --activity-gbq 2 --overwrite", "holds the input"),
     Case("dose", DOSE.replace("{out}", "{mine}") + " --activity-gbq 2 --overwrite", "replaces only a folder"),
     Case("dose", DOSE.replace("{out}", "{busy}") + " --activity-gbq 2", "is being written by process"),
+    # plan: the method, its inputs and the lung limits
+    Case("plan", PLAN + " --method seeds --dose-gy 100", "method must be one of mird, partition, bsa"),
+    Case("plan", PLAN + " --dose-gy 120", "the partition model needs tumour contours"),
+    Case("plan", PLAN + " --method mird", "mird target dose (Gy) must be a positive number"),
+    Case("plan", PLAN + " --method mird --dose-gy 120 --lung-shunt-fraction 0.6",
+         "breaks the lung limit of 30 Gy per treatment"),
+    Case("plan", PLAN + " --method mird --dose-gy 120 --previous-lung-dose-gy 50", "leaves nothing of the 50 Gy"),
+    Case("plan", PLAN + " --method bsa --height-cm 170 --weight-kg 70", "resin Y-90 microspheres only"),
+    Case("plan", PLAN + " --method bsa --microspheres resin", "needs the patient's height"),
+    Case("plan", PLAN + " --method mird --dose-gy 120 --tumours {shifted_labels}", "lies on another grid"),
+    Case("plan", PLAN.replace("{out}", "{root}") + " --method mird --dose-gy 120 --overwrite", "holds the input"),
     # run: the plan, its numbers and contours, and the output folder, before any work
     Case("run", "run {root}/nothing.yaml -o {out}", "nothing.yaml"),
     Case("run", "run {plan_bomb} -o {out}", "billion laughs"),
@@ -305,8 +317,8 @@ def _snapshot(root: Path) -> dict[str, str]:
 def test_the_suite_covers_every_command_with_at_least_60_cases():
     commands = {case.command for case in CASES}
     assert len(CASES) >= 60
-    assert commands >= {"info", "convert", "segment", "register", "warp", "dose", "run", "review", "review-summary",
-                        "study"}
+    assert commands >= {"info", "convert", "segment", "register", "warp", "dose", "plan", "run", "review",
+                        "review-summary", "study"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.command}-{i}" for i, c in enumerate(CASES)])

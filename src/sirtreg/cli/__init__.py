@@ -2,7 +2,8 @@
 :mod:`sirtreg.cli.app` and sharing only its helpers (and those of :mod:`sirtreg.cli.structures` and
 :mod:`sirtreg.cli.study_options`); no command module imports another's commands."""
 
-from sirtreg.cli import dose_study, images, patient, registration, study  # noqa: F401  (they add the commands)
+# each command module adds its commands to the app
+from sirtreg.cli import dose_study, images, patient, planning, registration, study  # noqa: F401
 from sirtreg.cli.app import app, console_main
 
 __all__ = ["app", "console_main"]

@@ -4,19 +4,29 @@ segment or label value that picks one structure out of it.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 from sirtreg.errors import InputError, SirtregError
 
 
+@functools.lru_cache(maxsize=1)
+def _segmentation(path: Path, modified_ns: int) -> Any:
+    """A Slicer segmentation, read once when several options name segments of the same file (the file's
+    modification time in the key)."""
+    from sirtreg.io import read_segmentation
+
+    return read_segmentation(path)
+
+
 def read_structures(path: Path, segments: list[str]) -> list[Any]:
     """Label maps from a file: the segments of a Slicer segmentation, or labels (name or value) of a label map."""
     from sirtreg.geometry import LabelVolume
-    from sirtreg.io import is_segmentation_file, read_labels, read_segmentation
+    from sirtreg.io import is_segmentation_file, read_labels
 
     if is_segmentation_file(path):
-        segmentation = read_segmentation(path)
+        segmentation = _segmentation(path.resolve(), path.stat().st_mtime_ns)
         return [segmentation.label_volume(name) for name in (segments or segmentation.names)]
     labels = read_labels(path)
     if not segments:

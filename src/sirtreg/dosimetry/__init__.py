@@ -1,10 +1,10 @@
 """Dosimetry for SIRT: uptake from the MAA SPECT, local-deposition dose, dose-volume
-statistics, the MIRD partition model and cohort comparison statistics.
+statistics, the MIRD partition model, activity planning and cohort comparison statistics.
 
 Modules: :mod:`.isotopes` (dose factors, decay), :mod:`.occupancy` (contours on the
 SPECT grid as voxel fractions), :mod:`.uptake` (counts inside contours),
 :mod:`.deposition` (dose map), :mod:`.dvh` and :mod:`.structures` (DVH, Vx, Dx per
-structure), :mod:`.partition` (partition model and activity planning),
+structure), :mod:`.partition` (partition model), :mod:`.compartments` and :mod:`.prescription` (activity planning),
 :mod:`.passing_bablok` and :mod:`.compare` (cohort statistics), :mod:`.plots`
 (figures) and :mod:`.report` (one patient's report and its files).
 """
@@ -19,6 +19,7 @@ from sirtreg.dosimetry.compare import (
     quartiles,
     relative_difference_percent,
 )
+from sirtreg.dosimetry.compartments import Compartments, measure_compartments
 from sirtreg.dosimetry.deposition import (
     DoseMap,
     Territory,
@@ -40,15 +41,10 @@ from sirtreg.dosimetry.isotopes import (
     get_isotope,
 )
 from sirtreg.dosimetry.occupancy import occupancy_on_grid
-from sirtreg.dosimetry.partition import (
-    ActivityPlan,
-    PartitionDoses,
-    partition_model,
-    plan_activity,
-    tumour_to_normal_ratio,
-)
+from sirtreg.dosimetry.partition import PartitionDoses, partition_model, tumour_to_normal_ratio
 from sirtreg.dosimetry.passing_bablok import PassingBablokResult, passing_bablok
 from sirtreg.dosimetry.plots import plot_difference_boxes, plot_dvh, plot_passing_bablok
+from sirtreg.dosimetry.prescription import Limits, Prescription, prescribe
 from sirtreg.dosimetry.report import DoseReport, dose_report, write_dose_outputs
 from sirtreg.dosimetry.structures import StructureDose, structure_dose, structure_doses
 from sirtreg.dosimetry.uptake import Uptake, fractional_uptake_map, measure_uptake
@@ -57,16 +53,18 @@ __all__ = [
     "HO166",
     "ISOTOPES",
     "Y90",
-    "ActivityPlan",
     "CohortComparison",
+    "Compartments",
     "DoseMap",
     "DoseReport",
     "DoseVolumeHistogram",
     "Isotope",
+    "Limits",
     "MetricComparison",
     "PartitionDoses",
     "PassingBablokResult",
     "PearsonResult",
+    "Prescription",
     "StructureDose",
     "Territory",
     "Uptake",
@@ -80,15 +78,16 @@ __all__ = [
     "get_isotope",
     "local_deposition_dose",
     "mean_dose_gy",
+    "measure_compartments",
     "measure_uptake",
     "occupancy_on_grid",
     "partition_model",
     "passing_bablok",
     "pearson_r",
-    "plan_activity",
     "plot_difference_boxes",
     "plot_dvh",
     "plot_passing_bablok",
+    "prescribe",
     "quartiles",
     "relative_difference_percent",
     "structure_dose",

@@ -1,4 +1,4 @@
-"""MIRD partition model (tumour, normal liver, lung) and activity planning.
+"""MIRD partition model (tumour, normal liver, lung) and the MAA tumour-to-normal ratio.
 
 With administered activity ``A`` (GBq), lung shunt fraction ``L``, MAA
 tumour-to-normal ratio ``R`` (activity concentration in tumour over that in
@@ -8,17 +8,14 @@ normal liver), masses ``m_T``, ``m_N``, ``m_L`` (kg) and dose factor ``C``
 - ``A_lung = A L``; ``A_T = A (1 - L) R m_T / (R m_T + m_N)``; ``A_N = A (1 - L) m_N / (R m_T + m_N)``
 - ``D_T = C A_T / m_T = R D_N``; ``D_N = C A (1 - L) / (R m_T + m_N)``; ``D_lung = C A L / m_L``
 
-Every dose is proportional to ``A``, so planning inverts each one: the
-activity for a prescribed mean dose to the target is ``A_rx = D_rx / (D/A)``,
-the largest safe activity for each limit ``A_max = D_max / (D/A)``, and the
-plan takes the smallest; the constraint that gave it binds.
+Every dose is proportional to ``A`` (:func:`doses_per_gbq`); :mod:`.prescription` inverts them to plan an
+activity.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
@@ -32,9 +29,6 @@ from sirtreg.dosimetry.occupancy import occupancy_on_grid
 from sirtreg.dosimetry.uptake import spect_counts
 from sirtreg.errors import InputError
 from sirtreg.geometry import LabelVolume, Volume
-
-#: single-session mean lung dose limit (Gy) commonly used for Y-90 and Ho-166 microspheres
-DEFAULT_LUNG_LIMIT_GY = 30.0
 
 
 @dataclass(frozen=True)
@@ -50,10 +44,10 @@ class PartitionDoses:
     lung_dose_gy: float
 
 
-def _dose_per_gbq(
+def doses_per_gbq(
     *, isotope: Isotope, tumour_mass_kg: float, normal_mass_kg: float, ratio: float, lsf: float, lung_mass_kg: float
 ) -> tuple[float, float, float]:
-    """(tumour, normal, lung) mean dose per administered GBq."""
+    """(tumour, normal, lung) mean dose (Gy) per administered GBq; masses in kg, ``lsf`` the lung shunt fraction."""
     c = isotope.dose_factor_gy_kg_per_gbq
     normal = c * (1.0 - lsf) / (ratio * tumour_mass_kg + normal_mass_kg)
     return ratio * normal, normal, c * lsf / lung_mass_kg
@@ -86,7 +80,7 @@ def partition_model(
     activity = require_activity_gbq(activity_gbq)
     tumour, normal, ratio, lsf, lung = _checked(tumour_mass_kg, normal_mass_kg, tumour_to_normal_ratio,
                                                 lung_shunt_fraction, lung_mass_kg)
-    per_gbq = _dose_per_gbq(isotope=get_isotope(isotope), tumour_mass_kg=tumour, normal_mass_kg=normal,
+    per_gbq = doses_per_gbq(isotope=get_isotope(isotope), tumour_mass_kg=tumour, normal_mass_kg=normal,
                             ratio=ratio, lsf=lsf, lung_mass_kg=lung)
     share = ratio * tumour + normal
     return PartitionDoses(
@@ -98,69 +92,6 @@ def partition_model(
         normal_dose_gy=activity * per_gbq[1],
         lung_dose_gy=activity * per_gbq[2],
     )
-
-
-@dataclass(frozen=True)
-class ActivityPlan:
-    """The planned activity, the constraint that sets it and the resulting doses.
-
-    ``binding`` is "prescription" (the target dose is reached), "normal liver limit"
-    or "lung limit"; ``prescribed_activity_gbq`` is the activity the prescription alone asks for.
-    """
-
-    activity_gbq: float
-    binding: str
-    prescribed_activity_gbq: float
-    doses: PartitionDoses
-
-
-def plan_activity(
-    *,
-    target: Literal["tumour", "normal"],
-    prescribed_dose_gy: float,
-    tumour_mass_kg: float,
-    normal_mass_kg: float,
-    tumour_to_normal_ratio: float,
-    normal_liver_limit_gy: float,
-    lung_limit_gy: float = DEFAULT_LUNG_LIMIT_GY,
-    lung_shunt_fraction: float = 0.0,
-    lung_mass_kg: float = DEFAULT_LUNG_MASS_KG,
-    isotope: str | Isotope = "y90",
-) -> ActivityPlan:
-    """Activity (GBq) giving ``prescribed_dose_gy`` mean dose to ``target`` within the normal-liver and lung limits.
-
-    Parameters
-    ----------
-    target : "tumour" or "normal" (perfused normal liver).
-    prescribed_dose_gy : mean dose wanted in the target (Gy, > 0).
-    normal_liver_limit_gy : largest mean normal-liver dose allowed (Gy); no default because it
-        depends on the device and the patient (e.g. 40 Gy is often used with resin Y-90).
-    lung_limit_gy : largest mean lung dose allowed (default 30 Gy per session; 50 Gy cumulative).
-    Other parameters as in :func:`partition_model`.
-    """
-    if target not in ("tumour", "normal"):
-        raise InputError(f"target must be 'tumour' or 'normal', got {target!r}")
-    tumour, normal, ratio, lsf, lung = _checked(tumour_mass_kg, normal_mass_kg, tumour_to_normal_ratio,
-                                                lung_shunt_fraction, lung_mass_kg)
-    if target == "tumour" and tumour == 0:
-        raise InputError("a tumour target needs a tumour mass > 0 kg")
-    prescribed = require_positive(prescribed_dose_gy, what="prescribed dose (Gy)")
-    normal_limit = require_positive(normal_liver_limit_gy, what="normal liver limit (Gy)")
-    lung_limit = require_positive(lung_limit_gy, what="lung limit (Gy)")
-    isotope = get_isotope(isotope)
-    per_tumour, per_normal, per_lung = _dose_per_gbq(isotope=isotope, tumour_mass_kg=tumour, normal_mass_kg=normal,
-                                                     ratio=ratio, lsf=lsf, lung_mass_kg=lung)
-    prescribed_gbq = prescribed / (per_tumour if target == "tumour" else per_normal)
-    candidates = {
-        "prescription": prescribed_gbq,
-        "normal liver limit": normal_limit / per_normal,
-        "lung limit": lung_limit / per_lung if per_lung > 0 else math.inf,
-    }
-    binding = min(candidates, key=candidates.__getitem__)
-    activity = candidates[binding]
-    doses = partition_model(activity, tumour_mass_kg=tumour, normal_mass_kg=normal, tumour_to_normal_ratio=ratio,
-                            lung_shunt_fraction=lsf, lung_mass_kg=lung, isotope=isotope)
-    return ActivityPlan(activity_gbq=activity, binding=binding, prescribed_activity_gbq=prescribed_gbq, doses=doses)
 
 
 def tumour_to_normal_ratio(

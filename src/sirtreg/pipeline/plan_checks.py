@@ -22,8 +22,8 @@ from sirtreg.errors import InputError
 from sirtreg.geometry import Grid
 from sirtreg.io import SeriesInfo, is_segmentation_file, list_series, read_labels
 from sirtreg.io.contours import describe_values, is_label_value
-from sirtreg.io.dicom_series import NON_IMAGE_MODALITIES, select_series
 from sirtreg.io.dicom_seg import series_grid
+from sirtreg.io.dicom_series import NON_IMAGE_MODALITIES, select_series
 from sirtreg.io.images import has_image_suffix
 from sirtreg.pipeline.plan import CONTOUR_ROLES, ContourInput, FloatingInput, Plan, ReferenceInput
 from sirtreg.yaml_input import refusal

@@ -7,8 +7,8 @@ folding) take the displacement (D, H, W, 3) in mm.
 """
 
 from sirtreg.register.terms.folding import FoldingPenalty
-from sirtreg.register.terms.mind import DescriptorSSD, mind_ssc
 from sirtreg.register.terms.label_ssd import LabelSSD
+from sirtreg.register.terms.mind import DescriptorSSD, mind_ssc
 from sirtreg.register.terms.mutual_information import MutualInformation
 from sirtreg.register.terms.spring import SpringRegulariser
 

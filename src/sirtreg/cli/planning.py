@@ -1,0 +1,88 @@
+"""`sirtreg plan`: the activity to administer, planned from the MAA SPECT and its contours (see
+:mod:`sirtreg.dosimetry.prescription`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from sirtreg.cli.app import OutputFolder, app, console, refusals_as_messages
+from sirtreg.cli.structures import one_structure, read_structures, segment_names
+
+
+@app.command("plan")
+@refusals_as_messages
+def plan_command(
+    spect: Annotated[Path, typer.Option(help="The 99mTc-MAA SPECT (counts): NIfTI, NRRD, MHA or DICOM.")],
+    liver: Annotated[Path, typer.Option(help="Whole-liver contour (tumours included): label map, Slicer "
+                                              ".seg.nrrd, DICOM SEG or RTSTRUCT.")],
+    output: OutputFolder,
+    method: Annotated[str, typer.Option(help="mird (single compartment), partition (MIRD partition model) or bsa "
+                                             "(body surface area, resin Y-90).")] = "partition",
+    dose_gy: Annotated[float | None, typer.Option("--dose-gy", help="Target mean dose (Gy): of the territory for "
+                                                                     "mird, of the --target for partition.")] = None,
+    target: Annotated[str, typer.Option(help="The partition model's target: tumour or normal.")] = "tumour",
+    isotope: Annotated[str, typer.Option(help="y90 or ho166.")] = "y90",
+    microspheres: Annotated[str, typer.Option(help="glass or resin (Y-90).")] = "glass",
+    liver_segment: Annotated[str | None, typer.Option(help="Segment name or label value of the liver in its "
+                                                           "file (needed when it holds several).")] = None,
+    tumours: Annotated[list[Path] | None, typer.Option("--tumours", help="Tumour contours (repeatable).")] = None,
+    tumour_segments: Annotated[str | None, typer.Option(help="Comma-separated tumour segment names or label "
+                                                             "values.")] = None,
+    perfused: Annotated[Path | None, typer.Option(help="Perfused-volume contour: the treated territory (default: "
+                                                       "the whole liver).")] = None,
+    perfused_segment: Annotated[str | None, typer.Option(help="Segment name/value of the perfused volume.")] = None,
+    lung_shunt_fraction: Annotated[float, typer.Option(help="Lung shunt fraction in [0, 1).")] = 0.0,
+    lung_mass_kg: Annotated[float, typer.Option(help="Lung mass (kg).")] = 1.0,
+    previous_lung_dose_gy: Annotated[float, typer.Option(help="Lung dose of earlier treatments (Gy), for the "
+                                                              "50 Gy cumulative limit.")] = 0.0,
+    normal_liver_limit_gy: Annotated[float | None, typer.Option(help="Largest mean normal-liver dose allowed "
+                                                                     "(Gy).")] = None,
+    within_limits: Annotated[bool, typer.Option(help="Plan the largest activity within the limits instead of "
+                                                     "refusing a plan that breaks one.")] = False,
+    height_cm: Annotated[float | None, typer.Option(help="Patient height (cm), for bsa.")] = None,
+    weight_kg: Annotated[float | None, typer.Option(help="Patient weight (kg), for bsa.")] = None,
+    density_g_per_ml: Annotated[float, typer.Option(help="Tissue density (g/mL).")] = 1.05,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier plan of sirtreg in that folder.")] = False,
+) -> None:
+    """Plan the activity to administer from the MAA SPECT: MIRD single compartment, partition model or BSA, within
+    the lung limits (30 Gy per treatment, 50 Gy cumulative); writes a table, a JSON file and an HTML page that
+    state every input and formula."""
+    from sirtreg.dosimetry.compartments import measure_compartments
+    from sirtreg.dosimetry.prescription import Limits, prescribe
+    from sirtreg.io import read_image
+    from sirtreg.output_folder import OutputFolder as Folder
+    from sirtreg.report.activity_plan import write_activity_plan
+
+    inputs = [spect, liver, *(tumours or []), *([perfused] if perfused else [])]
+    Folder(output, overwrite=overwrite, inputs=inputs, command="plan").check()
+    limits = Limits(previous_lung_gy=previous_lung_dose_gy, normal_liver_gy=normal_liver_limit_gy)
+    spect_volume = read_image(spect, modality="NM")
+    liver_labels = one_structure(liver, liver_segment, "liver")
+    tumour_labels = [item for path in tumours or [] for item in read_structures(path, segment_names(tumour_segments))]
+    perfused_labels = one_structure(perfused, perfused_segment, "perfused") if perfused else None
+    compartments = measure_compartments(spect_volume, liver_labels, tumours=tumour_labels, perfused=perfused_labels,
+                                        density_g_per_ml=density_g_per_ml)
+    prescription = prescribe(method, compartments, dose_gy=dose_gy, target=target,
+                             lung_shunt_fraction=lung_shunt_fraction, lung_mass_kg=lung_mass_kg, isotope=isotope,
+                             microspheres=microspheres, height_cm=height_cm, weight_kg=weight_kg, limits=limits,
+                             within_limits=within_limits)
+    facts = [f"SPECT {spect.name}; liver {liver.name}" + (f" ({liver_segment})" if liver_segment else ""),
+             f"tumours: {', '.join(name for label in tumour_labels for name in label.labels.values()) or 'none'}",
+             f"territory: {perfused.name if perfused else 'the whole liver'}"
+             + (f" ({perfused_segment})" if perfused_segment else "")]
+    files = write_activity_plan(prescription, compartments, output, facts=facts, overwrite=overwrite, inputs=inputs)
+    table = Table("", "value", title=f"activity plan ({prescription.method})")
+    table.add_row("activity", f"{prescription.activity_gbq:.2f} GBq")
+    if prescription.binding != "prescription":
+        table.add_row("set by", f"{prescription.binding} (the method asks for "
+                                f"{prescription.prescribed_activity_gbq:.2f} GBq)")
+    if compartments.tumour_to_normal_ratio is not None:
+        table.add_row("tumour-to-normal ratio", f"{compartments.tumour_to_normal_ratio:.2f}")
+    for name, dose in prescription.doses_gy.items():
+        table.add_row(f"{name} mean dose", f"{dose:.1f} Gy")
+    console.print(table)
+    console.print(f"wrote {files['activity_plan.html']}", highlight=False, soft_wrap=True)

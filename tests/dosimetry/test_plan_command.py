@@ -1,0 +1,74 @@
+"""`sirtreg plan` end to end: its files on a box phantom, and the partition model on the real MAA SPECT of the
+taranis sample against a hand computation."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from dose_phantoms import CT_GRID, SPECT_GRID, box_labels, box_mask
+from typer.testing import CliRunner
+
+from sirtreg.cli import app
+from sirtreg.geometry import Volume
+from sirtreg.io import write_image
+
+runner = CliRunner()
+
+
+def activity_of(folder) -> dict[str, str]:
+    with open(folder / "activity_plan.csv", newline="", encoding="utf-8") as handle:
+        return {(row["part"], row["quantity"]): row["value"] for row in csv.DictReader(handle)}
+
+
+def test_plan_writes_a_table_a_document_and_a_page_with_every_input_and_the_formula(tmp_path):
+    spect = Volume(np.where(box_mask(SPECT_GRID, [-18] * 3, [18] * 3), 35.0, 7.0).astype(np.float32), SPECT_GRID,
+                   "NM")
+    paths = {name: write_image(volume, tmp_path / f"{name}.nii.gz") for name, volume in (
+        ("spect", spect), ("liver", box_labels(CT_GRID, [-50] * 3, [50] * 3, "liver")),
+        ("tumour", box_labels(CT_GRID, [-18] * 3, [18] * 3, "tumour")))}
+    out = tmp_path / "plan"
+    result = runner.invoke(app, ["plan", "--spect", str(paths["spect"]), "--liver", str(paths["liver"]), "--tumours",
+                                 str(paths["tumour"]), "--dose-gy", "120", "--lung-shunt-fraction", "0.1", "-o",
+                                 str(out)])
+    assert result.exit_code == 0, result.output
+    # R = 5; tumour 46.656 mL and normal 953.344 mL at 1.05 g/mL; D_N = 24 Gy
+    hand_gbq = 24.0 * (5 * 0.046656 * 1.05 + 0.953344 * 1.05) / (49.67 * 0.9)
+    table = activity_of(out)
+    assert float(table[("plan", "activity")]) == pytest.approx(hand_gbq)
+    assert float(table[("dose", "tumour mean dose")]) == pytest.approx(120.0)
+    assert float(table[("compartment", "tumour_to_normal_ratio")]) == pytest.approx(5.0)
+    assert table[("input", "lung_shunt_fraction")] == "0.1" and table[("plan", "set by")] == "prescription"
+    document = json.loads((out / "activity_plan.json").read_text())
+    assert document["prescription"]["activity_gbq"] == pytest.approx(hand_gbq)
+    page = (out / "activity_plan.html").read_text()
+    assert "MIRD partition model" in page and "A = D_N (R m_T + m_N) / (C (1 - L))" in page
+    assert f"{hand_gbq:.2f} GBq" in result.output
+
+
+@pytest.mark.slow
+def test_partition_plan_on_a_real_maa_spect_agrees_with_a_hand_computation(shared_data, tmp_path):
+    folder = shared_data / "taranis"
+    if not (folder / "patient_2_SPECT.nrrd").is_file():
+        pytest.skip("taranis sample data not found")
+    segmentation = str(folder / "patient_2_Segmentation.seg.nrrd")
+    command = ["plan", "--spect", str(folder / "patient_2_SPECT.nrrd"), "--liver", segmentation, "--liver-segment",
+               "liver", "--tumours", segmentation, "--tumour-segments", "Tumor 1,Tumor 2", "--perfused", segmentation,
+               "--perfused-segment", "perfused volume", "--dose-gy", "120"]
+    result = runner.invoke(app, [*command, "--lung-shunt-fraction", "0.05", "-o", str(tmp_path / "plan")])
+    assert result.exit_code == 0, result.output
+    # By hand, sampling the SPECT voxel that holds each voxel centre of the segmentation (not the occupancy the
+    # program uses): tumours 241.35 mL -> 0.25342 kg, the perfused normal liver 840.88 mL -> 0.88293 kg, count
+    # densities give R = 3.9533; D_N = 120 / 3.9533 = 30.355 Gy;
+    # A = 30.355 x (3.9533 x 0.25342 + 0.88293) / (49.67 x 0.95) = 1.2124 GBq
+    table = activity_of(tmp_path / "plan")
+    assert float(table[("plan", "activity")]) == pytest.approx(1.2124, rel=0.01)
+    assert float(table[("compartment", "tumour_ml")]) == pytest.approx(241.35, abs=0.05)
+    assert float(table[("compartment", "normal_ml")]) == pytest.approx(840.88, abs=0.05)
+    # with a 40 % lung shunt the same target needs 1.92 GBq: 38.1 Gy to the lung
+    refused = runner.invoke(app, [*command, "--lung-shunt-fraction", "0.4", "-o", str(tmp_path / "refused")])
+    assert refused.exit_code == 2
+    assert "breaks the lung limit of 30 Gy per treatment (lung 38.1 Gy" in refused.stderr
+    assert not (tmp_path / "refused").exists()
