@@ -14,12 +14,18 @@ pytestmark = pytest.mark.slow  # the real SPECT and its 512 x 512 x 161 segmenta
 
 
 @pytest.fixture(scope="module")
-def report(shared_data):
+def sample(shared_data):
+    """The SPECT and the segmentation of the taranis sample."""
     folder = shared_data / "taranis"
     if not (folder / "patient_2_SPECT.nrrd").is_file():
         pytest.skip("taranis sample data not found")
-    spect = read_image(folder / "patient_2_SPECT.nrrd", modality="NM")
-    segmentation = read_segmentation(folder / "patient_2_Segmentation.seg.nrrd")
+    return (read_image(folder / "patient_2_SPECT.nrrd", modality="NM"),
+            read_segmentation(folder / "patient_2_Segmentation.seg.nrrd"))
+
+
+@pytest.fixture(scope="module")
+def report(sample):
+    spect, segmentation = sample
     lesions = [segmentation.label_volume(name) for name in ("Tumor 1", "Tumor 2", "perfused normal")]
     return dose_report(spect, segmentation.label_volume("liver"), ACTIVITY_GBQ, lesions=lesions)
 
@@ -45,3 +51,21 @@ def test_total_absorbed_energy_is_c_times_a(report):
     liver = report.structures[0]
     # sampled on the 1 mm CT grid of the segmentation: mean dose times liver mass
     assert liver.mean_gy * liver.volume_ml * 1.05 / 1000 == pytest.approx(c_times_a, rel=0.005)
+
+
+def test_normalised_in_the_perfused_volume_the_whole_liver_gets_only_the_delivered_energy(sample):
+    """The issue's example: 2 GBq, 5 % lung shunt, normalised in the perfused volume."""
+    spect, segmentation = sample
+    lesions = [segmentation.label_volume(name) for name in ("Tumor 1", "Tumor 2", "perfused normal")]
+    report = dose_report(spect, segmentation.label_volume("liver"), ACTIVITY_GBQ, lung_shunt_fraction=0.05,
+                         perfused=segmentation.label_volume("perfused volume"), lesions=lesions)
+    delivered_j = 49.67 * ACTIVITY_GBQ * 0.95  # 94.4 J
+    rows = {s.name: s for s in report.structures}
+    liver = rows["liver"]
+    mass_kg = liver.volume_ml * 1.05 / 1000  # 1.813 kg
+    assert liver.mean_gy * mass_kg == pytest.approx(100.4, abs=0.1)  # the map's mean implies more than delivered
+    assert liver.delivered_mean_gy * mass_kg == pytest.approx(delivered_j, rel=0.005)  # 52.1 Gy
+    assert liver.counts_inside_fraction == pytest.approx(0.939, abs=0.001)
+    for name in ("Tumor 1", "Tumor 2", "perfused normal"):  # inside the perfused volume: both rules agree
+        assert rows[name].counts_inside_fraction == pytest.approx(1.0, abs=1e-3)
+        assert rows[name].delivered_mean_gy == pytest.approx(rows[name].mean_gy, rel=0.005)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from sirtreg.errors import InputError, OutputExistsError
-from sirtreg.named_points import Landmarks
 from sirtreg.io import read_displacement, read_image
+from sirtreg.named_points import Landmarks
 from sirtreg.phantom import ORGAN_LABELS, make_patient, write_patient
 from sirtreg.resample import sample_at
 

@@ -239,14 +239,19 @@ def dose(
         calibration_time=calibration_time, injection_time=injection_time,
     )
     outputs = write_dose_outputs(report, output, overwrite=overwrite, inputs=inputs)
-    table = Table("structure", "volume (mL)", "mean (Gy)", "V70 (%)", "V100 (%)", "note", title="absorbed dose")
+    table = Table("structure", "volume (mL)", "mean (Gy)", "delivered (Gy)", "inside (%)", "V70 (%)", "V100 (%)",
+                  "note", title="absorbed dose")
     for row in report.rows():
-        table.add_row(*(_cell(row.get(key)) for key in
-                        ("structure", "volume_ml", "mean_gy", "V70_percent", "V100_percent", "error")))
+        inside = row.get("counts_inside_fraction")
+        table.add_row(*(_cell(row.get(key)) for key in ("structure", "volume_ml", "mean_gy", "delivered_mean_gy")),
+                      _cell(None if inside is None else 100 * inside),
+                      *(_cell(row.get(key)) for key in ("V70_percent", "V100_percent", "error")))
     console.print(table)
     summary = report.summary()
-    console.print(f"counts inside the contour: {100 * summary['counts_inside_fraction']:.1f} %; "
-                  f"lung dose {summary['lung_dose_gy']:.1f} Gy", highlight=False)
+    console.print(f"counts inside the {summary['normalised_within']}: {100 * summary['counts_inside_fraction']:.1f} %; "
+                  f"lung dose {summary['lung_dose_gy']:.1f} Gy. mean and Vx follow the dose map (counts outside the "
+                  f"{summary['normalised_within']} at its calibration); delivered counts only the activity delivered "
+                  f"inside it, and inside is the share of a structure's counts there.", highlight=False)
     console.print(f"wrote {', '.join(str(path) for path in outputs.values())}", highlight=False)
 
 

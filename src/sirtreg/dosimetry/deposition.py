@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sirtreg.dosimetry.isotopes import Isotope, get_isotope, require_activity_gbq
+from sirtreg.dosimetry.occupancy import occupancy_on_grid
 from sirtreg.dosimetry.uptake import MAX_OUTSIDE_FRACTION, Uptake, measure_uptake
 from sirtreg.errors import InputError
 from sirtreg.geometry import LabelVolume, Volume
@@ -145,6 +146,27 @@ class DoseMap:
     def absorbed_energy_j(self) -> float:
         """Energy absorbed in the contour tissue, ``sum_v D_v m_v`` (J); equals ``C * liver activity``."""
         return float(np.sum(self.dose.array.astype(np.float64) * self.tissue_mass_kg()))
+
+    def delivered(self, structure: LabelVolume, *, label: int | str | None = None) -> tuple[float | None, float]:
+        """What a structure (``label`` of ``structure``; None: every non-zero voxel) holds of the delivered activity.
+
+        Returns ``(inside, mean_gy)``: ``inside`` is the fraction of the structure's SPECT counts that lie inside
+        the normalising contours (None when it holds no counts); ``mean_gy`` the mean dose of the activity
+        delivered inside them alone, over the structure's whole mass: ``C sum_v A_v o_v / f_tv / (rho V sum_v
+        f_sv)``, with ``o_v = min(f_sv, f_tv)`` the voxel's share in both (exact when one holds the other). Beside
+        the dose map's mean, which shows counts outside the contours with the pooled calibration, this one adds
+        up to no more energy than was delivered.
+        """
+        inside_tissue = self.uptake.tissue_fraction
+        share = occupancy_on_grid(structure, self.dose.grid, label=label).astype(np.float64)
+        both = np.minimum(share, inside_tissue)
+        counts = float(np.sum(self.uptake.counts * share))
+        energy_j = self.isotope.dose_factor_gy_kg_per_gbq * float(np.sum(
+            self.activity.array.astype(np.float64) * np.divide(both, inside_tissue, out=np.zeros_like(both),
+                                                               where=inside_tissue > 0)))
+        mass_kg = self.density_g_per_ml * self.dose.grid.voxel_volume_ml * float(share.sum()) / 1000.0
+        inside = float(np.sum(self.uptake.counts * both)) / counts if counts > 0 else None
+        return inside, energy_j / mass_kg
 
 
 def local_deposition_dose(

@@ -154,7 +154,7 @@ def dose_report(
     if perfused is not None:
         contours.append(_selected(perfused, perfused_label, "perfused volume"))
     structures = structure_doses(dose_map.dose, [*contours, *lesions], vx_gy=vx_gy, dx_percent=dx_percent,
-                                 bin_gy=bin_gy)
+                                 bin_gy=bin_gy, delivered=dose_map.delivered)
     errors = [f"{s.name}: {s.error}" for s in structures if not s.ok]
     return DoseReport(
         dose_map=dose_map,

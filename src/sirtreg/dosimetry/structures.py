@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -57,7 +57,10 @@ class StructureDose:
     """Dose statistics of one structure; ``error`` is set (and statistics None) when it could not be evaluated.
 
     ``v_percent`` maps a dose threshold (Gy) to Vx (% of the volume); ``d_gy`` maps a
-    volume percentage to Dx (Gy).
+    volume percentage to Dx (Gy). ``mean_gy`` and the rest follow the dose map (counts outside the normalising
+    contour shown with the pooled calibration); ``counts_inside_fraction`` and ``delivered_mean_gy`` (see
+    :meth:`~sirtreg.dosimetry.deposition.DoseMap.delivered`) count only the activity delivered inside it, when
+    the statistics were computed with the dose map.
     """
 
     name: str
@@ -69,6 +72,8 @@ class StructureDose:
     v_percent: dict[float, float] = field(default_factory=dict)
     d_gy: dict[float, float] = field(default_factory=dict)
     dvh: DoseVolumeHistogram | None = None
+    counts_inside_fraction: float | None = None
+    delivered_mean_gy: float | None = None
     error: str | None = None
 
     @property
@@ -76,7 +81,8 @@ class StructureDose:
         return self.error is None
 
     def row(self, *, vx_gy: Iterable[float] = (), dx_percent: Iterable[float] = ()) -> dict[str, Any]:
-        """One flat table row: ``structure, volume_ml, mean_gy, ..., V70_percent, D50_gy, error``.
+        """One flat table row: ``structure, volume_ml, mean_gy, ..., V70_percent, D50_gy, counts_inside_fraction,
+        delivered_mean_gy, error``.
 
         ``vx_gy`` and ``dx_percent`` name the columns to include even when this row has
         no value for them (error rows); the row's own thresholds are always included.
@@ -93,6 +99,8 @@ class StructureDose:
             row[f"V{_number_label(threshold)}_percent"] = self.v_percent.get(threshold)
         for percent in dict.fromkeys([*dx_percent, *self.d_gy]):
             row[f"D{_number_label(percent)}_gy"] = self.d_gy.get(percent)
+        row["counts_inside_fraction"] = self.counts_inside_fraction
+        row["delivered_mean_gy"] = self.delivered_mean_gy
         row["error"] = self.error or ""
         return row
 
@@ -165,11 +173,14 @@ def structure_doses(
     vx_gy: Sequence[float] = DEFAULT_VX_GY,
     dx_percent: Sequence[float] = DEFAULT_DX_PERCENT,
     bin_gy: float = 1.0,
+    delivered: Callable[..., tuple[float | None, float]] | None = None,
 ) -> list[StructureDose]:
     """Statistics of every named or present label of every label map, in order.
 
     A structure that cannot be evaluated (empty, outside the dose field of view)
-    gets a row with ``error`` set; the others are still computed.
+    gets a row with ``error`` set; the others are still computed. ``delivered(labels, label=value)``, when given
+    (:meth:`~sirtreg.dosimetry.deposition.DoseMap.delivered`), fills in ``counts_inside_fraction`` and
+    ``delivered_mean_gy``.
     """
     if isinstance(structures, LabelVolume):
         structures = [structures]
@@ -178,8 +189,12 @@ def structure_doses(
         for value in sorted(set(labels.labels) | set(labels.present_labels())):
             name = labels.labels.get(value, f"label {value}")
             try:
-                rows.append(structure_dose(dose, labels, label=value, name=name,
-                                           vx_gy=vx_gy, dx_percent=dx_percent, bin_gy=bin_gy))
+                row = structure_dose(dose, labels, label=value, name=name, vx_gy=vx_gy, dx_percent=dx_percent,
+                                     bin_gy=bin_gy)
+                if delivered is not None:
+                    inside, mean_gy = delivered(labels, label=value)
+                    row = replace(row, counts_inside_fraction=inside, delivered_mean_gy=mean_gy)
+                rows.append(row)
             except SirtregError as exc:
                 log.warning("%s: %s", name, exc)
                 volume_ml = float(np.count_nonzero(labels.array == value)) * labels.grid.voxel_volume_ml
