@@ -284,6 +284,9 @@ CASES = [
     Case("plan", PLAN + " --method bsa --microspheres resin", "needs the patient's height"),
     Case("plan", PLAN + " --method mird --dose-gy 120 --tumours {shifted_labels}", "lies on another grid"),
     Case("plan", PLAN.replace("{out}", "{root}") + " --method mird --dose-gy 120 --overwrite", "holds the input"),
+    Case("plan", PLAN + " --method mird --dose-gy 120 --lung-shunt-fraction 0.1 --lung {liver}",
+         "give --lung-shunt-fraction or the images to measure it on (--lung or --ct), not both"),
+    Case("plan", PLAN + " --method mird --dose-gy 120 --ct {spect}", "no air inside the body below -400 HU"),
     # run: the plan, its numbers and contours, and the output folder, before any work
     Case("run", "run {root}/nothing.yaml -o {out}", "nothing.yaml"),
     Case("run", "run {plan_bomb} -o {out}", "billion laughs"),

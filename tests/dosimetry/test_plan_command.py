@@ -72,3 +72,22 @@ def test_partition_plan_on_a_real_maa_spect_agrees_with_a_hand_computation(share
     assert refused.exit_code == 2
     assert "breaks the lung limit of 30 Gy per treatment (lung 38.1 Gy" in refused.stderr
     assert not (tmp_path / "refused").exists()
+
+
+def test_plan_measures_the_lung_shunt_on_the_spect_ct_and_says_so(fast_patient_folder, tmp_path):
+    folder, manifest = fast_patient_folder
+    common = ["plan", "--spect", str(folder / "maa_spect.nii.gz"), "--liver", str(folder / "maa_ct_liver.nii.gz"),
+              "--method", "mird", "--dose-gy", "100"]
+    found = runner.invoke(app, [*common, "--ct", str(folder / "maa_ct.nii.gz"), "-o", str(tmp_path / "found")])
+    assert found.exit_code == 0, found.output
+    drawn = runner.invoke(app, [*common, "--lung", str(folder / "maa_ct_organs.nii.gz"), "--lung-segment", "7",  # lung
+                                "-o", str(tmp_path / "drawn")])
+    assert drawn.exit_code == 0, drawn.output
+    truth = manifest["spect"]["lung_shunt_fraction"]  # 4.95 %
+    for name in ("found", "drawn"):
+        table = activity_of(tmp_path / name)
+        assert float(table[("input", "lung_shunt_fraction")]) == pytest.approx(truth, abs=0.005)
+        assert "measured on the SPECT/CT" in table[("input", "lung_shunt_fraction_source")]
+    page = (tmp_path / "found" / "activity_plan.html").read_text()
+    assert "lung shunt fraction 4." in page and "measured on the SPECT/CT" in page
+

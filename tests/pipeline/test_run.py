@@ -55,6 +55,8 @@ from sirtreg.pipeline import (
     run_plan,
     write_plan,
 )
+from sirtreg.pipeline.carried import REFERENCE_SOURCE, ScanImage
+from sirtreg.pipeline.run_doses import run_lung_shunt
 
 ACTIVITY_GBQ = 2.0
 IDS = {"contrast_ct": "ct", "mr_t1": "mr"}
@@ -117,6 +119,26 @@ def full_run(patient, tmp_path_factory):
     result = run_plan(plan, tmp_path_factory.mktemp("runs") / "out", progress=lambda s, f: steps.append(f))
     assert steps == sorted(steps) and steps[-1] == pytest.approx(1.0)
     return plan, result
+
+
+def test_without_a_lung_shunt_in_the_plan_it_is_measured_on_the_spect_ct(patient, caplog):
+    folder, manifest = patient
+    given = _plan(patient)
+    plan = replace(given, spect=replace(given.spect, lung_shunt_fraction=None))
+    ref = manifest["reference"]
+    reference = ScanImage(REFERENCE_SOURCE, read_image(folder / ref["image"]), "CT",
+                          liver=read_labels(folder / ref["liver"]), lesions=None, landmarks=None)
+    spect = read_image(folder / manifest["spect"]["image"])
+    truth = manifest["spect"]["lung_shunt_fraction"]
+    fraction, source = run_lung_shunt(plan, reference, spect)
+    assert fraction == pytest.approx(truth, abs=0.005)
+    assert "measured on the SPECT/CT" in source and "lungs found in the MAA CT" in source
+    assert run_lung_shunt(given, reference, spect) == (truth, "given in the plan")
+    # a CT with no air in it: 0, said in the report and warned about
+    solid = replace(reference, volume=reference.volume.with_array(np.full(reference.volume.shape, 40.0, np.float32)))
+    with caplog.at_level(logging.WARNING):
+        assert run_lung_shunt(plan, solid, spect)[0] == 0.0
+    assert "0 assumed" in caplog.text
 
 
 # --- the full run ---------------------------------------------------------------------------

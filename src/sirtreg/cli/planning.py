@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from sirtreg.cli.app import OutputFolder, app, console, refusals_as_messages
+from sirtreg.cli.app import OutputFolder, app, console, log, refusals_as_messages
 from sirtreg.cli.structures import one_structure, read_structures, segment_names
+from sirtreg.errors import InputError
 
 
 @app.command("plan")
@@ -35,7 +36,13 @@ def plan_command(
     perfused: Annotated[Path | None, typer.Option(help="Perfused-volume contour: the treated territory (default: "
                                                        "the whole liver).")] = None,
     perfused_segment: Annotated[str | None, typer.Option(help="Segment name/value of the perfused volume.")] = None,
-    lung_shunt_fraction: Annotated[float, typer.Option(help="Lung shunt fraction in [0, 1).")] = 0.0,
+    lung_shunt_fraction: Annotated[float | None, typer.Option(help="Lung shunt fraction in [0, 1), if not "
+                                                                   "measured on the images below.")] = None,
+    lung: Annotated[Path | None, typer.Option(help="Lung contour (any grid): the lung shunt fraction is measured "
+                                                   "on the SPECT/CT.")] = None,
+    lung_segment: Annotated[str | None, typer.Option(help="Segment name/value of the lungs in their file.")] = None,
+    ct: Annotated[Path | None, typer.Option(help="The MAA CT (HU): without --lung, the lungs are found in it "
+                                                 "(air inside the body above the liver).")] = None,
     lung_mass_kg: Annotated[float, typer.Option(help="Lung mass (kg).")] = 1.0,
     previous_lung_dose_gy: Annotated[float, typer.Option(help="Lung dose of earlier treatments (Gy), for the "
                                                               "50 Gy cumulative limit.")] = 0.0,
@@ -52,24 +59,38 @@ def plan_command(
     the lung limits (30 Gy per treatment, 50 Gy cumulative); writes a table, a JSON file and an HTML page that
     state every input and formula."""
     from sirtreg.dosimetry.compartments import measure_compartments
+    from sirtreg.dosimetry.lung_shunt import lungs_from_ct, spect_lung_shunt
     from sirtreg.dosimetry.prescription import Limits, prescribe
     from sirtreg.io import read_image
     from sirtreg.output_folder import OutputFolder as Folder
     from sirtreg.report.activity_plan import write_activity_plan
 
-    inputs = [spect, liver, *(tumours or []), *([perfused] if perfused else [])]
+    if lung_shunt_fraction is not None and (lung or ct):
+        raise InputError("give --lung-shunt-fraction or the images to measure it on (--lung or --ct), not both")
+    inputs = [path for path in (spect, liver, *(tumours or []), perfused, lung, ct) if path is not None]
     Folder(output, overwrite=overwrite, inputs=inputs, command="plan").check()
     limits = Limits(previous_lung_gy=previous_lung_dose_gy, normal_liver_gy=normal_liver_limit_gy)
     spect_volume = read_image(spect, modality="NM")
     liver_labels = one_structure(liver, liver_segment, "liver")
     tumour_labels = [item for path in tumours or [] for item in read_structures(path, segment_names(tumour_segments))]
     perfused_labels = one_structure(perfused, perfused_segment, "perfused") if perfused else None
+    shunt = None
+    if lung is not None:
+        shunt = spect_lung_shunt(spect_volume, one_structure(lung, lung_segment, "lung"), liver_labels)
+    elif ct is not None:
+        shunt = spect_lung_shunt(spect_volume, lungs_from_ct(read_image(ct, modality="CT"), liver_labels),
+                                 liver_labels)
+    if shunt is None and lung_shunt_fraction is None:
+        log.warning("no lung shunt fraction given or measured: 0 assumed (give --lung-shunt-fraction, --lung or --ct)")
+    source = shunt.describe() if shunt is not None else ("given" if lung_shunt_fraction is not None else
+                                                           "none given or measured: 0 assumed")
     compartments = measure_compartments(spect_volume, liver_labels, tumours=tumour_labels, perfused=perfused_labels,
                                         density_g_per_ml=density_g_per_ml)
     prescription = prescribe(method, compartments, dose_gy=dose_gy, target=target,
-                             lung_shunt_fraction=lung_shunt_fraction, lung_mass_kg=lung_mass_kg, isotope=isotope,
-                             microspheres=microspheres, height_cm=height_cm, weight_kg=weight_kg, limits=limits,
-                             within_limits=within_limits)
+                             lung_shunt_fraction=shunt.fraction if shunt else lung_shunt_fraction or 0.0,
+                             lung_mass_kg=lung_mass_kg, isotope=isotope, microspheres=microspheres,
+                             height_cm=height_cm, weight_kg=weight_kg, limits=limits, within_limits=within_limits,
+                             lung_shunt_source=source)
     facts = [f"SPECT {spect.name}; liver {liver.name}" + (f" ({liver_segment})" if liver_segment else ""),
              f"tumours: {', '.join(name for label in tumour_labels for name in label.labels.values()) or 'none'}",
              f"territory: {perfused.name if perfused else 'the whole liver'}"
@@ -82,7 +103,9 @@ def plan_command(
                                 f"{prescription.prescribed_activity_gbq:.2f} GBq)")
     if compartments.tumour_to_normal_ratio is not None:
         table.add_row("tumour-to-normal ratio", f"{compartments.tumour_to_normal_ratio:.2f}")
+    table.add_row("lung shunt fraction", f"{100 * prescription.inputs['lung_shunt_fraction']:.2f} % ({source})")
     for name, dose in prescription.doses_gy.items():
         table.add_row(f"{name} mean dose", f"{dose:.1f} Gy")
     console.print(table)
     console.print(f"wrote {files['activity_plan.html']}", highlight=False, soft_wrap=True)
+

@@ -161,6 +161,7 @@ def prescribe(
     weight_kg: float | None = None,
     limits: Limits | None = None,
     within_limits: bool = False,
+    lung_shunt_source: str = "given",
 ) -> Prescription:
     """Plan the activity by ``method`` (see the module docstring).
 
@@ -176,6 +177,8 @@ def prescribe(
     height_cm, weight_kg : the patient's, for bsa.
     limits : the dose limits (default :class:`Limits`).
     within_limits : plan the largest activity within the limits instead of refusing a plan that breaks one.
+    lung_shunt_source : where the lung shunt fraction comes from, for the plan's inputs (e.g. a
+        :meth:`~sirtreg.dosimetry.lung_shunt.LungShunt.describe`).
     """
     if method not in METHODS:
         raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -214,7 +217,7 @@ def prescribe(
     inputs = {"isotope": isotope.name, "microspheres": microspheres if isotope.name == "Y-90" else "-",
               "dose_factor_gy_kg_per_gbq": factor, "target_dose_gy": dose_gy,
               "target": target if method == "partition" else compartments.territory,
-              "lung_shunt_fraction": lsf, "lung_mass_kg": lung_mass, "height_cm": height_cm, "weight_kg": weight_kg,
+              "lung_shunt_fraction": lsf, "lung_shunt_fraction_source": lung_shunt_source, "lung_mass_kg": lung_mass, "height_cm": height_cm, "weight_kg": weight_kg,
               "lung_limit_gy": limits.lung_gy, "cumulative_lung_limit_gy": limits.cumulative_lung_gy,
               "previous_lung_dose_gy": limits.previous_lung_gy, "normal_liver_limit_gy": limits.normal_liver_gy}
     return Prescription(method=method, activity_gbq=activity, prescribed_activity_gbq=prescribed, binding=binding,

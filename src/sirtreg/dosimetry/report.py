@@ -54,6 +54,7 @@ class DoseReport:
     vx_gy, dx_percent : the thresholds tabulated.
     normalised_within : name of the contour whose counts distribute the activity.
     warnings : uptake warnings and structure errors, one line each.
+    lung_shunt_source : where the lung shunt fraction comes from ("given", or how it was measured).
     """
 
     dose_map: DoseMap
@@ -62,6 +63,7 @@ class DoseReport:
     dx_percent: tuple[float, ...]
     normalised_within: str
     warnings: tuple[str, ...]
+    lung_shunt_source: str = "given"
 
     @property
     def dose(self) -> Volume:
@@ -84,6 +86,7 @@ class DoseReport:
             "dose_factor_gy_kg_per_gbq": dose_map.isotope.dose_factor_gy_kg_per_gbq,
             "administered_activity_gbq": dose_map.administered_activity_gbq,
             "lung_shunt_fraction": dose_map.lung_shunt_fraction,
+            "lung_shunt_source": self.lung_shunt_source,
             "liver_activity_gbq": dose_map.liver_activity_gbq,
             "lung_activity_gbq": dose_map.lung_activity_gbq,
             "lung_mass_kg": dose_map.lung_mass_kg,
@@ -115,6 +118,7 @@ def dose_report(
     dx_percent: Sequence[float] = DEFAULT_DX_PERCENT,
     bin_gy: float = 1.0,
     max_outside_fraction: float = MAX_OUTSIDE_FRACTION,
+    lung_shunt_source: str = "given",
 ) -> DoseReport:
     """Local-deposition dose of one patient and the dose statistics of the liver, perfused volume and lesions.
 
@@ -127,6 +131,7 @@ def dose_report(
     perfused : perfused-volume contour; when given, the activity is distributed within it
         instead of the whole liver.
     lesions : label maps on any grid (e.g. the CT); each named or present label is one lesion.
+    lung_shunt_source : where ``lung_shunt_fraction`` comes from, for the report.
     Other parameters: see :func:`~sirtreg.dosimetry.deposition.local_deposition_dose` and
     :func:`~sirtreg.dosimetry.structures.structure_doses`.
     """
@@ -163,6 +168,7 @@ def dose_report(
         dx_percent=tuple(float(d) for d in dx_percent),
         normalised_within=dose_map.uptake.names[0],
         warnings=(*dose_map.warnings, *errors),
+        lung_shunt_source=lung_shunt_source,
     )
 
 

@@ -4,6 +4,7 @@ of the registrations of one scan (:mod:`sirtreg.pipeline.agreement`)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -12,11 +13,15 @@ import numpy as np
 from scipy import ndimage
 
 from sirtreg.dosimetry import DoseReport, dose_report
+from sirtreg.dosimetry.lung_shunt import lungs_from_ct, spect_lung_shunt
+from sirtreg.errors import InputError
 from sirtreg.geometry import LabelVolume, Volume
 from sirtreg.metrics import dice
 from sirtreg.pipeline.agreement import LesionAgreement, lesion_agreement, lesion_doses, row_flag
 from sirtreg.pipeline.carried import REFERENCE_SOURCE, Carried, ScanImage
 from sirtreg.pipeline.plan import Plan
+
+log = logging.getLogger(__name__)
 
 
 def lesion_overlap(reference: LabelVolume | None, carried: LabelVolume, names: Mapping[int, str]
@@ -47,14 +52,28 @@ def lesion_overlap(reference: LabelVolume | None, carried: LabelVolume, names: M
     return overlap
 
 
+def run_lung_shunt(plan: Plan, reference: ScanImage, spect: Volume) -> tuple[float, str]:
+    """The run's lung shunt fraction and where it comes from: the plan's, else measured on the SPECT/CT (the lungs
+    found in the MAA CT, its liver), else 0 with a warning when the MAA CT shows no lungs."""
+    if plan.spect.lung_shunt_fraction is not None:
+        return plan.spect.lung_shunt_fraction, "given in the plan"
+    try:
+        shunt = spect_lung_shunt(spect, lungs_from_ct(reference.volume, reference.liver), reference.liver)
+    except InputError as exc:
+        log.warning("no lung shunt fraction in the plan and none measured (%s): 0 assumed", exc)
+        return 0.0, f"not in the plan and not measured ({exc}): 0 assumed"
+    return shunt.fraction, shunt.describe() + " (lungs found in the MAA CT)"
+
+
 def run_dose(plan: Plan, reference: ScanImage, spect: Volume, carried: Sequence[Carried]) -> DoseReport:
     lesions = [item.lesions for item in carried if item.lesions is not None]
     if reference.lesions is not None:
         named = LabelVolume(reference.lesions.array, reference.lesions.grid,
                             labels={v: f"{REFERENCE_SOURCE}/{n}" for v, n in reference.lesions.labels.items()})
         lesions.insert(0, named)
+    fraction, source = run_lung_shunt(plan, reference, spect)
     return dose_report(spect, reference.liver, plan.spect.activity_gbq, isotope=plan.spect.isotope,
-                       lesions=lesions, lung_shunt_fraction=plan.spect.lung_shunt_fraction or 0.0)
+                       lesions=lesions, lung_shunt_fraction=fraction, lung_shunt_source=source)
 
 
 def dose_rows(report: DoseReport, carried: Sequence[Carried]) -> list[dict[str, Any]]:

@@ -61,12 +61,12 @@ def _quality_table(item: Carried) -> Table:
                       if item.guidance != "image" else "Against the contours given in the plan.")
 
 
-def _parameter_rows(plan: Plan, carried: Sequence[Carried], reference: ScanImage, device: str) -> list[list[Any]]:
+def _parameter_rows(plan: Plan, carried: Sequence[Carried], reference: ScanImage, device: str,
+                    lung_shunt: tuple[float, str]) -> list[list[Any]]:
     spect = plan.spect
     rows: list[list[Any]] = [
         ["isotope", spect.isotope], ["activity (GBq)", spect.activity_gbq],
-        ["lung shunt fraction",
-         spect.lung_shunt_fraction if spect.lung_shunt_fraction is not None else "not given (0)"],
+        ["lung shunt fraction", f"{lung_shunt[0]:.4g} ({lung_shunt[1]})"],
         ["MAA CT liver", reference.liver_source], ["device", device],
     ]
     for item in carried:
@@ -119,8 +119,9 @@ def run_report_sections(plan: Plan, reference: ScanImage, report: DoseReport, ro
                                        caption="Top: MAA CT and registered image in alternate tiles; bottom: the "
                                                "registered image with the MAA CT liver (red) and its own (green)."))
         sections.append(Section(f"Floating image {key} ({described})", parts))
+    lung_shunt = (summary["lung_shunt_fraction"], summary["lung_shunt_source"])
     sections.append(Section("Parameters", [Table(["parameter", "value"],
-                                                 _parameter_rows(plan, carried, reference, device))]))
+                                                 _parameter_rows(plan, carried, reference, device, lung_shunt))]))
     timing_rows = [[name, seconds] for name, seconds in timings.items()]
     sections.append(Section("Software and timings", [
         Table(["software", "version"], [["sirtreg", __version__], ["Python", platform.python_version()],
