@@ -33,8 +33,9 @@ PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
 TORCH = "torch==2.13.0"
 STAMP = VENV / ".sirtreg-installed"
 NO_TESTS_COLLECTED = 5
-BROWSER_PACKAGES = ("chromium", "chromium-driver")  # Debian's, for the review page's browser test
-BROWSER_INSTALL_S = 600  # at most, for apt-get update and install together
+# Debian packages some tests use, and the programs each provides
+TEST_TOOLS = {"chromium": ("chromium",), "chromium-driver": ("chromedriver",), "dicom3tools": ("dciodvfy",)}
+TOOLS_INSTALL_S = 600  # at most, for apt-get update and install together
 TEST_WORKERS = 4  # test processes at most: each builds the session's shared inputs (patient, cohort) once
 
 
@@ -74,26 +75,28 @@ def _compile_installed() -> None:
                        check=False)
 
 
-def ensure_browser() -> None:
-    """In CI, install Chromium and its driver with apt-get when missing (best effort: without them a test skips)."""
+def ensure_test_tools() -> None:
+    """In CI, install with apt-get what some tests use when it is missing (best effort: without it they skip):
+    Chromium and its driver (the report's browser test), dicom3tools (the DICOM validator dciodvfy)."""
     in_ci = os.environ.get("CI", "").lower() not in ("", "0", "false")
-    missing = not (shutil.which("chromium") and shutil.which("chromedriver"))
     as_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    missing = [package for package, programs in TEST_TOOLS.items()
+               if not all(shutil.which(program) for program in programs)]
     if not (in_ci and missing and as_root and shutil.which("apt-get")):
         return
-    print("installing chromium and chromium-driver for the browser test", flush=True)
-    deadline = time.monotonic() + BROWSER_INSTALL_S
+    print(f"installing {', '.join(missing)} for the tests that use them", flush=True)
+    deadline = time.monotonic() + TOOLS_INSTALL_S
     environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
         for command in (["apt-get", "update", "-qq"],
-                        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *BROWSER_PACKAGES]):
+                        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]):
             subprocess.run(command, check=True, env=environment, timeout=max(1.0, deadline - time.monotonic()),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     except (OSError, subprocess.SubprocessError) as exc:
         stderr = exc.stderr if isinstance(exc, subprocess.CalledProcessError) and exc.stderr else ""
         detail = stderr.strip().splitlines()[-1:]
-        print(f"could not install chromium ({exc}{'; ' + detail[0] if detail else ''}); the browser test will skip",
-              file=sys.stderr, flush=True)
+        print(f"could not install {', '.join(missing)} ({exc}{'; ' + detail[0] if detail else ''}); the tests "
+              "that use them will skip", file=sys.stderr, flush=True)
 
 
 def _workers(arguments: list[str]) -> list[str]:
@@ -118,7 +121,7 @@ def main(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     if command == "demo":
         return subprocess.run([str(BIN / "sirtreg"), "demo", *rest], cwd=ROOT).returncode
-    ensure_browser()
+    ensure_test_tools()
     code = subprocess.run([str(PYTHON), "-m", "pytest", *_workers(rest), *rest], cwd=ROOT).returncode
     if code == NO_TESTS_COLLECTED:
         print("pytest collected no tests: the test suite is missing or was filtered away", file=sys.stderr)

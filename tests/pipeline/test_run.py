@@ -32,6 +32,7 @@ from sirtreg.io import (
     read_image,
     read_labels,
     read_rt_dose,
+    read_rtstruct,
     write_dicom_nm,
     write_dicom_seg,
     write_dicom_series,
@@ -239,6 +240,10 @@ def test_dicom_outputs_reference_the_maa_ct(patient, tmp_path, quick):
     on_ct = read_dicom_seg(seg_path, reference=maa_ct)
     registered = read_labels(result.out_dir / "floating" / "ct" / "registered_lesions.nii.gz")
     np.testing.assert_array_equal(on_ct.array > 0, registered.array > 0)
+    # the same lesions as an RTSTRUCT: traced at the voxel edges, they give back the same voxels
+    traced = read_rtstruct(dicom / "floating" / "ct" / "lesions_rtstruct.dcm", read_image(maa_ct))
+    assert list(traced.labels.values()) == [f"ct/{n}" for n in lesions]
+    np.testing.assert_array_equal(traced.array > 0, registered.array > 0)
 
     dose = read_rt_dose(dicom / "rt_dose.dcm")
     assert dose.grid.same_as(spect.grid, tolerance_mm=1e-2)
@@ -589,7 +594,7 @@ def _check_dicom_outputs(result: RunResult, export: _Export) -> dict[str, pydico
     datasets = {p.relative_to(dicom).as_posix(): pydicom.dcmread(p) for p in sorted(dicom.rglob("*.dcm"))}
     kinds = {name.rsplit("/", 1)[0] if "/registered/" in name else name for name in datasets}
     assert kinds == {"rt_dose.dcm", *(f"floating/{key}/{kind}" for key in keys
-                                      for kind in ("lesions_seg.dcm", "registered"))}
+                                      for kind in ("lesions_seg.dcm", "lesions_rtstruct.dcm", "registered"))}
     for name, dataset in datasets.items():
         assert dataset.FrameOfReferenceUID == maa.FrameOfReferenceUID, name
         assert dataset.StudyInstanceUID == maa.StudyInstanceUID, name
@@ -636,6 +641,7 @@ def test_deidentified_outputs_hold_no_identifier(dicom_runs, dicom_export):
     found = _identifiers_in(plain.out_dir)  # the same run without de-identification keeps them
     assert {"Zyxwvut", PATIENT_ID, BIRTH_DATE} <= found["dicom/rt_dose.dcm"]
     assert {"Zyxwvut", PATIENT_ID, BIRTH_DATE} <= found["dicom/floating/mr/lesions_seg.dcm"]
+    assert {"Zyxwvut", PATIENT_ID} <= found["dicom/floating/mr/lesions_rtstruct.dcm"]
     assert {"Zyxwvut", PATIENT_ID} <= found["dicom/floating/mr/registered/00001.dcm"]
     assert {"Zyxwvut", PATIENT_ID} <= found["results.json"]  # the plan's paths name the patient
     assert messages and not [m for m in messages if any(t in m for t in (*NAME_TEXTS, *DATE_TEXTS))]

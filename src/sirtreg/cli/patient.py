@@ -22,7 +22,7 @@ from sirtreg.cli.app import (
     progress_bar,
     refusals_as_messages,
 )
-from sirtreg.cli.structures import one_structure, read_structures, segment_names
+from sirtreg.cli.structures import ContourImage, one_structure, read_structures, segment_names
 from sirtreg.errors import InputError
 from sirtreg.output_folder import refuse_overwriting_inputs
 
@@ -203,13 +203,14 @@ def _open_privately(url: str) -> Path:
 @refusals_as_messages
 def dose(
     spect: Annotated[Path, typer.Option(help="The 99mTc-MAA SPECT (counts): NIfTI, NRRD, MHA or DICOM.")],
-    liver: Annotated[Path, typer.Option(help="Liver contour: label map or Slicer .seg.nrrd (any grid).")],
+    liver: Annotated[Path, typer.Option(help="Liver contour: label map, Slicer .seg.nrrd, DICOM SEG or RTSTRUCT "
+                                              "(any grid).")],
     activity_gbq: Annotated[float, typer.Option("--activity-gbq", help="Administered activity in GBq.")],
     output: OutputFolder,
     isotope: Annotated[str, typer.Option(help="y90 or ho166.")] = "y90",
     liver_segment: Annotated[str | None, typer.Option(
         help="Segment name or label value of the liver in its file (needed when it holds several).")] = None,
-    lesions: Annotated[list[Path] | None, typer.Option(help="Lesion label maps or .seg.nrrd (repeatable).")] = None,
+    lesions: Annotated[list[Path] | None, typer.Option(help="Lesion contours, as the liver's (repeatable).")] = None,
     lesion_segments: Annotated[str | None, typer.Option(
         help="Comma-separated lesion segment names or label values.")] = None,
     perfused: Annotated[Path | None, typer.Option(help="Perfused-volume contour: spread the activity in it.")] = None,
@@ -220,25 +221,31 @@ def dose(
     calibration_time: Annotated[datetime | None, typer.Option(
         help="When the activity was measured (ISO 8601); with --injection-time it is decay corrected.")] = None,
     injection_time: Annotated[datetime | None, typer.Option(help="When it was injected (ISO 8601).")] = None,
+    contour_image: ContourImage = None,
     overwrite: Annotated[bool, typer.Option(help="Write into a non-empty folder.")] = False,
 ) -> None:
-    """Absorbed dose by local deposition: dose map, per-structure table (mean, V70, V100, Dx) and DVHs."""
+    """Absorbed dose by local deposition: dose map, per-structure table (mean, V70, V100, Dx) and DVHs; an RT
+    Dose file too when the SPECT is DICOM."""
     from sirtreg.dosimetry import dose_report, write_dose_outputs
     from sirtreg.io import read_image
     from sirtreg.output_folder import OutputFolder
 
-    inputs = [spect, liver, *(lesions or []), *([perfused] if perfused else [])]
+    inputs = [path for path in (spect, liver, *(lesions or []), perfused, contour_image) if path is not None]
     OutputFolder(output, overwrite=overwrite, inputs=inputs, command="dose").check()
     spect_volume = read_image(spect, modality="NM")
-    liver_labels = one_structure(liver, liver_segment, "liver")
-    lesion_labels = [item for path in lesions or [] for item in read_structures(path, segment_names(lesion_segments))]
-    perfused_labels = one_structure(perfused, perfused_segment, "perfused") if perfused else None
+    image = read_image(contour_image) if contour_image is not None else None
+    liver_labels = one_structure(liver, liver_segment, "liver", image)
+    lesion_labels = [item for path in lesions or []
+                     for item in read_structures(path, segment_names(lesion_segments), image)]
+    perfused_labels = one_structure(perfused, perfused_segment, "perfused", image) if perfused else None
     report = dose_report(
         spect_volume, liver_labels, activity_gbq, isotope=isotope, lesions=lesion_labels, perfused=perfused_labels,
         lung_shunt_fraction=lung_shunt_fraction, lung_mass_kg=lung_mass_kg, density_g_per_ml=density_g_per_ml,
         calibration_time=calibration_time, injection_time=injection_time,
     )
-    outputs = write_dose_outputs(report, output, overwrite=overwrite, inputs=inputs)
+    series = str(spect_volume.meta.get("SeriesInstanceUID", ""))
+    dicom = ((spect if spect.is_dir() else spect.parent), series) if series else None
+    outputs = write_dose_outputs(report, output, overwrite=overwrite, inputs=inputs, dicom_reference=dicom)
     table = Table("structure", "volume (mL)", "mean (Gy)", "delivered (Gy)", "inside (%)", "V70 (%)", "V100 (%)",
                   "note", title="absorbed dose")
     for row in report.rows():

@@ -6,9 +6,14 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from sirtreg.errors import InputError, SirtregError
+
+ContourImage = Annotated[Path | None, typer.Option(help="The series the DICOM SEG or RTSTRUCT contours were drawn on "
+                                                        "(e.g. the MAA CT folder).")]
 
 
 @functools.lru_cache(maxsize=1)
@@ -20,14 +25,17 @@ def _segmentation(path: Path, modified_ns: int) -> Any:
     return read_segmentation(path)
 
 
-def read_structures(path: Path, segments: list[str]) -> list[Any]:
-    """Label maps from a file: the segments of a Slicer segmentation, or labels (name or value) of a label map."""
+def read_structures(path: Path, segments: list[str], image: Any = None) -> list[Any]:
+    """Label maps from a file: the segments of a Slicer segmentation, DICOM SEG or RTSTRUCT (those two on the
+    voxels of ``image``, the series they were drawn on), or labels (name or value) of a label map."""
     from sirtreg.geometry import LabelVolume
-    from sirtreg.io import is_segmentation_file, read_labels
+    from sirtreg.io import has_image_suffix, is_segmentation_file, read_labels
 
     if is_segmentation_file(path):
         segmentation = _segmentation(path.resolve(), path.stat().st_mtime_ns)
         return [segmentation.label_volume(name) for name in (segments or segmentation.names)]
+    if path.is_file() and not has_image_suffix(path):
+        return _dicom_structures(path, segments, image)
     labels = read_labels(path)
     if not segments:
         return [labels]
@@ -41,6 +49,19 @@ def read_structures(path: Path, segments: list[str]) -> list[Any]:
     return chosen
 
 
+def _dicom_structures(path: Path, segments: list[str], image: Any) -> list[Any]:
+    """The segments (DICOM SEG) or ROIs (RTSTRUCT) of a DICOM file, one label map each, on ``image``'s voxels."""
+    from sirtreg.geometry import LabelVolume
+    from sirtreg.io.contours import read_contour
+
+    if image is None:
+        raise InputError(f"{path.name} is no image or label map: a DICOM SEG or RTSTRUCT needs the series it was "
+                         "drawn on (--contour-image)")
+    labels = read_contour(path, segments, image, "lesions")  # several at once must not overlap
+    return [LabelVolume.from_mask(labels.array == value, labels.grid, name=name)
+            for value, name in labels.labels.items()]
+
+
 def _label_list(labels: Any, most: int = 12) -> str:
     """'1 (liver), 2, 5 (spleen)': the values present in a label map with their names."""
     present = labels.present_labels()
@@ -49,9 +70,10 @@ def _label_list(labels: Any, most: int = 12) -> str:
     return ", ".join(items) + (f" and {len(present) - most} more" if len(present) > most else "") or "no label"
 
 
-def one_structure(path: Path, segment: str | None, what: str) -> Any:
-    """The one structure (liver, perfused volume) of a file; a file of several is refused unless one is chosen."""
-    structures = read_structures(path, [segment] if segment else [])
+def one_structure(path: Path, segment: str | None, what: str, image: Any = None) -> Any:
+    """The one structure (liver, perfused volume) of a file (see :func:`read_structures`); a file of several is
+    refused unless one is chosen."""
+    structures = read_structures(path, [segment] if segment else [], image)
     if len(structures) != 1:
         raise SirtregError(f"{path.name} holds several segments; name the {what} with --{what}-segment")
     if len(structures[0].present_labels()) > 1:

@@ -183,9 +183,11 @@ def _selected(contour: LabelVolume, label: int | str | None, default_name: str) 
 
 
 def write_dose_outputs(report: DoseReport, outdir: str | os.PathLike[str], *, overwrite: bool = False,
-                       inputs: Sequence[str | os.PathLike[str]] = ()) -> dict[str, Path]:
+                       inputs: Sequence[str | os.PathLike[str]] = (),
+                       dicom_reference: tuple[Path, str] | None = None) -> dict[str, Path]:
     """Write ``dose.nii.gz`` (Gy), ``structures.csv``, ``structures.json`` and ``dvh.png`` into ``outdir``,
-    as a unit (:class:`~sirtreg.output_folder.OutputFolder`).
+    as a unit (:class:`~sirtreg.output_folder.OutputFolder`); with ``dicom_reference`` (the folder of the DICOM
+    SPECT and its SeriesInstanceUID) ``rt_dose.dcm`` too, in the SPECT's frame of reference and study.
 
     Refuses (:class:`~sirtreg.errors.OutputExistsError`) before writing anything a non-empty ``outdir``
     unless ``overwrite`` (then only an earlier sirtreg output, replaced once the new one is complete), and
@@ -211,6 +213,13 @@ def write_dose_outputs(report: DoseReport, outdir: str | os.PathLike[str], *, ov
         paths["structures.json"].write_text(json.dumps(document, indent=2), encoding="utf-8")
         plot_dvh(report.structures, paths["dvh.png"], title=f"{report.dose_map.isotope.name} local deposition",
                  thresholds_gy=report.vx_gy)
+        if dicom_reference is not None:
+            from sirtreg.io import write_rt_dose  # pydicom, only when DICOM is written
+
+            folder, series = dicom_reference
+            paths["rt_dose.dcm"] = write_rt_dose(report.dose, out.staging / "rt_dose.dcm", reference=folder,
+                                                 series=series,
+                                                 series_description="sirtreg MAA dose (local deposition)")
         paths = out.final_paths(paths)
     log.info("wrote dose outputs to %s", out.path)
     return paths

@@ -172,6 +172,7 @@ def write_dicom_series(volume: Volume, folder: str | os.PathLike[str], *, modali
                                patient_name=patient_name, patient_id=patient_id, now=written_at, **uids)
             ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
             ds.InstanceNumber = k + 1
+            ds.AcquisitionNumber = ds.PatientPosition = ds.Laterality = ""  # Type 2: unknown here
             position = grid.index_to_world([0, 0, k])
             ds.ImagePositionPatient = _ds_list(position)
             ds.ImageOrientationPatient = _ds_list(np.concatenate([direction[:, 0], direction[:, 1]]))
@@ -231,6 +232,14 @@ def write_dicom_nm(volume: Volume, path: str | os.PathLike[str], *, series_descr
         np.concatenate([grid.direction_matrix[:, 0], grid.direction_matrix[:, 1]]))
     ds.DetectorInformationSequence = [detector]
     ds.SliceThickness = ds.SpacingBetweenSlices = _ds(grid.spacing_mm[2])
+    # the acquisition's attributes (Type 1 with their one-detector, one-window, one-rotation values; Type 2
+    # empty): a reconstructed volume keeps no more of it
+    ds.NumberOfDetectors = ds.NumberOfEnergyWindows = ds.NumberOfRotations = 1
+    ds.Laterality = ds.CountsAccumulated = detector.CollimatorType = ""
+    for keyword in ("PatientOrientationCodeSequence", "PatientGantryRelationshipCodeSequence",
+                    "EnergyWindowInformationSequence", "RadiopharmaceuticalInformationSequence",
+                    "RotationInformationSequence"):
+        setattr(ds, keyword, [])
     _set_pixels(ds, grid, stored, slope, intercept)
     save_dataset(ds, path, deidentification=deidentification)
     log.info("wrote NM %s as one multi-frame file (rescale slope %.6g)", grid.describe(), slope)

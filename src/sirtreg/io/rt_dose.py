@@ -134,6 +134,7 @@ def write_rt_dose(dose: Volume, path: str | os.PathLike[str], *, frame_of_refere
         for keyword in (k for k in _COPIED_KEYWORDS if k in header):
             setattr(ds, keyword, header[keyword].value)
     ds.InstanceNumber = 1
+    ds.OperatorsName = ""  # Type 2 of the RT Series module
     ds.ImagePositionPatient = _ds_list(grid.origin_mm)
     ds.ImageOrientationPatient = _ds_list(np.concatenate([grid.direction_matrix[:, 0], grid.direction_matrix[:, 1]]))
     ds.PixelSpacing = _ds_list(np.array([grid.spacing_mm[1], grid.spacing_mm[0]]))

@@ -446,6 +446,7 @@ def write_rtstruct(labels: LabelVolume | Segmentation, reference: ReferenceSerie
     images = _slice_images(headers, grid)
     frame_uid = str(headers[0].FrameOfReferenceUID)
     ds = _structure_set(headers, series_description, structure_set_label)
+    ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = frame_uid, ""  # the Frame of Reference module
     if patient_name is not None:
         ds.PatientName = patient_name
     if patient_id is not None:

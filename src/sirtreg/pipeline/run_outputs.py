@@ -18,7 +18,14 @@ import torch
 from sirtreg import __version__
 from sirtreg.dosimetry import DoseReport, plot_dvh
 from sirtreg.geometry import LabelVolume, Volume
-from sirtreg.io import Deidentification, write_dicom_seg, write_dicom_series, write_image, write_rt_dose
+from sirtreg.io import (
+    Deidentification,
+    write_dicom_seg,
+    write_dicom_series,
+    write_image,
+    write_rt_dose,
+    write_rtstruct,
+)
 from sirtreg.io.deidentify import METHOD as DEIDENTIFICATION_METHOD
 from sirtreg.io.dicom_seg import read_series_headers
 from sirtreg.pipeline.carried import REFERENCE_SOURCE, Carried, ScanImage
@@ -89,10 +96,12 @@ def write_dicom_outputs(plan: Plan, reference: ScanImage, dose: Volume, carried:
     for item in carried:
         where = staging / "dicom" / "floating" / item.entry.id
         if item.lesions is not None and item.lesions.present_labels():
-            files[f"{item.entry.id} dicom seg"] = write_dicom_seg(
-                item.lesions, folder, where / "lesions_seg.dcm", series=uid,
-                series_description=f"sirtreg lesions of {item.entry.id}"[:64], algorithm_name="sirtreg registration",
-                deidentification=deidentification)
+            described = {"series_description": f"sirtreg lesions of {item.entry.id}"[:64],
+                         "algorithm_name": "sirtreg registration", "deidentification": deidentification}
+            files[f"{item.entry.id} dicom seg"] = write_dicom_seg(item.lesions, folder, where / "lesions_seg.dcm",
+                                                                  series=uid, **described)
+            files[f"{item.entry.id} dicom rtstruct"] = write_rtstruct(
+                item.lesions, folder, where / "lesions_rtstruct.dcm", series=uid, **described)
         elif item.lesions is not None:
             log.warning("floating %s: no lesion voxel left on the MAA CT; no DICOM SEG written", item.entry.id)
         files[f"{item.entry.id} dicom series"] = write_dicom_series(
