@@ -287,6 +287,13 @@ CASES = [
     Case("plan", PLAN + " --method mird --dose-gy 120 --lung-shunt-fraction 0.1 --lung {liver}",
          "give --lung-shunt-fraction or the images to measure it on (--lung or --ct), not both"),
     Case("plan", PLAN + " --method mird --dose-gy 120 --ct {spect}", "no air inside the body below -400 HU"),
+    # verify: the Y-90 PET and its registration
+    Case("verify", "verify --spect {spect} --liver {liver} --activity-gbq 2 --pet {spect} --maa-ct {ct} -o {out}",
+         "give both --maa-ct and --pet-ct"),
+    Case("verify", "verify --spect {spect} --liver {liver} --activity-gbq 2 --pet {nan_spect} -o {out}",
+         "the PET holds NaN or infinite voxels"),
+    Case("verify", "verify --spect {spect} --liver {liver} --activity-gbq 2 --pet {spect} --scan-time "
+         "2026-01-02 -o {out}", "needs both the PET's scan time and the injection time"),
     # run: the plan, its numbers and contours, and the output folder, before any work
     Case("run", "run {root}/nothing.yaml -o {out}", "nothing.yaml"),
     Case("run", "run {plan_bomb} -o {out}", "billion laughs"),
@@ -320,7 +327,7 @@ def _snapshot(root: Path) -> dict[str, str]:
 def test_the_suite_covers_every_command_with_at_least_60_cases():
     commands = {case.command for case in CASES}
     assert len(CASES) >= 60
-    assert commands >= {"info", "convert", "segment", "register", "warp", "dose", "plan", "run", "review",
+    assert commands >= {"info", "convert", "segment", "register", "warp", "dose", "plan", "verify", "run", "review",
                         "review-summary", "study"}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -92,6 +93,17 @@ def plot_passing_bablok(
     return write_png(figure, path, overwrite=overwrite)
 
 
+def dvh_axes(axes: Any, thresholds_gy: Sequence[float] = (70.0, 100.0)) -> None:
+    """Label cumulative-DVH axes (dose in Gy against % volume) and mark the dose thresholds (Gy)."""
+    for threshold in thresholds_gy:
+        axes.axvline(threshold, color="grey", lw=0.8, ls=":")
+    axes.set_xlabel("absorbed dose (Gy)")
+    axes.set_ylabel("volume receiving at least this dose (%)")
+    axes.set_ylim(0, 102)
+    axes.set_xlim(left=0)
+    axes.grid(alpha=0.3)
+
+
 def plot_dvh(
     structures: Sequence[StructureDose],
     path: str | os.PathLike[str],
@@ -107,13 +119,7 @@ def plot_dvh(
     for index, structure in enumerate(drawn):
         axes.plot(structure.dvh.dose_gy, structure.dvh.cumulative_percent, color=_COLOURS[index % len(_COLOURS)],
                   lw=1.5, label=f"{structure.name} (mean {structure.mean_gy:.0f} Gy)")
-    for threshold in thresholds_gy:
-        axes.axvline(threshold, color="grey", lw=0.8, ls=":")
-    axes.set_xlabel("absorbed dose (Gy)")
-    axes.set_ylabel("volume receiving at least this dose (%)")
-    axes.set_ylim(0, 102)
-    axes.set_xlim(left=0)
-    axes.grid(alpha=0.3)
+    dvh_axes(axes, thresholds_gy)
     if title:
         axes.set_title(title)
     if drawn:

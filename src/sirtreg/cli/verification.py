@@ -1,0 +1,103 @@
+"""`sirtreg verify`: the dose a Y-90 PET shows delivered against the dose the MAA SPECT predicted (see
+:mod:`sirtreg.dosimetry.verification`)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from sirtreg.cli.app import DeviceOption, OutputFolder, app, console, progress_bar, refusals_as_messages
+from sirtreg.cli.structures import ContourImage, one_structure, read_structures, segment_names
+from sirtreg.errors import InputError
+
+
+@app.command("verify")
+@refusals_as_messages
+def verify_command(
+    spect: Annotated[Path, typer.Option(help="The 99mTc-MAA SPECT (counts): the predicted dose.")],
+    liver: Annotated[Path, typer.Option(help="Liver contour on the MAA CT (label map, .seg.nrrd, DICOM SEG or "
+                                              "RTSTRUCT).")],
+    activity_gbq: Annotated[float, typer.Option("--activity-gbq", help="Administered activity in GBq.")],
+    pet: Annotated[Path, typer.Option(help="The post-treatment Y-90 PET, activity concentration in Bq/mL.")],
+    output: OutputFolder,
+    maa_ct: Annotated[Path | None, typer.Option(help="The MAA CT: the PET's CT is registered to it.")] = None,
+    pet_ct: Annotated[Path | None, typer.Option(help="The CT of the Y-90 PET (its frame of reference).")] = None,
+    lesions: Annotated[list[Path] | None, typer.Option(help="Lesion contours on the MAA CT (repeatable).")] = None,
+    lesion_segments: Annotated[str | None, typer.Option(help="Comma-separated lesion segment names or label "
+                                                             "values.")] = None,
+    liver_segment: Annotated[str | None, typer.Option(help="Segment name or label value of the liver.")] = None,
+    contour_image: ContourImage = None,
+    isotope: Annotated[str, typer.Option(help="y90 or ho166 (a Ho-166 PET is rare; its SPECT is quantitative).")]
+    = "y90",
+    lung_shunt_fraction: Annotated[float, typer.Option(help="Lung shunt fraction of the prediction.")] = 0.0,
+    scan_time: Annotated[datetime | None, typer.Option(help="When the PET was acquired (ISO 8601), to decay "
+                                                            "correct it to the injection.")] = None,
+    injection_time: Annotated[datetime | None, typer.Option(help="When the Y-90 was injected (ISO 8601).")] = None,
+    affine_only: Annotated[bool, typer.Option(help="Register with the affine stage only (faster).")] = False,
+    device: DeviceOption = "cpu",
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier output of sirtreg in that folder.")] = False,
+) -> None:
+    """Predicted (MAA) against delivered (Y-90 PET) dose per structure: mean, V70, V100, DVHs and a Bland-Altman
+    plot over the lesions; the PET's CT is registered to the MAA CT (image guidance) and the PET carried over."""
+    from sirtreg.dosimetry import dose_report, structure_doses
+    from sirtreg.dosimetry.verification import bland_altman, compared_rows, pet_dose
+    from sirtreg.geometry import LabelVolume
+    from sirtreg.io import read_image
+    from sirtreg.output_folder import OutputFolder as Folder
+    from sirtreg.report.verification import write_verification
+
+    if (maa_ct is None) != (pet_ct is None):
+        raise InputError("give both --maa-ct and --pet-ct (the PET's CT is registered to the MAA CT), or neither "
+                         "(the PET is then taken as lying on the MAA CT as it is)")
+    inputs = [path for path in (spect, liver, pet, maa_ct, pet_ct, contour_image, *(lesions or [])) if path]
+    Folder(output, overwrite=overwrite, inputs=inputs, command="verify").check()
+    spect_volume = read_image(spect, modality="NM")
+    image = read_image(contour_image) if contour_image is not None else None
+    liver_labels = one_structure(liver, liver_segment, "liver", image)
+    structures = [LabelVolume.from_mask(liver_labels.array > 0, liver_labels.grid, name="liver"),
+                  *(item for path in lesions or [] for item in read_structures(path, segment_names(lesion_segments),
+                                                                                image))]
+    delivered_at_pet = pet_dose(read_image(pet, modality="PT"), isotope=isotope, scan_time=scan_time,
+                                injection_time=injection_time)
+    predicted = dose_report(spect_volume, structures[0], activity_gbq, isotope=isotope,
+                            lung_shunt_fraction=lung_shunt_fraction)
+    facts = [f"predicted: {predicted.dose_map.isotope.name}, {activity_gbq:g} GBq, lung shunt "
+             f"{100 * lung_shunt_fraction:.1f} %, distributed by the MAA SPECT counts in the liver"]
+    if maa_ct is not None and pet_ct is not None:
+        from sirtreg.register import Annotated as Side
+        from sirtreg.register import preset, register_guided, warp
+
+        settings = replace(preset("image", **({"image_weight": 0.0, "label_weight": 0.0} if affine_only else {})),
+                           device=device, working_region="whole")
+        with progress_bar("register the PET's CT to the MAA CT") as progress:
+            result = register_guided(Side(read_image(maa_ct)), Side(read_image(pet_ct)), settings,
+                                     progress=progress)
+        delivered_dose = warp(delivered_at_pet, result.transform, structures[0].grid)
+        facts.append(f"delivered: the PET's CT registered to the MAA CT ({'affine' if affine_only else 'image'}"
+                     f" guidance, {result.seconds:.0f} s); the PET's dose carried onto the liver contour's grid")
+    else:
+        from sirtreg.resample import resample
+
+        delivered_dose = resample(delivered_at_pet, structures[0].grid)
+        facts.append("delivered: the PET taken as lying on the MAA CT as it is (no registration), its dose "
+                     "resampled onto the liver contour's grid")
+    before = structure_doses(predicted.dose, structures)
+    after = structure_doses(delivered_dose, structures)
+    rows = compared_rows(before, after)
+    statistics = bland_altman([row["predicted_mean_gy"] for row in rows[1:]],
+                              [row["delivered_mean_gy"] for row in rows[1:]])
+    files = write_verification(rows, before, after, statistics,
+                               {"predicted_dose": predicted.dose, "delivered_dose": delivered_dose}, output,
+                               facts=facts, overwrite=overwrite, inputs=inputs)
+    table = Table("structure", "predicted (Gy)", "delivered (Gy)", "difference (Gy)", title="mean dose")
+    for row in rows:
+        table.add_row(row["structure"], *(f"{row[key]:.1f}" if row[key] is not None else "-"
+                                          for key in ("predicted_mean_gy", "delivered_mean_gy",
+                                                      "difference_mean_gy")))
+    console.print(table)
+    console.print(f"wrote {files['verification.html']}", highlight=False, soft_wrap=True)

@@ -1,0 +1,102 @@
+"""Post-treatment verification: the dose delivered, from a Y-90 PET, against the dose the MAA predicted.
+
+A Y-90 PET holds the activity concentration ``c`` (Bq/mL) at its scan time. Decay corrected to the injection,
+``c0 = c 2^((t_scan - t_injection) / T_half)``, and deposited locally in tissue of density ``rho`` (g/mL):
+``D = C c0 1e-9 / (rho 1e-3)`` Gy, with ``C`` the dose factor (Gy kg/GBq): every voxel's activity decays
+completely where it lies, the rule of the MAA's local-deposition dose (:mod:`.deposition`). A bremsstrahlung
+SPECT has no absolute scale: dose it as the MAA SPECT, its counts calibrated by the administered activity
+(:func:`~sirtreg.dosimetry.report.dose_report`).
+
+Predicted and delivered doses are compared per structure (mean, V70, V100 and DVHs, :mod:`.structures`) and,
+over lesions, by Bland-Altman statistics of the mean dose: the mean difference (delivered - predicted) and its
+95 % limits of agreement (mean +- 1.96 SD).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from sirtreg.dosimetry.deposition import DEFAULT_DENSITY_G_PER_ML, DENSITY_RANGE_G_PER_ML, require_in_range
+from sirtreg.dosimetry.isotopes import Isotope, decay_corrected_activity_gbq, get_isotope
+from sirtreg.dosimetry.structures import StructureDose
+from sirtreg.errors import InputError
+from sirtreg.geometry import Volume
+
+#: the units a PET must state to be dosed (DICOM Units of a PET series)
+PET_UNITS = "BQML"
+
+
+def pet_dose(pet: Volume, *, isotope: str | Isotope = "y90", scan_time: datetime | None = None,
+             injection_time: datetime | None = None,
+             density_g_per_ml: float = DEFAULT_DENSITY_G_PER_ML) -> Volume:
+    """The absorbed dose (Gy) of a PET's activity concentration (Bq/mL), by local deposition (module docstring).
+
+    ``scan_time`` and ``injection_time`` decay correct the PET to the injection (both or neither: without them
+    the PET is taken as corrected already). A PET whose units are known and are not Bq/mL is refused, as are
+    NaN voxels; negative voxels (reconstruction noise) count as zero.
+    """
+    units = str(pet.meta.get("units", "")).upper()
+    if units and units != PET_UNITS:
+        raise InputError(f"the PET's units are {units}, not Bq/mL ({PET_UNITS}): an activity concentration is "
+                         "needed (a bremsstrahlung SPECT is dosed by its calibration with the administered activity)")
+    concentration = np.asarray(pet.array, dtype=np.float64)
+    if not np.all(np.isfinite(concentration)):
+        raise InputError("the PET holds NaN or infinite voxels")
+    if (scan_time is None) != (injection_time is None):
+        raise InputError("decay correction needs both the PET's scan time and the injection time")
+    isotope = get_isotope(isotope)
+    factor = 1.0
+    if scan_time is not None:
+        factor = decay_corrected_activity_gbq(1.0, isotope=isotope, calibration_time=scan_time,
+                                              injection_time=injection_time)
+    density = require_in_range(density_g_per_ml, *DENSITY_RANGE_G_PER_ML, what="tissue density (g/mL)")
+    gy_per_bq_per_ml = isotope.dose_factor_gy_kg_per_gbq * 1e-9 / (density * 1e-3)
+    dose = np.clip(concentration, 0.0, None) * factor * gy_per_bq_per_ml
+    return Volume(dose.astype(np.float32), pet.grid, "", {"quantity": "absorbed dose", "units": "Gy",
+                                                         "isotope": isotope.name})
+
+
+@dataclass(frozen=True)
+class BlandAltman:
+    """Bland-Altman statistics of paired values (Gy): ``n`` pairs, mean difference (delivered - predicted),
+    its standard deviation and the 95 % limits of agreement; NaN where fewer than 2 pairs."""
+
+    n: int
+    mean_difference: float
+    sd_difference: float
+    lower_limit: float
+    upper_limit: float
+
+
+def bland_altman(predicted: Sequence[float], delivered: Sequence[float]) -> BlandAltman:
+    """Bland-Altman statistics of ``delivered - predicted`` (pairs with a value on both sides)."""
+    pairs = [(p, d) for p, d in zip(predicted, delivered, strict=True)
+             if p is not None and d is not None and math.isfinite(p) and math.isfinite(d)]
+    differences = np.array([d - p for p, d in pairs], dtype=np.float64)
+    if differences.size < 2:
+        nan = float("nan")
+        return BlandAltman(int(differences.size), float(differences.mean()) if differences.size else nan, nan,
+                           nan, nan)
+    mean, sd = float(differences.mean()), float(differences.std(ddof=1))
+    return BlandAltman(int(differences.size), mean, sd, mean - 1.96 * sd, mean + 1.96 * sd)
+
+
+def compared_rows(predicted: Sequence[StructureDose], delivered: Sequence[StructureDose]) -> list[dict]:
+    """One row per structure (the two lists in the same order): its predicted and delivered mean, V70, V100
+    and their differences (delivered - predicted; Gy and % points)."""
+    rows = []
+    for before, after in zip(predicted, delivered, strict=True):
+        row = {"structure": before.name, "volume_ml": before.volume_ml}
+        for what, pick in (("mean_gy", lambda s: s.mean_gy), ("V70_percent", lambda s: s.v_percent.get(70.0)),
+                           ("V100_percent", lambda s: s.v_percent.get(100.0))):
+            first, second = pick(before), pick(after)
+            row[f"predicted_{what}"], row[f"delivered_{what}"] = first, second
+            row[f"difference_{what}"] = second - first if first is not None and second is not None else None
+        row["error"] = "; ".join(filter(None, (before.error, after.error)))
+        rows.append(row)
+    return rows
