@@ -275,7 +275,7 @@ CASES = [
     Case("dose", DOSE.replace("{out}", "{busy}") + " --activity-gbq 2", "is being written by process"),
     # plan: the method, its inputs and the lung limits
     Case("plan", PLAN + " --method seeds --dose-gy 100", "method must be one of mird, partition, bsa"),
-    Case("plan", PLAN + " --dose-gy 120", "the partition model needs tumour contours"),
+    Case("plan", PLAN + " --dose-gy 120", "the partition model needs tumour contours in the liver"),
     Case("plan", PLAN + " --method mird", "mird target dose (Gy) must be a positive number"),
     Case("plan", PLAN + " --method mird --dose-gy 120 --lung-shunt-fraction 0.6",
          "breaks the lung limit of 30 Gy per treatment"),

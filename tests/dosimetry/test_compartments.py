@@ -47,10 +47,14 @@ def test_contours_on_another_grid_are_refused():
         measure_compartments(SPECT, LIVER, tumours=[other])
 
 
-@pytest.mark.parametrize(("low", "high", "message"), [
-    ([-18, -18, -50], [18, 18, -30], "no tumour contour overlaps the treated territory"),
-    ([-50, -50, 0], [50, 50, 50], "holds no normal liver outside the tumours"),
-])
-def test_empty_compartments_are_refused(low, high, message):
-    with pytest.raises(InputError, match=message):
-        measure_compartments(SPECT, LIVER, tumours=[box_labels(CT_GRID, low, high, "tumour")], perfused=UPPER)
+def test_a_territory_without_normal_liver_is_refused():
+    with pytest.raises(InputError, match="holds no normal liver outside the tumours"):
+        measure_compartments(SPECT, LIVER, tumours=[box_labels(CT_GRID, [-50, -50, 0], [50, 50, 50], "tumour")],
+                             perfused=UPPER)
+
+
+def test_a_territory_no_tumour_reaches_has_no_tumour_to_normal_ratio():
+    lower = box_labels(CT_GRID, [-18, -18, -50], [18, 18, -30], "tumour")  # below the upper half
+    compartments = measure_compartments(SPECT, LIVER, tumours=[lower], perfused=UPPER, territory_name="upper lobe")
+    assert compartments.tumour_to_normal_ratio is None and compartments.tumour_ml == 0.0
+    assert compartments.territory == "upper lobe" and compartments.normal_ml == pytest.approx(500.0)

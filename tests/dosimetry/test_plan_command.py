@@ -12,15 +12,17 @@ from dose_phantoms import CT_GRID, SPECT_GRID, box_labels, box_mask
 from typer.testing import CliRunner
 
 from sirtreg.cli import app
-from sirtreg.geometry import Volume
+from sirtreg.geometry import LabelVolume, Volume
 from sirtreg.io import write_image
 
 runner = CliRunner()
 
 
-def activity_of(folder) -> dict[str, str]:
+def activity_of(folder, territory: str | None = None) -> dict[tuple[str, str], str]:
+    """(part, quantity) -> value of the plan's table: the inputs and one territory's rows (the only one)."""
     with open(folder / "activity_plan.csv", newline="", encoding="utf-8") as handle:
-        return {(row["part"], row["quantity"]): row["value"] for row in csv.DictReader(handle)}
+        return {(row["part"], row["quantity"]): row["value"] for row in csv.DictReader(handle)
+                if territory is None or row["territory"] in ("", territory)}
 
 
 def test_plan_writes_a_table_a_document_and_a_page_with_every_input_and_the_formula(tmp_path):
@@ -42,10 +44,35 @@ def test_plan_writes_a_table_a_document_and_a_page_with_every_input_and_the_form
     assert float(table[("compartment", "tumour_to_normal_ratio")]) == pytest.approx(5.0)
     assert table[("input", "lung_shunt_fraction")] == "0.1" and table[("plan", "set by")] == "prescription"
     document = json.loads((out / "activity_plan.json").read_text())
-    assert document["prescription"]["activity_gbq"] == pytest.approx(hand_gbq)
+    assert document["territories"][0]["prescription"]["activity_gbq"] == pytest.approx(hand_gbq)
     page = (out / "activity_plan.html").read_text()
     assert "MIRD partition model" in page and "A = D_N (R m_T + m_N) / (C (1 - L))" in page
     assert f"{hand_gbq:.2f} GBq" in result.output
+
+
+def test_two_territories_are_planned_alike_and_their_lung_doses_add_up(tmp_path):
+    spect = Volume(np.where(box_mask(SPECT_GRID, [-18] * 3, [18] * 3), 35.0, 7.0).astype(np.float32), SPECT_GRID,
+                   "NM")
+    lobes = np.zeros(CT_GRID.shape, np.uint8)
+    lobes[box_mask(CT_GRID, [-50, -50, -50], [50, 50, 0])] = 1  # 500 mL each, edges on the CT's voxel edges
+    lobes[box_mask(CT_GRID, [-50, -50, 0.5], [50, 50, 50])] = 2
+    paths = {name: write_image(volume, tmp_path / f"{name}.nii.gz") for name, volume in (
+        ("spect", spect), ("liver", box_labels(CT_GRID, [-50] * 3, [50] * 3, "liver")),
+        ("lobes", LabelVolume(lobes, CT_GRID)))}
+    common = ["plan", "--spect", str(paths["spect"]), "--liver", str(paths["liver"]), "--method", "mird",
+              "--dose-gy", "100", "--perfused", str(paths["lobes"]), "--perfused-segment", "1,2"]
+    result = runner.invoke(app, [*common, "--lung-shunt-fraction", "0.1", "-o", str(tmp_path / "plan")])
+    assert result.exit_code == 0, result.output
+    each_gbq = 100 * 0.525 / (49.67 * 0.9)  # 100 Gy to 0.525 kg: 1.174 GBq in each lobe
+    for lobe in ("lobes 1", "lobes 2"):  # a plain label map: its values name the territories
+        table = activity_of(tmp_path / "plan", lobe)
+        assert float(table[("plan", "activity")]) == pytest.approx(each_gbq, rel=1e-6)
+        assert float(table[("dose", "territory mean dose")]) == pytest.approx(100.0, rel=1e-6)
+        assert float(table[("dose", "lung mean dose")]) == pytest.approx(49.67 * 0.1 * 2 * each_gbq, rel=1e-6)
+    # a 25 % shunt: 2 x 1.409 GBq give the lung 35.0 Gy together, though each lobe's alone would be within 30 Gy
+    refused = runner.invoke(app, [*common, "--lung-shunt-fraction", "0.25", "-o", str(tmp_path / "refused")])
+    assert refused.exit_code == 2
+    assert "mird plan of 2.82 GBq (2 territories) breaks the lung limit of 30 Gy per treatment" in refused.stderr
 
 
 @pytest.mark.slow

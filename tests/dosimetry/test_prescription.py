@@ -19,7 +19,7 @@ def test_mird_gives_the_territory_its_mean_dose():
     plan = prescribe("mird", LIVER, dose_gy=120.0, lung_shunt_fraction=0.1)
     assert plan.activity_gbq == pytest.approx(120.0 * 1.4 / (C * 0.9))  # 3.758 GBq
     assert plan.binding == "prescription"
-    assert plan.doses_gy["liver"] == pytest.approx(120.0)
+    assert plan.doses_gy["territory"] == pytest.approx(120.0)
     assert plan.doses_gy["lung"] == pytest.approx(C * plan.activity_gbq * 0.1)
 
 
@@ -114,9 +114,9 @@ def test_partition_needs_tumours():
     no_tumour = Compartments(territory="liver", liver_ml=1400.0, territory_ml=1400.0, tumour_ml=0.0,
                              normal_ml=1400.0, density_g_per_ml=1.0, tumour_to_normal_ratio=None,
                              territory_count_fraction=0.9)
-    with pytest.raises(InputError, match="needs tumour contours"):
+    with pytest.raises(InputError, match="needs tumour contours in the liver"):
         prescribe("partition", no_tumour, dose_gy=100.0)
-    assert prescribe("mird", no_tumour, dose_gy=100.0).doses_gy.keys() == {"liver", "lung", "cumulative lung"}
+    assert prescribe("mird", no_tumour, dose_gy=100.0).doses_gy.keys() == {"territory", "lung", "cumulative lung"}
 
 
 @pytest.mark.parametrize(("limits", "message"), [

@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from sirtreg.cli.app import OutputFolder, app, console, log, refusals_as_messages
-from sirtreg.cli.structures import one_structure, read_structures, segment_names
+from sirtreg.cli.structures import ContourImage, one_structure, read_structures, segment_names
 from sirtreg.errors import InputError
+
+if TYPE_CHECKING:
+    from sirtreg.geometry import LabelVolume
 
 
 @app.command("plan")
@@ -33,9 +36,12 @@ def plan_command(
     tumours: Annotated[list[Path] | None, typer.Option("--tumours", help="Tumour contours (repeatable).")] = None,
     tumour_segments: Annotated[str | None, typer.Option(help="Comma-separated tumour segment names or label "
                                                              "values.")] = None,
-    perfused: Annotated[Path | None, typer.Option(help="Perfused-volume contour: the treated territory (default: "
-                                                       "the whole liver).")] = None,
-    perfused_segment: Annotated[str | None, typer.Option(help="Segment name/value of the perfused volume.")] = None,
+    perfused: Annotated[list[Path] | None, typer.Option(help="Perfused-volume contour: a treated territory with "
+                                                             "its own injection (repeatable; default: the whole "
+                                                             "liver, one injection).")] = None,
+    perfused_segment: Annotated[str | None, typer.Option(help="Comma-separated segment names or values of the "
+                                                              "perfused volumes (one territory each).")] = None,
+    contour_image: ContourImage = None,
     lung_shunt_fraction: Annotated[float | None, typer.Option(help="Lung shunt fraction in [0, 1), if not "
                                                                    "measured on the images below.")] = None,
     lung: Annotated[Path | None, typer.Option(help="Lung contour (any grid): the lung shunt fraction is measured "
@@ -60,23 +66,32 @@ def plan_command(
     state every input and formula."""
     from sirtreg.dosimetry.compartments import measure_compartments
     from sirtreg.dosimetry.lung_shunt import lungs_from_ct, spect_lung_shunt
-    from sirtreg.dosimetry.prescription import Limits, prescribe
+    from sirtreg.dosimetry.prescription import Limits, prescribe_territories
     from sirtreg.io import read_image
     from sirtreg.output_folder import OutputFolder as Folder
     from sirtreg.report.activity_plan import write_activity_plan
 
     if lung_shunt_fraction is not None and (lung or ct):
         raise InputError("give --lung-shunt-fraction or the images to measure it on (--lung or --ct), not both")
-    inputs = [path for path in (spect, liver, *(tumours or []), perfused, lung, ct) if path is not None]
+    inputs = [path for path in (spect, liver, *(tumours or []), *(perfused or []), lung, ct, contour_image)
+              if path is not None]
     Folder(output, overwrite=overwrite, inputs=inputs, command="plan").check()
     limits = Limits(previous_lung_gy=previous_lung_dose_gy, normal_liver_gy=normal_liver_limit_gy)
     spect_volume = read_image(spect, modality="NM")
-    liver_labels = one_structure(liver, liver_segment, "liver")
-    tumour_labels = [item for path in tumours or [] for item in read_structures(path, segment_names(tumour_segments))]
-    perfused_labels = one_structure(perfused, perfused_segment, "perfused") if perfused else None
+    image = read_image(contour_image) if contour_image is not None else None
+    liver_labels = one_structure(liver, liver_segment, "liver", image)
+    tumour_labels = [item for path in tumours or []
+                     for item in read_structures(path, segment_names(tumour_segments), image)]
+    segments = segment_names(perfused_segment)
+    territories = [(_territory_name(label, path, segments[index] if segments else None), label)
+                   for path in perfused or [] for index, label in enumerate(read_structures(path, segments, image))]
+    names = [name for name, _ in territories]
+    if len(set(names)) < len(names):
+        raise InputError(f"two territories are both named {next(n for n in names if names.count(n) > 1)!r}: "
+                         "give each its own segment name or file")
     shunt = None
     if lung is not None:
-        shunt = spect_lung_shunt(spect_volume, one_structure(lung, lung_segment, "lung"), liver_labels)
+        shunt = spect_lung_shunt(spect_volume, one_structure(lung, lung_segment, "lung", image), liver_labels)
     elif ct is not None:
         shunt = spect_lung_shunt(spect_volume, lungs_from_ct(read_image(ct, modality="CT"), liver_labels),
                                  liver_labels)
@@ -84,28 +99,37 @@ def plan_command(
         log.warning("no lung shunt fraction given or measured: 0 assumed (give --lung-shunt-fraction, --lung or --ct)")
     source = shunt.describe() if shunt is not None else ("given" if lung_shunt_fraction is not None else
                                                            "none given or measured: 0 assumed")
-    compartments = measure_compartments(spect_volume, liver_labels, tumours=tumour_labels, perfused=perfused_labels,
-                                        density_g_per_ml=density_g_per_ml)
-    prescription = prescribe(method, compartments, dose_gy=dose_gy, target=target,
-                             lung_shunt_fraction=shunt.fraction if shunt else lung_shunt_fraction or 0.0,
-                             lung_mass_kg=lung_mass_kg, isotope=isotope, microspheres=microspheres,
-                             height_cm=height_cm, weight_kg=weight_kg, limits=limits, within_limits=within_limits,
-                             lung_shunt_source=source)
+    measured = [measure_compartments(spect_volume, liver_labels, tumours=tumour_labels, perfused=label,
+                                     density_g_per_ml=density_g_per_ml, territory_name=name)
+                for name, label in territories or [(None, None)]]
+    prescriptions = prescribe_territories(
+        method, measured, dose_gy=dose_gy, target=target,
+        lung_shunt_fraction=shunt.fraction if shunt else lung_shunt_fraction or 0.0, lung_mass_kg=lung_mass_kg,
+        isotope=isotope, microspheres=microspheres, height_cm=height_cm, weight_kg=weight_kg, limits=limits,
+        within_limits=within_limits, lung_shunt_source=source)
     facts = [f"SPECT {spect.name}; liver {liver.name}" + (f" ({liver_segment})" if liver_segment else ""),
              f"tumours: {', '.join(name for label in tumour_labels for name in label.labels.values()) or 'none'}",
-             f"territory: {perfused.name if perfused else 'the whole liver'}"
-             + (f" ({perfused_segment})" if perfused_segment else "")]
-    files = write_activity_plan(prescription, compartments, output, facts=facts, overwrite=overwrite, inputs=inputs)
-    table = Table("", "value", title=f"activity plan ({prescription.method})")
-    table.add_row("activity", f"{prescription.activity_gbq:.2f} GBq")
-    if prescription.binding != "prescription":
-        table.add_row("set by", f"{prescription.binding} (the method asks for "
-                                f"{prescription.prescribed_activity_gbq:.2f} GBq)")
-    if compartments.tumour_to_normal_ratio is not None:
-        table.add_row("tumour-to-normal ratio", f"{compartments.tumour_to_normal_ratio:.2f}")
-    table.add_row("lung shunt fraction", f"{100 * prescription.inputs['lung_shunt_fraction']:.2f} % ({source})")
-    for name, dose in prescription.doses_gy.items():
-        table.add_row(f"{name} mean dose", f"{dose:.1f} Gy")
+             "territories: " + (", ".join(name for name, _ in territories) or "the whole liver, one injection")]
+    files = write_activity_plan(prescriptions, measured, output, facts=facts, overwrite=overwrite, inputs=inputs)
+    table = Table("", *(compartments.territory for compartments in measured), title=f"activity plan ({method})")
+    table.add_row("activity", *(f"{plan.activity_gbq:.2f} GBq" for plan in prescriptions))
+    if any(plan.binding != "prescription" for plan in prescriptions):
+        table.add_row("set by", *(f"{plan.binding} (the method asks for {plan.prescribed_activity_gbq:.2f} GBq)"
+                                  for plan in prescriptions))
+    table.add_row("tumour-to-normal ratio", *(f"{c.tumour_to_normal_ratio:.2f}" if c.tumour_to_normal_ratio
+                                              is not None else "-" for c in measured))
+    for name in prescriptions[0].doses_gy:
+        table.add_row(f"{name} mean dose", *(f"{plan.doses_gy[name]:.1f} Gy" for plan in prescriptions))
     console.print(table)
+    console.print(f"lung shunt fraction {100 * prescriptions[0].inputs['lung_shunt_fraction']:.2f} % ({source}); "
+                  f"total activity {sum(plan.activity_gbq for plan in prescriptions):.2f} GBq", highlight=False)
     console.print(f"wrote {files['activity_plan.html']}", highlight=False, soft_wrap=True)
 
+
+def _territory_name(label: LabelVolume, path: Path, segment: str | None) -> str:
+    """A territory's name: its segment's, or the file's and the label value given (a plain label map names its
+    labels "label N")."""
+    name = " + ".join(label.labels.values())
+    if name and not name.startswith(("label ", "mask")):
+        return name
+    return path.name.split(".")[0] + (f" {segment}" if segment else "")

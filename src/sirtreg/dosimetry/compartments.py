@@ -28,7 +28,7 @@ class Compartments:
     """Volumes (mL), masses (kg) and MAA count shares of a plan's compartments.
 
     ``territory`` names what is treated ("perfused volume" or "liver"); ``tumour_to_normal_ratio`` is None
-    without tumour contours; ``territory_count_fraction`` is the territory's share of all the SPECT's counts.
+    without tumour in the territory; ``territory_count_fraction`` is the territory's share of all the SPECT's counts.
     """
 
     territory: str
@@ -68,6 +68,7 @@ def measure_compartments(
     perfused: LabelVolume | None = None,
     normal: LabelVolume | None = None,
     density_g_per_ml: float = DEFAULT_DENSITY_G_PER_ML,
+    territory_name: str | None = None,
 ) -> Compartments:
     """Measure the compartments (see the module docstring) of a plan on the MAA ``spect`` (counts).
 
@@ -79,8 +80,10 @@ def measure_compartments(
     perfused : the perfused volume, the territory when given (else the liver).
     normal : the normal liver of the territory; default the territory minus the tumours.
     density_g_per_ml : tissue density for the masses.
+    territory_name : the territory's name (default "perfused volume", or "liver" without one).
 
-    Refuses contours on different grids, empty contours and compartments that are empty.
+    Refuses contours on different grids, empty contours and a territory with no normal liver; a territory that
+    no tumour reaches has no tumour-to-normal ratio.
     """
     density = require_in_range(density_g_per_ml, *DENSITY_RANGE_G_PER_ML, what="density (g/mL)")
     named = [("liver", liver), *((contour_name(t), t) for t in tumours),
@@ -93,20 +96,18 @@ def measure_compartments(
     for mask in masks[1:1 + len(tumours)]:
         tumour |= mask
     tumour &= territory
-    if tumours and not tumour.any():
-        raise InputError("no tumour contour overlaps the treated territory")
     normal_mask = masks[-1] if normal is not None else territory & ~tumour
     if not normal_mask.any():
         raise InputError("the treated territory holds no normal liver outside the tumours")
     voxel_ml = liver.grid.voxel_volume_ml
     counts, _ = spect_counts(spect)
     ratio = None
-    if tumours:
+    if tumour.any():
         ratio = tumour_to_normal_ratio(Volume(counts, spect.grid), LabelVolume.from_mask(tumour, liver.grid),
                                        LabelVolume.from_mask(normal_mask, liver.grid))
     occupancy = occupancy_on_grid(LabelVolume.from_mask(territory, liver.grid), spect.grid)
     return Compartments(
-        territory="perfused volume" if perfused is not None else "liver",
+        territory=territory_name or ("perfused volume" if perfused is not None else "liver"),
         liver_ml=float(liver_mask.sum()) * voxel_ml, territory_ml=float(territory.sum()) * voxel_ml,
         tumour_ml=float(tumour.sum()) * voxel_ml, normal_ml=float(normal_mask.sum()) * voxel_ml,
         density_g_per_ml=density, tumour_to_normal_ratio=ratio,

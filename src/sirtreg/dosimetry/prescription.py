@@ -22,6 +22,7 @@ activity within them all, unless ``within_limits`` asks for that activity (the l
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +67,7 @@ class Prescription:
 
     ``activity_gbq`` is administered (before the lung shunt); ``prescribed_activity_gbq`` is what the method
     alone asks for; ``binding`` is "prescription" or the limit that lowered it. ``doses_gy`` holds the mean doses
-    of the plan (territory, tumour and normal liver where measured, lung, cumulative lung); ``formula`` the
+    of the plan ("territory", "tumour" and "normal liver" where measured, "lung", "cumulative lung"); ``formula`` the
     method's formula with its numbers; ``inputs`` every input with its unit in its name.
     """
 
@@ -103,14 +104,14 @@ class Limits:
 
 def _doses_per_gbq(compartments: Compartments, *, lsf: float, lung_mass_kg: float, isotope: Isotope
                    ) -> dict[str, float]:
-    """Mean dose per administered GBq (Gy/GBq) of the territory (named by ``compartments.territory``), with a
-    tumour-to-normal ratio of the tumour and the normal liver too, and of the lung
+    """Mean dose per administered GBq (Gy/GBq) of the territory, with a tumour-to-normal ratio of the tumour and
+    the normal liver too, and of the lung
     (:func:`~sirtreg.dosimetry.partition.doses_per_gbq`)."""
     tumour, normal, lung = doses_per_gbq(isotope=isotope, tumour_mass_kg=compartments.mass_kg(compartments.tumour_ml),
                                          normal_mass_kg=compartments.mass_kg(compartments.normal_ml),
                                          ratio=compartments.tumour_to_normal_ratio or 1.0, lsf=lsf,
                                          lung_mass_kg=lung_mass_kg)
-    per_gbq = {compartments.territory: isotope.dose_factor_gy_kg_per_gbq * (1 - lsf)
+    per_gbq = {"territory": isotope.dose_factor_gy_kg_per_gbq * (1 - lsf)
                / compartments.mass_kg(compartments.territory_ml)}
     if compartments.tumour_to_normal_ratio is not None:
         per_gbq.update({"tumour": tumour, "normal liver": normal})
@@ -136,7 +137,8 @@ def _prescribed(method: str, compartments: Compartments, *, dose_gy: float | Non
                                                    f"({factor:g} x (1 - {lsf:g}))")
     ratio = compartments.tumour_to_normal_ratio
     if ratio is None:
-        raise InputError("the partition model needs tumour contours (for the tumour-to-normal ratio)")
+        raise InputError(f"the partition model needs tumour contours in the {compartments.territory} (for the "
+                         "tumour-to-normal ratio)")
     if target not in ("tumour", "normal"):
         raise InputError(f"the partition model's target is tumour or normal, got {target!r}")
     tumour_kg = compartments.mass_kg(compartments.tumour_ml)
@@ -147,9 +149,14 @@ def _prescribed(method: str, compartments: Compartments, *, dose_gy: float | Non
         f"{normal_kg:.4f}) / ({factor:g} x (1 - {lsf:g}))")
 
 
-def prescribe(
+def prescribe(method: str, compartments: Compartments, **options: Any) -> Prescription:
+    """Plan the activity of one territory by ``method``: :func:`prescribe_territories` of that territory alone."""
+    return prescribe_territories(method, [compartments], **options)[0]
+
+
+def prescribe_territories(
     method: str,
-    compartments: Compartments,
+    territories: Sequence[Compartments],
     *,
     dose_gy: float | None = None,
     target: str = "tumour",
@@ -162,13 +169,15 @@ def prescribe(
     limits: Limits | None = None,
     within_limits: bool = False,
     lung_shunt_source: str = "given",
-) -> Prescription:
-    """Plan the activity by ``method`` (see the module docstring).
+) -> list[Prescription]:
+    """Plan the activity of each territory (a lobe or perfused volume with its own injection) by ``method`` (see
+    the module docstring), in one treatment: the normal-liver limit holds in each territory, the lung limits for
+    the lung dose of all the injections together (the ``lung`` dose of every prescription is that total).
 
     Parameters
     ----------
     method : "mird", "partition" or "bsa".
-    compartments : the measured compartments.
+    territories : the measured compartments of each territory.
     dose_gy : the target mean dose (Gy) of mird (the territory) and partition (see ``target``); not for bsa.
     target : the partition model's target, "tumour" or "normal" (the normal liver of the territory).
     lung_shunt_fraction, lung_mass_kg : the lung's share of the activity and its mass.
@@ -176,7 +185,8 @@ def prescribe(
     microspheres : "glass" or "resin" for Y-90 (bsa is for resin only); ignored for Ho-166.
     height_cm, weight_kg : the patient's, for bsa.
     limits : the dose limits (default :class:`Limits`).
-    within_limits : plan the largest activity within the limits instead of refusing a plan that breaks one.
+    within_limits : plan the largest activities within the limits (those of the territories the normal-liver limit
+        binds lowered, then all alike for the lung) instead of refusing a plan that breaks one.
     lung_shunt_source : where the lung shunt fraction comes from, for the plan's inputs (e.g. a
         :meth:`~sirtreg.dosimetry.lung_shunt.LungShunt.describe`).
     """
@@ -184,6 +194,8 @@ def prescribe(
         raise InputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if microspheres not in ("glass", "resin"):
         raise InputError(f"microspheres must be glass or resin, got {microspheres!r}")
+    if not territories:
+        raise InputError("a plan needs at least one territory")
     isotope = get_isotope(isotope)
     if method == "bsa" and (isotope.name != "Y-90" or microspheres != "resin"):
         raise InputError("the BSA method is for resin Y-90 microspheres only: choose mird or partition")
@@ -193,32 +205,46 @@ def prescribe(
     lung_mass = require_positive(lung_mass_kg, what="lung mass (kg)")
     limits = limits or Limits()
     factor = isotope.dose_factor_gy_kg_per_gbq
-    prescribed, formula = _prescribed(method, compartments, dose_gy=dose_gy, target=target, lsf=lsf, factor=factor,
-                                      height_cm=height_cm, weight_kg=weight_kg)
-    per_gbq = _doses_per_gbq(compartments, lsf=lsf, lung_mass_kg=lung_mass, isotope=isotope)
-    allowed = {"prescription": prescribed,
-               f"lung limit of {limits.lung_gy:g} Gy per treatment": limits.lung_gy / per_gbq["lung"]
-               if per_gbq["lung"] > 0 else math.inf,
-               f"cumulative lung limit of {limits.cumulative_lung_gy:g} Gy ({limits.previous_lung_gy:g} Gy before)":
-               (limits.cumulative_lung_gy - limits.previous_lung_gy) / per_gbq["lung"]
-               if per_gbq["lung"] > 0 else math.inf}
-    if limits.normal_liver_gy is not None:
-        allowed[f"normal liver limit of {limits.normal_liver_gy:g} Gy"] = limits.normal_liver_gy / per_gbq.get(
-            "normal liver", per_gbq[compartments.territory])
-    binding = min(allowed, key=allowed.__getitem__)
-    activity = allowed[binding]
-    if binding != "prescription" and not within_limits:
-        lung = prescribed * per_gbq["lung"]
-        raise InputError(f"the {method} plan of {prescribed:.2f} GBq breaks the {binding} (lung "
+    planned = []  # per territory: (compartments, prescribed GBq, formula, Gy per GBq, allowed GBq, binding)
+    for compartments in territories:
+        prescribed, formula = _prescribed(method, compartments, dose_gy=dose_gy, target=target, lsf=lsf,
+                                          factor=factor, height_cm=height_cm, weight_kg=weight_kg)
+        per_gbq = _doses_per_gbq(compartments, lsf=lsf, lung_mass_kg=lung_mass, isotope=isotope)
+        allowed, binding = prescribed, "prescription"
+        if limits.normal_liver_gy is not None:
+            normal_cap = limits.normal_liver_gy / per_gbq.get("normal liver", per_gbq["territory"])
+            if normal_cap < prescribed:
+                allowed, binding = normal_cap, f"normal liver limit of {limits.normal_liver_gy:g} Gy"
+        planned.append((compartments, prescribed, formula, per_gbq, allowed, binding))
+    lung_per_gbq = planned[0][3]["lung"]
+    total = sum(item[4] for item in planned)
+    lung_caps = {f"lung limit of {limits.lung_gy:g} Gy per treatment": limits.lung_gy,
+                 f"cumulative lung limit of {limits.cumulative_lung_gy:g} Gy ({limits.previous_lung_gy:g} Gy "
+                 "before)": limits.cumulative_lung_gy - limits.previous_lung_gy}
+    lung_binding = min(lung_caps, key=lung_caps.__getitem__)
+    scale = min(1.0, lung_caps[lung_binding] / (lung_per_gbq * total)) if lung_per_gbq > 0 else 1.0
+    broken = [item[5] for item in planned if item[5] != "prescription"] + ([lung_binding] if scale < 1 else [])
+    if broken and not within_limits:
+        prescribed_total = sum(item[1] for item in planned)
+        lung = prescribed_total * lung_per_gbq
+        several = f" ({len(planned)} territories)" if len(planned) > 1 else ""
+        raise InputError(f"the {method} plan of {prescribed_total:.2f} GBq{several} breaks the {broken[0]} (lung "
                          f"{lung:.1f} Gy, cumulative {lung + limits.previous_lung_gy:.1f} Gy): at most "
-                         f"{activity:.2f} GBq keeps every limit (plan it with --within-limits)")
-    doses = {name: activity * value for name, value in per_gbq.items()}
-    doses["cumulative lung"] = doses["lung"] + limits.previous_lung_gy
+                         f"{total * scale:.2f} GBq keeps every limit (plan it with --within-limits)")
+    lung_dose = lung_per_gbq * total * scale
     inputs = {"isotope": isotope.name, "microspheres": microspheres if isotope.name == "Y-90" else "-",
               "dose_factor_gy_kg_per_gbq": factor, "target_dose_gy": dose_gy,
-              "target": target if method == "partition" else compartments.territory,
-              "lung_shunt_fraction": lsf, "lung_shunt_fraction_source": lung_shunt_source, "lung_mass_kg": lung_mass, "height_cm": height_cm, "weight_kg": weight_kg,
-              "lung_limit_gy": limits.lung_gy, "cumulative_lung_limit_gy": limits.cumulative_lung_gy,
+              "lung_shunt_fraction": lsf, "lung_shunt_fraction_source": lung_shunt_source, "lung_mass_kg": lung_mass,
+              "height_cm": height_cm, "weight_kg": weight_kg, "lung_limit_gy": limits.lung_gy,
+              "cumulative_lung_limit_gy": limits.cumulative_lung_gy,
               "previous_lung_dose_gy": limits.previous_lung_gy, "normal_liver_limit_gy": limits.normal_liver_gy}
-    return Prescription(method=method, activity_gbq=activity, prescribed_activity_gbq=prescribed, binding=binding,
-                        formula=formula, doses_gy=doses, inputs=inputs)
+    prescriptions = []
+    for compartments, prescribed, formula, per_gbq, allowed, binding in planned:
+        activity = allowed * scale
+        doses = {name: activity * value for name, value in per_gbq.items() if name != "lung"}
+        doses.update({"lung": lung_dose, "cumulative lung": lung_dose + limits.previous_lung_gy})
+        prescriptions.append(Prescription(
+            method=method, activity_gbq=activity, prescribed_activity_gbq=prescribed,
+            binding=lung_binding if scale < 1 else binding, formula=formula, doses_gy=doses,
+            inputs={**inputs, "target": target if method == "partition" else compartments.territory}))
+    return prescriptions
