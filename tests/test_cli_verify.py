@@ -48,6 +48,8 @@ def test_pet_dose_is_local_deposition_decay_corrected_to_the_injection():
         pet_dose(Volume(pet.array, grid, "PT", {"units": "CNTS"}))
     with pytest.raises(InputError, match="needs both the PET's scan time and the injection time"):
         pet_dose(pet, scan_time=INJECTED)
+    with pytest.raises(InputError, match="is before the injection"):
+        pet_dose(pet, scan_time=INJECTED - timedelta(days=1), injection_time=INJECTED)
 
 
 def test_bland_altman_of_known_differences():
@@ -78,6 +80,17 @@ def test_a_uniform_pet_gives_every_structure_its_hand_computed_dose(fast_patient
     assert "no registration" in " ".join(document["facts"])
     page = (tmp_path / "out" / "verification.html").read_text()
     assert page.count('<img src="data:image/png;base64,') == 2  # DVHs and Bland-Altman
+
+
+def test_structures_the_pet_does_not_cover_are_not_given_a_delivered_dose(fast_patient_folder, tmp_path):
+    folder, manifest = fast_patient_folder
+    truth = read_image(folder / manifest["spect"]["activity_truth"])
+    half = truth.grid.crop((0, 0, 0), (truth.grid.size[0], truth.grid.size[1], truth.grid.size[2] // 2))
+    pet = write_image(Volume(np.full(half.shape, 1e6, np.float32), half, "PT"), tmp_path / "pet.nii.gz")
+    result = runner.invoke(app, arguments(folder, manifest, pet, tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    liver = rows_of(tmp_path / "out")["liver"]
+    assert liver["delivered_mean_gy"] == "" and "lies outside the PET's field of view" in liver["error"]
 
 
 @pytest.mark.slow

@@ -276,7 +276,7 @@ CASES = [
     # plan: the method, its inputs and the lung limits
     Case("plan", PLAN + " --method seeds --dose-gy 100", "method must be one of mird, partition, bsa"),
     Case("plan", PLAN + " --dose-gy 120", "the partition model needs tumour contours in the liver"),
-    Case("plan", PLAN + " --method mird", "mird target dose (Gy) must be a positive number"),
+    Case("plan", PLAN + " --method mird", "the mird method needs a target dose (Gy)"),
     Case("plan", PLAN + " --method mird --dose-gy 120 --lung-shunt-fraction 0.6",
          "breaks the lung limit of 30 Gy per treatment"),
     Case("plan", PLAN + " --method mird --dose-gy 120 --previous-lung-dose-gy 50", "leaves nothing of the 50 Gy"),
@@ -287,6 +287,10 @@ CASES = [
     Case("plan", PLAN + " --method mird --dose-gy 120 --lung-shunt-fraction 0.1 --lung {liver}",
          "give --lung-shunt-fraction or the images to measure it on (--lung or --ct), not both"),
     Case("plan", PLAN + " --method mird --dose-gy 120 --ct {spect}", "no air inside the body below -400 HU"),
+    Case("plan", PLAN + " --method mird --dose-gy 120 --lung {liver} --ct {spect}", "--lung (a lung contour) or --ct"),
+    Case("plan", PLAN + " --method mird --dose-gy 120 --perfused-segment 1", "give the perfused-volume file too"),
+    Case("plan", PLAN + " --method mird --dose-gy 120 --perfused {liver} --perfused {liver}", "both named"),
+    Case("plan", PLAN + " --method mird --dose-gy 120 --lung-mass-kg 50", "lung mass (kg) must be in [0.1, 5]"),
     # verify: the Y-90 PET and its registration
     Case("verify", "verify --spect {spect} --liver {liver} --activity-gbq 2 --pet {spect} --maa-ct {ct} -o {out}",
          "give both --maa-ct and --pet-ct"),

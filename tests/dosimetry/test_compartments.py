@@ -28,7 +28,8 @@ def test_a_perfused_territory_and_its_tumour_share():
     assert compartments.mass_kg(500.0) == pytest.approx(0.5)
     # 7 counts in 7812.5 SPECT voxels of 64 mL/1000 and 28 more in 364.5 of them, of 7 x 29^3 + 28 x 9^3 counts
     assert compartments.territory_count_fraction == pytest.approx((7 * 7812.5 + 28 * 364.5) / (7 * 29**3 + 28 * 9**3))
-    assert compartments.tumour_involvement == pytest.approx(46.656 / 2 / 1000.0)
+    assert compartments.liver_tumour_ml == pytest.approx(46.656)  # the whole liver's, for the BSA method
+    assert compartments.tumour_involvement == pytest.approx(46.656 / 1000.0)
 
 
 def test_without_a_perfused_volume_the_liver_is_treated_and_a_normal_contour_is_used_as_given():

@@ -100,14 +100,14 @@ def test_outside_the_perfused_volume_only_the_delivered_activity_counts(uniform_
     liver, territory, straddling = report.structures
     perfused_gy = 49.67 * 2.0 / (1.05 * 0.52)  # all the activity in 520 mL
     assert territory.mean_gy == pytest.approx(perfused_gy, rel=1e-5)
-    assert territory.delivered_mean_gy == pytest.approx(perfused_gy, rel=1e-5)
+    assert territory.inside_mean_gy == pytest.approx(perfused_gy, rel=1e-5)
     assert territory.counts_inside_fraction == pytest.approx(1.0)
     # the dose map shows the whole liver at the perfused calibration: 52 % of the energy its mean implies
     assert liver.mean_gy == pytest.approx(perfused_gy, rel=1e-5)
     assert liver.counts_inside_fraction == pytest.approx(0.52)
-    assert liver.delivered_mean_gy == pytest.approx(49.67 * 2.0 / 1.05, rel=1e-5)  # C A / m of the whole liver
-    assert liver.delivered_mean_gy * 1.05 == pytest.approx(report.dose_map.absorbed_energy_j(), rel=1e-5)
+    assert liver.inside_mean_gy == pytest.approx(49.67 * 2.0 / 1.05, rel=1e-5)  # C A / m of the whole liver
+    assert liver.inside_mean_gy * 1.05 == pytest.approx(report.dose_map.absorbed_energy_j(), rel=1e-5)
     assert straddling.counts_inside_fraction == pytest.approx(0.6)
-    assert straddling.delivered_mean_gy == pytest.approx(0.6 * perfused_gy, rel=1e-5)
+    assert straddling.inside_mean_gy == pytest.approx(0.6 * perfused_gy, rel=1e-5)
     row = report.rows()[0]
-    assert row["delivered_mean_gy"] == liver.delivered_mean_gy and row["counts_inside_fraction"] == pytest.approx(0.52)
+    assert row["inside_mean_gy"] == liver.inside_mean_gy and row["counts_inside_fraction"] == pytest.approx(0.52)

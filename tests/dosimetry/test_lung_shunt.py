@@ -74,6 +74,7 @@ def test_a_lung_beyond_the_spect_field_of_view_gives_a_lower_bound(caplog):
     with caplog.at_level(logging.WARNING):
         shunt = spect_lung_shunt(spect, lung, box_labels(SPECT_GRID, [-48] * 3, [48] * 3, "liver"))
     assert shunt.lung_coverage == pytest.approx(4 / 60)
+    assert shunt.describe().endswith("7 % of the lung in the field of view: a lower bound)")
     assert "only 7 % of the lung lies inside the SPECT's field of view" in caplog.text
 
 
@@ -100,3 +101,12 @@ def test_a_ct_without_lungs_is_refused(air_box, message):
     liver = box_labels(CT_GRID, [-30] * 3, [30] * 3, "liver")
     with pytest.raises(InputError, match=message):
         lungs_from_ct(Volume(hu, CT_GRID, "CT"), liver)
+
+
+def test_lungs_outside_the_spect_are_refused():
+    spect = Volume(np.where(box_mask(SPECT_GRID, [-48] * 3, [48] * 3), 10.0, 0.0).astype(np.float32), SPECT_GRID,
+                   "NM")
+    far = Grid((10, 10, 10), (4.0, 4.0, 4.0), (-20.0, -20.0, 200.0))  # 140 mm above the SPECT's top
+    lung = LabelVolume.from_mask(np.ones(far.shape, bool), far, name="lung")
+    with pytest.raises(InputError, match="the lungs lie outside the SPECT's field of view"):
+        spect_lung_shunt(spect, lung, box_labels(SPECT_GRID, [-48] * 3, [48] * 3, "liver"))

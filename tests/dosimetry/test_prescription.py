@@ -11,7 +11,8 @@ from sirtreg.errors import InputError
 
 # tumour 0.2 kg at a tumour-to-normal ratio of 4 in a 1.4 kg liver (density 1 g/mL), lung shunt 10 %
 LIVER = Compartments(territory="liver", liver_ml=1400.0, territory_ml=1400.0, tumour_ml=200.0, normal_ml=1200.0,
-                     density_g_per_ml=1.0, tumour_to_normal_ratio=4.0, territory_count_fraction=0.9)
+                     liver_tumour_ml=200.0, density_g_per_ml=1.0, tumour_to_normal_ratio=4.0,
+                     territory_count_fraction=0.9)
 C = 49.67  # Y-90, Gy kg/GBq
 
 
@@ -55,8 +56,9 @@ def test_bsa_activity_and_its_share_for_a_perfused_volume():
     whole = prescribe("bsa", LIVER, microspheres="resin", height_cm=175.0, weight_kg=80.0, lung_shunt_fraction=0.12)
     bsa = dubois_bsa_m2(175.0, 80.0)
     assert whole.activity_gbq == pytest.approx((bsa - 0.2 + 200.0 / 1400.0) * 0.8)
+    # the lobe holds half the liver and all its tumour: the whole liver's involvement counts, times its share
     lobe = Compartments(territory="perfused volume", liver_ml=1400.0, territory_ml=700.0, tumour_ml=200.0,
-                        normal_ml=500.0, density_g_per_ml=1.0, tumour_to_normal_ratio=4.0,
+                        normal_ml=500.0, liver_tumour_ml=200.0, density_g_per_ml=1.0, tumour_to_normal_ratio=4.0,
                         territory_count_fraction=0.5)
     half = prescribe("bsa", lobe, microspheres="resin", height_cm=175.0, weight_kg=80.0, lung_shunt_fraction=0.12)
     assert half.activity_gbq == pytest.approx(whole.activity_gbq / 2)
@@ -92,7 +94,7 @@ def test_a_normal_liver_limit_binds_the_partition_model():
 
 @pytest.mark.parametrize(("method", "options", "message"), [
     ("dosimetry", {"dose_gy": 1.0}, "method must be one of mird, partition, bsa"),
-    ("mird", {}, r"mird target dose \(Gy\) must be a positive number"),
+    ("mird", {}, r"the mird method needs a target dose \(Gy\)"),
     ("mird", {"dose_gy": -1.0}, r"mird target dose \(Gy\) must be a positive number"),
     ("partition", {"dose_gy": 100.0, "target": "lesion"}, "target is tumour or normal, got 'lesion'"),
     ("bsa", {"microspheres": "glass", "height_cm": 170, "weight_kg": 70}, "resin Y-90 microspheres only"),
@@ -112,8 +114,8 @@ def test_bad_plans_are_refused(method, options, message):
 
 def test_partition_needs_tumours():
     no_tumour = Compartments(territory="liver", liver_ml=1400.0, territory_ml=1400.0, tumour_ml=0.0,
-                             normal_ml=1400.0, density_g_per_ml=1.0, tumour_to_normal_ratio=None,
-                             territory_count_fraction=0.9)
+                             normal_ml=1400.0, liver_tumour_ml=0.0, density_g_per_ml=1.0,
+                             tumour_to_normal_ratio=None, territory_count_fraction=0.9)
     with pytest.raises(InputError, match="needs tumour contours in the liver"):
         prescribe("partition", no_tumour, dose_gy=100.0)
     assert prescribe("mird", no_tumour, dose_gy=100.0).doses_gy.keys() == {"territory", "lung", "cumulative lung"}
@@ -128,3 +130,16 @@ def test_partition_needs_tumours():
 def test_bad_limits_are_refused(limits, message):
     with pytest.raises(InputError, match=message):
         Limits(**limits)
+
+
+def test_a_tumour_without_counts_gets_no_dose_and_cannot_be_the_target():
+    """R = 0: all the activity goes to the normal liver, whose dose per GBq counts its mass alone."""
+    cold = Compartments(territory="liver", liver_ml=1400.0, territory_ml=1400.0, tumour_ml=400.0, normal_ml=1000.0,
+                        liver_tumour_ml=400.0, density_g_per_ml=1.0, tumour_to_normal_ratio=0.0,
+                        territory_count_fraction=0.9)
+    plan = prescribe("mird", cold, dose_gy=40.0, limits=Limits(normal_liver_gy=40.0), within_limits=True)
+    assert plan.doses_gy["tumour"] == 0.0
+    assert plan.doses_gy["normal liver"] == pytest.approx(40.0)  # the limit binds: C A / 1.0 kg
+    assert plan.activity_gbq == pytest.approx(40.0 * 1.0 / C)
+    with pytest.raises(InputError, match="hold no MAA counts"):
+        prescribe("partition", cold, dose_gy=120.0, target="tumour")

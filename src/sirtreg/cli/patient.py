@@ -215,7 +215,8 @@ def dose(
         help="Comma-separated lesion segment names or label values.")] = None,
     perfused: Annotated[Path | None, typer.Option(help="Perfused-volume contour: spread the activity in it.")] = None,
     perfused_segment: Annotated[str | None, typer.Option(help="Segment name/value of the perfused volume.")] = None,
-    lung_shunt_fraction: Annotated[float, typer.Option(help="Lung shunt fraction in [0, 1).")] = 0.0,
+    lung_shunt_fraction: Annotated[float | None, typer.Option(help="Lung shunt fraction in [0, 1) (default: 0, "
+                                                                   "said so).")] = None,
     lung_mass_kg: Annotated[float, typer.Option(help="Lung mass for the lung dose (kg).")] = 1.0,
     density_g_per_ml: Annotated[float, typer.Option(help="Tissue density (g/mL).")] = 1.05,
     calibration_time: Annotated[datetime | None, typer.Option(
@@ -240,24 +241,25 @@ def dose(
     perfused_labels = one_structure(perfused, perfused_segment, "perfused", image) if perfused else None
     report = dose_report(
         spect_volume, liver_labels, activity_gbq, isotope=isotope, lesions=lesion_labels, perfused=perfused_labels,
-        lung_shunt_fraction=lung_shunt_fraction, lung_mass_kg=lung_mass_kg, density_g_per_ml=density_g_per_ml,
+        lung_shunt_fraction=lung_shunt_fraction or 0.0, lung_mass_kg=lung_mass_kg, density_g_per_ml=density_g_per_ml,
+        lung_shunt_source="given" if lung_shunt_fraction is not None else "not given: 0 assumed",
         calibration_time=calibration_time, injection_time=injection_time,
     )
     series = str(spect_volume.meta.get("SeriesInstanceUID", ""))
     dicom = ((spect if spect.is_dir() else spect.parent), series) if series else None
     outputs = write_dose_outputs(report, output, overwrite=overwrite, inputs=inputs, dicom_reference=dicom)
-    table = Table("structure", "volume (mL)", "mean (Gy)", "delivered (Gy)", "inside (%)", "V70 (%)", "V100 (%)",
+    table = Table("structure", "volume (mL)", "mean (Gy)", "mean inside (Gy)", "inside (%)", "V70 (%)", "V100 (%)",
                   "note", title="absorbed dose")
     for row in report.rows():
         inside = row.get("counts_inside_fraction")
-        table.add_row(*(_cell(row.get(key)) for key in ("structure", "volume_ml", "mean_gy", "delivered_mean_gy")),
+        table.add_row(*(_cell(row.get(key)) for key in ("structure", "volume_ml", "mean_gy", "inside_mean_gy")),
                       _cell(None if inside is None else 100 * inside),
                       *(_cell(row.get(key)) for key in ("V70_percent", "V100_percent", "error")))
     console.print(table)
     summary = report.summary()
     console.print(f"counts inside the {summary['normalised_within']}: {100 * summary['counts_inside_fraction']:.1f} %; "
                   f"lung dose {summary['lung_dose_gy']:.1f} Gy. mean and Vx follow the dose map (counts outside the "
-                  f"{summary['normalised_within']} at its calibration); delivered counts only the activity delivered "
+                  f"{summary['normalised_within']} at its calibration); mean inside counts only the activity delivered "
                   f"inside it, and inside is the share of a structure's counts there.", highlight=False)
     console.print(f"wrote {', '.join(str(path) for path in outputs.values())}", highlight=False)
 

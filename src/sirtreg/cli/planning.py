@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -46,7 +47,8 @@ def plan_command(
                                                                    "measured on the images below.")] = None,
     lung: Annotated[Path | None, typer.Option(help="Lung contour (any grid): the lung shunt fraction is measured "
                                                    "on the SPECT/CT.")] = None,
-    lung_segment: Annotated[str | None, typer.Option(help="Segment name/value of the lungs in their file.")] = None,
+    lung_segment: Annotated[str | None, typer.Option(help="Comma-separated segment names or values of the lungs in "
+                                                          "their file (their union is the lung).")] = None,
     ct: Annotated[Path | None, typer.Option(help="The MAA CT (HU): without --lung, the lungs are found in it "
                                                  "(air inside the body above the liver).")] = None,
     lung_mass_kg: Annotated[float, typer.Option(help="Lung mass (kg).")] = 1.0,
@@ -64,15 +66,22 @@ def plan_command(
     """Plan the activity to administer from the MAA SPECT: MIRD single compartment, partition model or BSA, within
     the lung limits (30 Gy per treatment, 50 Gy cumulative); writes a table, a JSON file and an HTML page that
     state every input and formula."""
+    import numpy as np
+
     from sirtreg.dosimetry.compartments import measure_compartments
     from sirtreg.dosimetry.lung_shunt import lungs_from_ct, spect_lung_shunt
     from sirtreg.dosimetry.prescription import Limits, prescribe_territories
+    from sirtreg.geometry import LabelVolume
     from sirtreg.io import read_image
     from sirtreg.output_folder import OutputFolder as Folder
     from sirtreg.report.activity_plan import write_activity_plan
 
     if lung_shunt_fraction is not None and (lung or ct):
         raise InputError("give --lung-shunt-fraction or the images to measure it on (--lung or --ct), not both")
+    if lung and ct:
+        raise InputError("give --lung (a lung contour) or --ct (the lungs are found in it), not both")
+    if perfused_segment and not perfused:
+        raise InputError("--perfused-segment names segments of --perfused: give the perfused-volume file too")
     inputs = [path for path in (spect, liver, *(tumours or []), *(perfused or []), lung, ct, contour_image)
               if path is not None]
     Folder(output, overwrite=overwrite, inputs=inputs, command="plan").check()
@@ -89,9 +98,18 @@ def plan_command(
     if len(set(names)) < len(names):
         raise InputError(f"two territories are both named {next(n for n in names if names.count(n) > 1)!r}: "
                          "give each its own segment name or file")
+    for (first, one), (second, other) in itertools.combinations(territories, 2):
+        if one.grid.same_as(other.grid) and np.any((one.array > 0) & (other.array > 0)):
+            raise InputError(f"the territories {first!r} and {second!r} overlap: each voxel is fed by one "
+                             "injection")
     shunt = None
     if lung is not None:
-        shunt = spect_lung_shunt(spect_volume, one_structure(lung, lung_segment, "lung", image), liver_labels)
+        lungs = read_structures(lung, segment_names(lung_segment), image)
+        if any(not part.grid.same_as(lungs[0].grid) for part in lungs):
+            raise InputError("the lung segments lie on different grids: give them in one file")
+        union = LabelVolume.from_mask(np.any([part.array > 0 for part in lungs], axis=0), lungs[0].grid,
+                                      name="lungs")
+        shunt = spect_lung_shunt(spect_volume, union, liver_labels)
     elif ct is not None:
         shunt = spect_lung_shunt(spect_volume, lungs_from_ct(read_image(ct, modality="CT"), liver_labels),
                                  liver_labels)

@@ -34,7 +34,8 @@ def verify_command(
     contour_image: ContourImage = None,
     isotope: Annotated[str, typer.Option(help="y90 or ho166 (a Ho-166 PET is rare; its SPECT is quantitative).")]
     = "y90",
-    lung_shunt_fraction: Annotated[float, typer.Option(help="Lung shunt fraction of the prediction.")] = 0.0,
+    lung_shunt_fraction: Annotated[float | None, typer.Option(help="Lung shunt fraction of the prediction "
+                                                                   "(default: 0, said so).")] = None,
     scan_time: Annotated[datetime | None, typer.Option(help="When the PET was acquired (ISO 8601), to decay "
                                                             "correct it to the injection.")] = None,
     injection_time: Annotated[datetime | None, typer.Option(help="When the Y-90 was injected (ISO 8601).")] = None,
@@ -44,8 +45,10 @@ def verify_command(
 ) -> None:
     """Predicted (MAA) against delivered (Y-90 PET) dose per structure: mean, V70, V100, DVHs and a Bland-Altman
     plot over the lesions; the PET's CT is registered to the MAA CT (image guidance) and the PET carried over."""
+    import numpy as np
+
     from sirtreg.dosimetry import dose_report, structure_doses
-    from sirtreg.dosimetry.verification import bland_altman, compared_rows, pet_dose
+    from sirtreg.dosimetry.verification import bland_altman, compared_rows, covered_only, pet_dose
     from sirtreg.geometry import LabelVolume
     from sirtreg.io import read_image
     from sirtreg.output_folder import OutputFolder as Folder
@@ -62,12 +65,16 @@ def verify_command(
     structures = [LabelVolume.from_mask(liver_labels.array > 0, liver_labels.grid, name="liver"),
                   *(item for path in lesions or [] for item in read_structures(path, segment_names(lesion_segments),
                                                                                 image))]
-    delivered_at_pet = pet_dose(read_image(pet, modality="PT"), isotope=isotope, scan_time=scan_time,
-                                injection_time=injection_time)
+    pet_volume = read_image(pet, modality="PT")
+    delivered_at_pet = pet_dose(pet_volume, isotope=isotope, scan_time=scan_time, injection_time=injection_time)
+    field_of_view = pet_volume.with_array(np.ones(pet_volume.shape, np.float32))
+    shunt_given = lung_shunt_fraction is not None
     predicted = dose_report(spect_volume, structures[0], activity_gbq, isotope=isotope,
-                            lung_shunt_fraction=lung_shunt_fraction)
+                            lung_shunt_fraction=lung_shunt_fraction or 0.0,
+                            lung_shunt_source="given" if shunt_given else "not given: 0 assumed")
     facts = [f"predicted: {predicted.dose_map.isotope.name}, {activity_gbq:g} GBq, lung shunt "
-             f"{100 * lung_shunt_fraction:.1f} %, distributed by the MAA SPECT counts in the liver"]
+             f"{100 * (lung_shunt_fraction or 0.0):.1f} %{'' if shunt_given else ' (not given: 0 assumed)'}, "
+             "distributed by the MAA SPECT counts in the liver"]
     if maa_ct is not None and pet_ct is not None:
         from sirtreg.register import Annotated as Side
         from sirtreg.register import preset, register_guided, warp
@@ -78,16 +85,18 @@ def verify_command(
             result = register_guided(Side(read_image(maa_ct)), Side(read_image(pet_ct)), settings,
                                      progress=progress)
         delivered_dose = warp(delivered_at_pet, result.transform, structures[0].grid)
+        covered = warp(field_of_view, result.transform, structures[0].grid)
         facts.append(f"delivered: the PET's CT registered to the MAA CT ({'affine' if affine_only else 'image'}"
                      f" guidance, {result.seconds:.0f} s); the PET's dose carried onto the liver contour's grid")
     else:
         from sirtreg.resample import resample
 
         delivered_dose = resample(delivered_at_pet, structures[0].grid)
+        covered = resample(field_of_view, structures[0].grid)
         facts.append("delivered: the PET taken as lying on the MAA CT as it is (no registration), its dose "
                      "resampled onto the liver contour's grid")
     before = structure_doses(predicted.dose, structures)
-    after = structure_doses(delivered_dose, structures)
+    after = covered_only(structure_doses(delivered_dose, structures), structure_doses(covered, structures))
     rows = compared_rows(before, after)
     statistics = bland_altman([row["predicted_mean_gy"] for row in rows[1:]],
                               [row["delivered_mean_gy"] for row in rows[1:]])

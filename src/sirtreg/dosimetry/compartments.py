@@ -25,7 +25,8 @@ from sirtreg.geometry import LabelVolume, Volume
 
 @dataclass(frozen=True)
 class Compartments:
-    """Volumes (mL), masses (kg) and MAA count shares of a plan's compartments.
+    """Volumes (mL), masses (kg) and MAA count shares of a plan's compartments (``tumour_ml`` and ``normal_ml``
+    within the territory, ``liver_tumour_ml`` the tumours of the whole liver).
 
     ``territory`` names what is treated ("perfused volume" or "liver"); ``tumour_to_normal_ratio`` is None
     without tumour in the territory; ``territory_count_fraction`` is the territory's share of all the SPECT's counts.
@@ -36,6 +37,7 @@ class Compartments:
     territory_ml: float
     tumour_ml: float
     normal_ml: float
+    liver_tumour_ml: float
     density_g_per_ml: float
     tumour_to_normal_ratio: float | None
     territory_count_fraction: float
@@ -46,8 +48,8 @@ class Compartments:
 
     @property
     def tumour_involvement(self) -> float:
-        """Tumour volume over liver volume (tumour included), the BSA method's tumour term."""
-        return self.tumour_ml / self.liver_ml
+        """The whole liver's tumour volume over its volume (tumours included), the BSA method's tumour term."""
+        return self.liver_tumour_ml / self.liver_ml
 
 
 def _masks_on_one_grid(named: Sequence[tuple[str, LabelVolume]]) -> list[np.ndarray]:
@@ -95,6 +97,7 @@ def measure_compartments(
     tumour = np.zeros_like(liver_mask)
     for mask in masks[1:1 + len(tumours)]:
         tumour |= mask
+    liver_tumour_ml = float(np.count_nonzero(tumour & liver_mask)) * liver.grid.voxel_volume_ml
     tumour &= territory
     normal_mask = masks[-1] if normal is not None else territory & ~tumour
     if not normal_mask.any():
@@ -110,6 +113,7 @@ def measure_compartments(
         territory=territory_name or ("perfused volume" if perfused is not None else "liver"),
         liver_ml=float(liver_mask.sum()) * voxel_ml, territory_ml=float(territory.sum()) * voxel_ml,
         tumour_ml=float(tumour.sum()) * voxel_ml, normal_ml=float(normal_mask.sum()) * voxel_ml,
+        liver_tumour_ml=liver_tumour_ml,
         density_g_per_ml=density, tumour_to_normal_ratio=ratio,
         territory_count_fraction=float(np.sum(counts * occupancy)) / float(counts.sum()),
     )

@@ -24,7 +24,7 @@ from scipy import ndimage
 
 from sirtreg.dosimetry.occupancy import contour_mask, occupancy_on_grid
 from sirtreg.dosimetry.uptake import spect_counts
-from sirtreg.errors import InputError
+from sirtreg.errors import GeometryMismatchError, InputError
 from sirtreg.geometry import LabelVolume, Volume
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,13 @@ class LungShunt:
     warnings: tuple[str, ...] = ()
 
     def describe(self) -> str:
-        """One line for reports: the fraction, the method and its counts."""
-        covered = f", {100 * self.lung_coverage:.0f} % of the lung in the field of view" if (
-            self.lung_coverage is not None) else ""
+        """One line for reports: the fraction, the method, its counts and, where the SPECT misses part of the
+        lung, that the fraction is a lower bound."""
+        covered = ""
+        if self.lung_coverage is not None:
+            covered = f", {100 * self.lung_coverage:.0f} % of the lung in the field of view"
+            if self.lung_coverage < MIN_LUNG_COVERAGE:
+                covered += ": a lower bound"
         return (f"lung shunt fraction {100 * self.fraction:.2f} % measured on the {self.method} (lung "
                 f"{self.lung_counts:.4g}, liver {self.liver_counts:.4g} counts{covered})")
 
@@ -90,7 +94,11 @@ def spect_lung_shunt(spect: Volume, lung: LabelVolume, liver: LabelVolume) -> Lu
     """The lung shunt fraction of a SPECT with lung and liver contours on any grid (see the module docstring)."""
     counts, _ = spect_counts(spect)
     mask = contour_mask(lung)
-    lung_share = occupancy_on_grid(lung, spect.grid).astype(np.float64)
+    try:
+        lung_share = occupancy_on_grid(lung, spect.grid).astype(np.float64)
+    except GeometryMismatchError:
+        raise InputError("the lungs lie outside the SPECT's field of view: the lung shunt fraction cannot be "
+                         "measured on it") from None
     lung_ml = float(mask.sum()) * lung.grid.voxel_volume_ml
     coverage = min(1.0, float(lung_share.sum()) * spect.grid.voxel_volume_ml / lung_ml)
     lung_counts = float(np.sum(counts * lung_share))

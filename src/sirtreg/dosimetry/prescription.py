@@ -27,7 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sirtreg.dosimetry.compartments import Compartments
-from sirtreg.dosimetry.deposition import DEFAULT_LUNG_MASS_KG, require_fraction, require_positive
+from sirtreg.dosimetry.deposition import (
+    DEFAULT_LUNG_MASS_KG,
+    LUNG_MASS_RANGE_KG,
+    require_fraction,
+    require_in_range,
+    require_positive,
+)
 from sirtreg.dosimetry.isotopes import Isotope, get_isotope
 from sirtreg.dosimetry.partition import doses_per_gbq
 from sirtreg.errors import InputError
@@ -57,7 +63,7 @@ def bsa_shunt_factor(lung_shunt_fraction: float) -> float:
         if lung_shunt_fraction < largest or (largest == BSA_SHUNT_REDUCTION[-1][0]
                                              and lung_shunt_fraction <= largest):
             return factor
-    raise InputError(f"a lung shunt fraction of {100 * lung_shunt_fraction:.1f} % is above 20 %: the BSA method "
+    raise InputError(f"a lung shunt fraction of {100 * lung_shunt_fraction:.2f} % is above 20 %: the BSA method "
                      "allows no treatment")
 
 
@@ -107,9 +113,10 @@ def _doses_per_gbq(compartments: Compartments, *, lsf: float, lung_mass_kg: floa
     """Mean dose per administered GBq (Gy/GBq) of the territory, with a tumour-to-normal ratio of the tumour and
     the normal liver too, and of the lung
     (:func:`~sirtreg.dosimetry.partition.doses_per_gbq`)."""
+    ratio = compartments.tumour_to_normal_ratio  # None: no tumour in the territory (its mass is 0)
     tumour, normal, lung = doses_per_gbq(isotope=isotope, tumour_mass_kg=compartments.mass_kg(compartments.tumour_ml),
                                          normal_mass_kg=compartments.mass_kg(compartments.normal_ml),
-                                         ratio=compartments.tumour_to_normal_ratio or 1.0, lsf=lsf,
+                                         ratio=1.0 if ratio is None else ratio, lsf=lsf,
                                          lung_mass_kg=lung_mass_kg)
     per_gbq = {"territory": isotope.dose_factor_gy_kg_per_gbq * (1 - lsf)
                / compartments.mass_kg(compartments.territory_ml)}
@@ -130,7 +137,9 @@ def _prescribed(method: str, compartments: Compartments, *, dose_gy: float | Non
         activity = (bsa - 0.2 + compartments.tumour_involvement) * reduction * share
         return activity, (f"A = (BSA - 0.2 + V_T/V_liver) f V_territory/V_liver = ({bsa:.3f} - 0.2 + "
                           f"{compartments.tumour_involvement:.4f}) x {reduction:g} x {share:.4f}")
-    dose = require_positive(dose_gy if dose_gy is not None else math.nan, what=f"{method} target dose (Gy)")
+    if dose_gy is None:
+        raise InputError(f"the {method} method needs a target dose (Gy)")
+    dose = require_positive(dose_gy, what=f"{method} target dose (Gy)")
     if method == "mird":
         mass = compartments.mass_kg(compartments.territory_ml)
         return dose * mass / (factor * (1 - lsf)), (f"A = D m / (C (1 - L)) = {dose:g} x {mass:.4f} / "
@@ -143,6 +152,9 @@ def _prescribed(method: str, compartments: Compartments, *, dose_gy: float | Non
         raise InputError(f"the partition model's target is tumour or normal, got {target!r}")
     tumour_kg = compartments.mass_kg(compartments.tumour_ml)
     normal_kg = compartments.mass_kg(compartments.normal_ml)
+    if target == "tumour" and ratio <= 0:
+        raise InputError(f"the tumours of the {compartments.territory} hold no MAA counts (tumour-to-normal ratio 0): "
+                         "no activity gives them a dose; plan for the normal liver or by mird")
     normal_dose = dose / ratio if target == "tumour" else dose
     return normal_dose * (ratio * tumour_kg + normal_kg) / (factor * (1 - lsf)), (
         f"A = D_N (R m_T + m_N) / (C (1 - L)) = {normal_dose:.3f} x ({ratio:.4f} x {tumour_kg:.4f} + "
@@ -202,7 +214,7 @@ def prescribe_territories(
     if method == "bsa" and dose_gy is not None:
         raise InputError("the BSA method takes no target dose: leave out the dose")
     lsf = require_fraction(lung_shunt_fraction, what="lung shunt fraction")
-    lung_mass = require_positive(lung_mass_kg, what="lung mass (kg)")
+    lung_mass = require_in_range(lung_mass_kg, *LUNG_MASS_RANGE_KG, what="lung mass (kg)")
     limits = limits or Limits()
     factor = isotope.dose_factor_gy_kg_per_gbq
     planned = []  # per territory: (compartments, prescribed GBq, formula, Gy per GBq, allowed GBq, binding)

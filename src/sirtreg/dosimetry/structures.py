@@ -58,7 +58,7 @@ class StructureDose:
 
     ``v_percent`` maps a dose threshold (Gy) to Vx (% of the volume); ``d_gy`` maps a
     volume percentage to Dx (Gy). ``mean_gy`` and the rest follow the dose map (counts outside the normalising
-    contour shown with the pooled calibration); ``counts_inside_fraction`` and ``delivered_mean_gy`` (see
+    contour shown with the pooled calibration); ``counts_inside_fraction`` and ``inside_mean_gy`` (see
     :meth:`~sirtreg.dosimetry.deposition.DoseMap.delivered`) count only the activity delivered inside it, when
     the statistics were computed with the dose map.
     """
@@ -73,7 +73,7 @@ class StructureDose:
     d_gy: dict[float, float] = field(default_factory=dict)
     dvh: DoseVolumeHistogram | None = None
     counts_inside_fraction: float | None = None
-    delivered_mean_gy: float | None = None
+    inside_mean_gy: float | None = None
     error: str | None = None
 
     @property
@@ -82,7 +82,7 @@ class StructureDose:
 
     def row(self, *, vx_gy: Iterable[float] = (), dx_percent: Iterable[float] = ()) -> dict[str, Any]:
         """One flat table row: ``structure, volume_ml, mean_gy, ..., V70_percent, D50_gy, counts_inside_fraction,
-        delivered_mean_gy, error``.
+        inside_mean_gy, error``.
 
         ``vx_gy`` and ``dx_percent`` name the columns to include even when this row has
         no value for them (error rows); the row's own thresholds are always included.
@@ -100,7 +100,7 @@ class StructureDose:
         for percent in dict.fromkeys([*dx_percent, *self.d_gy]):
             row[f"D{_number_label(percent)}_gy"] = self.d_gy.get(percent)
         row["counts_inside_fraction"] = self.counts_inside_fraction
-        row["delivered_mean_gy"] = self.delivered_mean_gy
+        row["inside_mean_gy"] = self.inside_mean_gy
         row["error"] = self.error or ""
         return row
 
@@ -180,7 +180,7 @@ def structure_doses(
     A structure that cannot be evaluated (empty, outside the dose field of view)
     gets a row with ``error`` set; the others are still computed. ``delivered(labels, label=value)``, when given
     (:meth:`~sirtreg.dosimetry.deposition.DoseMap.delivered`), fills in ``counts_inside_fraction`` and
-    ``delivered_mean_gy``.
+    ``inside_mean_gy``.
     """
     if isinstance(structures, LabelVolume):
         structures = [structures]
@@ -193,7 +193,7 @@ def structure_doses(
                                      bin_gy=bin_gy)
                 if delivered is not None:
                     inside, mean_gy = delivered(labels, label=value)
-                    row = replace(row, counts_inside_fraction=inside, delivered_mean_gy=mean_gy)
+                    row = replace(row, counts_inside_fraction=inside, inside_mean_gy=mean_gy)
                 rows.append(row)
             except SirtregError as exc:
                 log.warning("%s: %s", name, exc)

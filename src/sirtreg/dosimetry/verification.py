@@ -51,6 +51,9 @@ def pet_dose(pet: Volume, *, isotope: str | Isotope = "y90", scan_time: datetime
         raise InputError("decay correction needs both the PET's scan time and the injection time")
     isotope = get_isotope(isotope)
     factor = 1.0
+    if scan_time is not None and injection_time is not None and scan_time < injection_time:
+        raise InputError(f"the PET's scan time ({scan_time.isoformat()}) is before the injection "
+                         f"({injection_time.isoformat()}): check the dates")
     if scan_time is not None:
         factor = decay_corrected_activity_gbq(1.0, isotope=isotope, calibration_time=scan_time,
                                               injection_time=injection_time)
@@ -84,6 +87,22 @@ def bland_altman(predicted: Sequence[float], delivered: Sequence[float]) -> Blan
                            nan, nan)
     mean, sd = float(differences.mean()), float(differences.std(ddof=1))
     return BlandAltman(int(differences.size), mean, sd, mean - 1.96 * sd, mean + 1.96 * sd)
+
+
+def covered_only(delivered: Sequence[StructureDose], coverage: Sequence[StructureDose]) -> list[StructureDose]:
+    """The delivered statistics of the structures the PET covers whole; the others become error rows.
+
+    ``coverage``: the same structures' statistics of the PET's field of view carried like its dose (1 inside,
+    0 outside), whose minimum below 1 marks a structure reaching out of it.
+    """
+    rows = []
+    for row, covered in zip(delivered, coverage, strict=True):
+        if row.ok and covered.ok and covered.min_gy is not None and covered.min_gy < 1.0 - 1e-3:
+            outside = 100.0 * (1.0 - float(covered.mean_gy))
+            row = StructureDose(name=row.name, volume_ml=row.volume_ml,
+                                error=f"{outside:.1f} % of it lies outside the PET's field of view")
+        rows.append(row)
+    return rows
 
 
 def compared_rows(predicted: Sequence[StructureDose], delivered: Sequence[StructureDose]) -> list[dict]:

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from sirtreg.dosimetry import DoseReport, dose_report
 from sirtreg.dosimetry.lung_shunt import lungs_from_ct, spect_lung_shunt
-from sirtreg.errors import InputError
+from sirtreg.errors import SirtregError
 from sirtreg.geometry import LabelVolume, Volume
 from sirtreg.metrics import dice
 from sirtreg.pipeline.agreement import LesionAgreement, lesion_agreement, lesion_doses, row_flag
@@ -59,7 +59,7 @@ def run_lung_shunt(plan: Plan, reference: ScanImage, spect: Volume) -> tuple[flo
         return plan.spect.lung_shunt_fraction, "given in the plan"
     try:
         shunt = spect_lung_shunt(spect, lungs_from_ct(reference.volume, reference.liver), reference.liver)
-    except InputError as exc:
+    except SirtregError as exc:  # no lungs in the CT, or none in the SPECT's field of view
         log.warning("no lung shunt fraction in the plan and none measured (%s): 0 assumed", exc)
         return 0.0, f"not in the plan and not measured ({exc}): 0 assumed"
     return shunt.fraction, shunt.describe() + " (lungs found in the MAA CT)"

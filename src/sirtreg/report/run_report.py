@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # annotations only: the pipeline imports this module
     from sirtreg.pipeline.plan import Plan
 
 
-_DOSE_FORMATS = {"volume (mL)": ".2f", "mean (Gy)": ".1f", "delivered mean (Gy)": ".1f", "counts inside (%)": ".1f",
+_DOSE_FORMATS = {"volume (mL)": ".2f", "mean (Gy)": ".1f", "mean inside (Gy)": ".1f", "counts inside (%)": ".1f",
                  "V70 (%)": ".1f", "V100 (%)": ".1f", "DSC to MAA CT lesion": ".2f", "MCD (mm)": ".1f"}
 
 
@@ -31,18 +31,18 @@ def _percent(fraction: float | None) -> float | None:
 def _dose_table(rows: Sequence[Mapping[str, Any]], source: str | None = None) -> Table:
     chosen = [r for r in rows if source is None or r["source"] == source or r["role"] == "liver"]
     return Table(
-        ["image", "structure", "volume (mL)", "mean (Gy)", "delivered mean (Gy)", "counts inside (%)", "V70 (%)",
+        ["image", "structure", "volume (mL)", "mean (Gy)", "mean inside (Gy)", "counts inside (%)", "V70 (%)",
          "V100 (%)", "DSC to MAA CT lesion", "MCD (mm)", "flagged", "note"],
-        [[r["source"], r["structure"], r["volume_ml"], r["mean_gy"], r.get("delivered_mean_gy"),
+        [[r["source"], r["structure"], r["volume_ml"], r["mean_gy"], r.get("inside_mean_gy"),
           _percent(r.get("counts_inside_fraction")), r.get("V70_percent"), r.get("V100_percent"),
           r["dsc_to_maa_ct_lesion"], r["mcd_mm_to_maa_ct_lesion"], "yes" if r.get("flag") else "", r["error"]]
          for r in chosen],
         formats=_DOSE_FORMATS,
         note="mean, Vx (% of the structure's volume receiving at least x Gy) and the DVHs follow the dose map, "
              "where counts outside the liver are shown with the liver's calibration (so that a lesion drawn over "
-             "its edge is not pulled toward zero); delivered mean counts only the activity delivered inside the "
+             "its edge is not pulled toward zero); mean inside counts only the activity delivered inside the "
              "liver, over the structure's whole mass, and counts inside is the share of the structure's SPECT "
-             "counts that lie inside the liver: where it is below 100 %, the delivered mean is the one whose "
+             "counts that lie inside the liver: where it is below 100 %, the mean inside is the one whose "
              "energy was delivered. DSC and MCD (mass-centre distance) compare "
              "a registered lesion with the lesion of the same name drawn on the MAA CT, where there is one. Why a "
              "lesion is flagged: see the first section.")

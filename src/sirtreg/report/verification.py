@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -86,9 +87,11 @@ def write_verification(rows: Sequence[Mapping[str, Any]], predicted: Sequence[St
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]), lineterminator="\n")
             writer.writeheader()
             writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+        agreement = {key: None if isinstance(value, float) and not math.isfinite(value) else value
+                     for key, value in asdict(statistics).items()}  # NaN is no JSON: fewer than 2 lesions
         paths["verification.json"].write_text(json.dumps(
-            {"structures": list(rows), "bland_altman_lesions": asdict(statistics), "facts": list(facts)},
-            indent=2, default=float), encoding="utf-8")
+            {"structures": list(rows), "bland_altman_lesions": agreement, "facts": list(facts)}, indent=2,
+            allow_nan=False), encoding="utf-8")
         for stem, volume in doses.items():
             paths[f"{stem}.nii.gz"] = write_image(volume, out.staging / f"{stem}.nii.gz")
         plot_dvh_pairs(predicted, delivered, paths["dvh.png"])
