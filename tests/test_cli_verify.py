@@ -11,6 +11,7 @@ import json
 from datetime import datetime, timedelta
 
 import numpy as np
+import pydicom
 import pytest
 from typer.testing import CliRunner
 
@@ -18,7 +19,7 @@ from sirtreg.cli import app
 from sirtreg.dosimetry.verification import bland_altman, pet_dose
 from sirtreg.errors import InputError
 from sirtreg.geometry import Grid, Volume
-from sirtreg.io import read_image, write_image
+from sirtreg.io import read_image, write_dicom_series, write_image
 
 runner = CliRunner()
 INJECTED = datetime(2026, 3, 2, 10, 0)
@@ -50,6 +51,40 @@ def test_pet_dose_is_local_deposition_decay_corrected_to_the_injection():
         pet_dose(pet, scan_time=INJECTED)
     with pytest.raises(InputError, match="is before the injection"):
         pet_dose(pet, scan_time=INJECTED - timedelta(days=1), injection_time=INJECTED)
+
+
+def dicom_pet(folder, *, decay_correction: str, injected: str | None = "20260302100000"):
+    """A PET series of 1 MBq/mL in Bq/mL (a CT series made into PET Image Storage), started 2026-03-03 10:00."""
+    grid = Grid((8, 8, 4), (4.0, 4.0, 4.0), (0.0, 0.0, 0.0))
+    written = write_dicom_series(Volume(np.full(grid.shape, 1e6, np.float32), grid, "CT"), folder)
+    for path in written.iterdir():
+        dataset = pydicom.dcmread(path)
+        dataset.Modality, dataset.SOPClassUID = "PT", "1.2.840.10008.5.1.4.1.1.128"
+        dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+        dataset.Units, dataset.DecayCorrection = "BQML", decay_correction
+        dataset.SeriesDate, dataset.SeriesTime = "20260303", "100000"
+        if injected is not None:
+            item = pydicom.Dataset()
+            item.RadiopharmaceuticalStartDateTime = injected
+            dataset.RadiopharmaceuticalInformationSequence = [item]
+        del dataset.RescaleType
+        dataset.save_as(path)
+    return read_image(written)
+
+
+def test_a_dicom_pet_is_decay_corrected_as_its_header_says(tmp_path):
+    at_injection_gy = 49.67 / 1.05  # 1 MBq/mL at the injection
+    started = dicom_pet(tmp_path / "start", decay_correction="START")  # 24 h after the injection
+    dose = pet_dose(started)
+    assert float(dose.array.mean()) == pytest.approx(at_injection_gy * 2 ** (24 / 64.1), rel=1e-5)
+    assert "decay corrected from the scan (2026-03-03T10:00:00) to the injection (2026-03-02T10:00:00)" in (
+        dose.meta["decay"])
+    administered = dicom_pet(tmp_path / "admin", decay_correction="ADMIN")
+    assert float(pet_dose(administered).array.mean()) == pytest.approx(at_injection_gy, rel=1e-5)
+    with pytest.raises(InputError, match="corrected to the injection already"):
+        pet_dose(administered, scan_time=INJECTED, injection_time=INJECTED)
+    with pytest.raises(InputError, match="its header lacks the series start or the injection time"):
+        pet_dose(dicom_pet(tmp_path / "no_injection", decay_correction="START", injected=None))
 
 
 def test_bland_altman_of_known_differences():

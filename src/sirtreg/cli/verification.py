@@ -37,7 +37,8 @@ def verify_command(
     lung_shunt_fraction: Annotated[float | None, typer.Option(help="Lung shunt fraction of the prediction "
                                                                    "(default: 0, said so).")] = None,
     scan_time: Annotated[datetime | None, typer.Option(help="When the PET was acquired (ISO 8601), to decay "
-                                                            "correct it to the injection.")] = None,
+                                                            "correct it to the injection (default: a DICOM PET's "
+                                                            "header).")] = None,
     injection_time: Annotated[datetime | None, typer.Option(help="When the Y-90 was injected (ISO 8601).")] = None,
     affine_only: Annotated[bool, typer.Option(help="Register with the affine stage only (faster).")] = False,
     device: DeviceOption = "cpu",
@@ -72,7 +73,8 @@ def verify_command(
     predicted = dose_report(spect_volume, structures[0], activity_gbq, isotope=isotope,
                             lung_shunt_fraction=lung_shunt_fraction or 0.0,
                             lung_shunt_source="given" if shunt_given else "not given: 0 assumed")
-    facts = [f"predicted: {predicted.dose_map.isotope.name}, {activity_gbq:g} GBq, lung shunt "
+    facts = [f"PET: {delivered_at_pet.meta['decay']}",
+             f"predicted: {predicted.dose_map.isotope.name}, {activity_gbq:g} GBq, lung shunt "
              f"{100 * (lung_shunt_fraction or 0.0):.1f} %{'' if shunt_given else ' (not given: 0 assumed)'}, "
              "distributed by the MAA SPECT counts in the liver"]
     if maa_ct is not None and pet_ct is not None:

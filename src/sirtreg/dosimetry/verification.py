@@ -15,7 +15,7 @@ over lesions, by Bland-Altman statistics of the mean dose: the mean difference (
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -36,9 +36,11 @@ def pet_dose(pet: Volume, *, isotope: str | Isotope = "y90", scan_time: datetime
              density_g_per_ml: float = DEFAULT_DENSITY_G_PER_ML) -> Volume:
     """The absorbed dose (Gy) of a PET's activity concentration (Bq/mL), by local deposition (module docstring).
 
-    ``scan_time`` and ``injection_time`` decay correct the PET to the injection (both or neither: without them
-    the PET is taken as corrected already). A PET whose units are known and are not Bq/mL is refused, as are
-    NaN voxels; negative voxels (reconstruction noise) count as zero.
+    The PET is decay corrected to the injection as its header says (DICOM Decay Correction: ADMIN, already; START
+    or NONE, from the series start or ``scan_time`` to the injection time of the header or ``injection_time``);
+    without a header, from ``scan_time`` to ``injection_time`` (both or neither: without them the PET is taken as
+    corrected already). The dose's ``meta["decay"]`` says which. A PET whose units are known and are not Bq/mL is
+    refused, as are NaN voxels; negative voxels (reconstruction noise) count as zero.
     """
     units = str(pet.meta.get("units", "")).upper()
     if units and units != PET_UNITS:
@@ -47,21 +49,48 @@ def pet_dose(pet: Volume, *, isotope: str | Isotope = "y90", scan_time: datetime
     concentration = np.asarray(pet.array, dtype=np.float64)
     if not np.all(np.isfinite(concentration)):
         raise InputError("the PET holds NaN or infinite voxels")
-    if (scan_time is None) != (injection_time is None):
-        raise InputError("decay correction needs both the PET's scan time and the injection time")
     isotope = get_isotope(isotope)
-    factor = 1.0
-    if scan_time is not None and injection_time is not None and scan_time < injection_time:
-        raise InputError(f"the PET's scan time ({scan_time.isoformat()}) is before the injection "
-                         f"({injection_time.isoformat()}): check the dates")
-    if scan_time is not None:
-        factor = decay_corrected_activity_gbq(1.0, isotope=isotope, calibration_time=scan_time,
-                                              injection_time=injection_time)
+    factor, decay = _decay_factor(pet.meta, isotope, scan_time, injection_time)
     density = require_in_range(density_g_per_ml, *DENSITY_RANGE_G_PER_ML, what="tissue density (g/mL)")
     gy_per_bq_per_ml = isotope.dose_factor_gy_kg_per_gbq * 1e-9 / (density * 1e-3)
     dose = np.clip(concentration, 0.0, None) * factor * gy_per_bq_per_ml
     return Volume(dose.astype(np.float32), pet.grid, "", {"quantity": "absorbed dose", "units": "Gy",
-                                                         "isotope": isotope.name})
+                                                         "isotope": isotope.name, "decay": decay})
+
+
+def _decay_factor(meta: Mapping[str, str], isotope: Isotope, scan_time: datetime | None,
+                  injection_time: datetime | None) -> tuple[float, str]:
+    """The factor that takes the PET to the injection, and how it was found (a line for the report)."""
+    correction = str(meta.get("decay_correction", "")).upper()
+    if correction == "ADMIN":
+        if scan_time is not None or injection_time is not None:
+            raise InputError("the PET is decay corrected to the injection already (DICOM Decay Correction ADMIN): "
+                             "leave out the scan and injection times")
+        return 1.0, "decay corrected to the injection by the scanner (Decay Correction ADMIN)"
+    if correction in ("START", "NONE"):
+        scan_time = scan_time or _parsed(meta.get("series_start"))
+        injection_time = injection_time or _parsed(meta.get("injection_time"))
+        if scan_time is None or injection_time is None:
+            raise InputError(f"the PET is decay corrected to its scan start (Decay Correction {correction}) and its "
+                             "header lacks the series start or the injection time: give the scan time and the "
+                             "injection time")
+    elif (scan_time is None) != (injection_time is None):
+        raise InputError("decay correction needs both the PET's scan time and the injection time")
+    if scan_time is None or injection_time is None:
+        return 1.0, "taken as decay corrected to the injection (no header and no times given)"
+    if scan_time < injection_time:
+        raise InputError(f"the PET's scan time ({scan_time.isoformat()}) is before the injection "
+                         f"({injection_time.isoformat()}): check the dates")
+    factor = decay_corrected_activity_gbq(1.0, isotope=isotope, calibration_time=scan_time,
+                                          injection_time=injection_time)
+    hours = (scan_time - injection_time).total_seconds() / 3600
+    uncorrected = " (Decay Correction NONE: the series start taken for every frame)" if correction == "NONE" else ""
+    return factor, (f"decay corrected from the scan ({scan_time.isoformat()}) to the injection "
+                    f"({injection_time.isoformat()}), {hours:.1f} h: x {factor:.4f}{uncorrected}")
+
+
+def _parsed(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ series is refused when it is truncated, mixed or irregular.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 from collections import Counter
@@ -298,10 +299,36 @@ def _units(header: Dataset) -> str:
     return "HU" if modality == "CT" else ""
 
 
+def _decay_times(header: Dataset) -> dict[str, str]:
+    """A PET's decay correction (START, ADMIN or NONE) and the times it needs, as ISO 8601 text: the series
+    start (START's reference time) and the radiopharmaceutical's injection; empty where the header has none."""
+    if str(header.get("Modality", "")) != "PT":
+        return {}
+    series_date = str(header.get("SeriesDate", ""))
+    item = _sequence_item(header, "RadiopharmaceuticalInformationSequence")
+    injected = str(item.get("RadiopharmaceuticalStartDateTime", "")) if item is not None else ""
+    if not injected and item is not None and item.get("RadiopharmaceuticalStartTime") and series_date:
+        injected = series_date + str(item.RadiopharmaceuticalStartTime)
+    return {"decay_correction": str(header.get("DecayCorrection", "")),
+            "series_start": _iso(series_date + str(header.get("SeriesTime", ""))) if series_date else "",
+            "injection_time": _iso(injected)}
+
+
+def _iso(text: str) -> str:
+    """A DICOM DT (YYYYMMDDHHMMSS[.FFFFFF], an offset dropped) as ISO 8601 text; "" if it is not one."""
+    digits = text.split("+")[0].split("-")[0].strip()
+    try:
+        moment = datetime.datetime.strptime(digits[:14].ljust(14, "0"), "%Y%m%d%H%M%S")
+    except ValueError:
+        return ""
+    return moment.isoformat()
+
+
 def _meta(header: Dataset) -> dict[str, str]:
     keys = ("SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID", "SeriesDescription", "Modality")
     meta = {key: str(header.get(key, "")) for key in keys}
     meta["units"] = _units(header)
+    meta.update(_decay_times(header))
     return {key: value for key, value in meta.items() if value}
 
 
