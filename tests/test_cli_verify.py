@@ -115,6 +115,11 @@ def test_a_uniform_pet_gives_every_structure_its_hand_computed_dose(fast_patient
     assert "no registration" in " ".join(document["facts"])
     page = (tmp_path / "out" / "verification.html").read_text()
     assert page.count('<img src="data:image/png;base64,') == 2  # DVHs and Bland-Altman
+    # one lesion: no limits of agreement, written as null (NaN is no JSON)
+    one = runner.invoke(app, [*arguments(folder, manifest, pet, tmp_path / "one"), "--lesion-segments", "1"])
+    assert one.exit_code == 0, one.output
+    agreement = json.loads((tmp_path / "one" / "verification.json").read_text())["bland_altman_lesions"]
+    assert agreement["n"] == 1 and agreement["sd_difference"] is None and agreement["lower_limit"] is None
 
 
 def test_structures_the_pet_does_not_cover_are_not_given_a_delivered_dose(fast_patient_folder, tmp_path):

@@ -63,7 +63,10 @@ def _sections(prescriptions: Sequence[Prescription], territories: Sequence[Compa
     for plan, compartments in zip(prescriptions, territories, strict=True):
         lowered = ("" if plan.binding == "prescription" else
                    f", lowered from {plan.prescribed_activity_gbq:.2f} GBq by the {plan.binding}")
-        lines += [Text(f"{compartments.territory}: {plan.activity_gbq:.2f} GBq{lowered}"), Text(plan.formula)]
+        target = plan.inputs["target"]
+        lines += [Text(f"{compartments.territory}: {plan.activity_gbq:.2f} GBq for {plan.inputs['target_dose_gy']:g} "
+                       f"Gy to the {target}{lowered}" if plan.inputs["target_dose_gy"] is not None else
+                       f"{compartments.territory}: {plan.activity_gbq:.2f} GBq{lowered}"), Text(plan.formula)]
     if len(prescriptions) > 1:
         lines.append(Text(f"In all: {total:.2f} GBq in {len(prescriptions)} injections; the lung dose is that of "
                           "all of them."))
