@@ -118,3 +118,26 @@ def test_plan_measures_the_lung_shunt_on_the_spect_ct_and_says_so(fast_patient_f
     page = (tmp_path / "found" / "activity_plan.html").read_text()
     assert "lung shunt fraction 4." in page and "measured on the SPECT/CT" in page
 
+
+
+def test_the_lungs_of_several_segments_count_together(tmp_path):
+    """Two lungs above a 10-count liver, 1 count per voxel: named together they hold twice the counts of one."""
+    counts = np.where(box_mask(SPECT_GRID, [-48] * 3, [48] * 3), 10.0, 0.0)
+    counts[box_mask(SPECT_GRID, [-48, -48, 52], [48, 48, 56])] = 1.0
+    lungs = np.zeros(CT_GRID.shape, np.uint8)
+    lungs[box_mask(CT_GRID, [-50, -50, 51], [-1, 50, 55])] = 1  # right lung
+    lungs[box_mask(CT_GRID, [1, -50, 51], [50, 50, 55])] = 2  # left lung
+    paths = {name: write_image(volume, tmp_path / f"{name}.nii.gz") for name, volume in (
+        ("spect", Volume(counts.astype(np.float32), SPECT_GRID, "NM")),
+        ("liver", box_labels(CT_GRID, [-50] * 3, [50] * 3, "liver")), ("lungs", LabelVolume(lungs, CT_GRID)))}
+    fractions = {}
+    for segments in ("1", "1,2"):
+        out = tmp_path / f"plan {segments}"
+        result = runner.invoke(app, ["plan", "--spect", str(paths["spect"]), "--liver", str(paths["liver"]),
+                                     "--method", "mird", "--dose-gy", "50", "--lung", str(paths["lungs"]),
+                                     "--lung-segment", segments, "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        fractions[segments] = float(activity_of(out)[("input", "lung_shunt_fraction")])
+    one = fractions["1"]
+    lung_over_liver = one / (1 - one)  # one lung's counts over the liver's
+    assert fractions["1,2"] == pytest.approx(2 * lung_over_liver / (2 * lung_over_liver + 1), rel=1e-3)
