@@ -134,7 +134,8 @@ def test_without_a_lung_shunt_in_the_plan_it_is_measured_on_the_spect_ct(patient
     fraction, source = run_lung_shunt(plan, reference, spect)
     assert fraction == pytest.approx(truth, abs=0.005)
     assert "measured on the SPECT/CT" in source and "lungs found in the MAA CT" in source
-    assert run_lung_shunt(given, reference, spect) == (truth, "given in the plan")
+    typed, beside = run_lung_shunt(given, reference, spect)  # the plan's is used, the measure shown beside it
+    assert typed == truth and beside.startswith("given in the plan; beside it, lung shunt fraction 4.")
     # a CT with no air in it: 0, said in the report and warned about
     solid = replace(reference, volume=reference.volume.with_array(np.full(reference.volume.shape, 40.0, np.float32)))
     with caplog.at_level(logging.WARNING):

@@ -53,16 +53,20 @@ def lesion_overlap(reference: LabelVolume | None, carried: LabelVolume, names: M
 
 
 def run_lung_shunt(plan: Plan, reference: ScanImage, spect: Volume) -> tuple[float, str]:
-    """The run's lung shunt fraction and where it comes from: the plan's, else measured on the SPECT/CT (the lungs
-    found in the MAA CT, its liver), else 0 with a warning when the MAA CT shows no lungs."""
-    if plan.spect.lung_shunt_fraction is not None:
-        return plan.spect.lung_shunt_fraction, "given in the plan"
+    """The run's lung shunt fraction and where it comes from: the plan's (typed from the clinic's planar study,
+    with the SPECT/CT's measure beside it for comparison), else measured on the SPECT/CT (the lungs found in the
+    MAA CT, its liver), else 0 with a warning when the MAA CT shows no lungs or the SPECT misses them."""
     try:
         shunt = spect_lung_shunt(spect, lungs_from_ct(reference.volume, reference.liver), reference.liver)
+        measured = shunt.describe() + " (lungs found in the MAA CT)"
     except SirtregError as exc:  # no lungs in the CT, or none in the SPECT's field of view
-        log.warning("no lung shunt fraction in the plan and none measured (%s): 0 assumed", exc)
-        return 0.0, f"not in the plan and not measured ({exc}): 0 assumed"
-    return shunt.fraction, shunt.describe() + " (lungs found in the MAA CT)"
+        shunt, measured = None, f"not measured: {exc}"
+    if plan.spect.lung_shunt_fraction is not None:
+        return plan.spect.lung_shunt_fraction, f"given in the plan; beside it, {measured}"
+    if shunt is None:
+        log.warning("no lung shunt fraction in the plan and none measured (%s): 0 assumed", measured)
+        return 0.0, f"not in the plan and {measured}: 0 assumed"
+    return shunt.fraction, measured
 
 
 def run_dose(plan: Plan, reference: ScanImage, spect: Volume, carried: Sequence[Carried]) -> DoseReport:
