@@ -12,7 +12,7 @@ from dose_phantoms import CT_GRID, SPECT_GRID, box_labels, box_mask
 from typer.testing import CliRunner
 
 from sirtreg.cli import app
-from sirtreg.geometry import LabelVolume, Volume
+from sirtreg.geometry import Grid, LabelVolume, Volume
 from sirtreg.io import write_image
 
 runner = CliRunner()
@@ -141,3 +141,31 @@ def test_the_lungs_of_several_segments_count_together(tmp_path):
     one = fractions["1"]
     lung_over_liver = one / (1 - one)  # one lung's counts over the liver's
     assert fractions["1,2"] == pytest.approx(2 * lung_over_liver / (2 * lung_over_liver + 1), rel=1e-3)
+
+
+def test_plan_measures_the_lung_shunt_on_planar_views(tmp_path):
+    grid = Grid((64, 64, 1), (4.0, 4.0, 4.0), (0.0, 0.0, 0.0))
+    regions = np.zeros(grid.shape, np.uint8)
+    regions[0, 5:15, 10:20], regions[0, 30:50, 10:40] = 1, 2  # lung, liver
+    files = {"regions": write_image(LabelVolume(regions, grid), tmp_path / "regions.nii.gz")}
+    for name, lung, liver in (("anterior", 100.0, 900.0), ("posterior", 64.0, 1600.0)):
+        counts = np.where(regions == 1, lung / 100, np.where(regions == 2, liver / 600, 0.0)).astype(np.float32)
+        files[name] = write_image(Volume(counts, grid, "NM"), tmp_path / f"{name}.nii.gz")
+    spect = Volume(np.where(box_mask(SPECT_GRID, [-18] * 3, [18] * 3), 35.0, 7.0).astype(np.float32), SPECT_GRID,
+                   "NM")
+    files["spect"] = write_image(spect, tmp_path / "spect.nii.gz")
+    files["liver"] = write_image(box_labels(CT_GRID, [-50] * 3, [50] * 3, "liver"), tmp_path / "liver.nii.gz")
+    common = ["plan", "--spect", str(files["spect"]), "--liver", str(files["liver"]), "--method", "mird",
+              "--dose-gy", "100", "--planar-anterior", str(files["anterior"]), "--planar-posterior",
+              str(files["posterior"]), "--planar-anterior-regions", str(files["regions"])]
+    result = runner.invoke(app, [*common, "--planar-posterior-regions", str(files["regions"]), "-o",
+                                 str(tmp_path / "plan")])
+    assert result.exit_code == 0, result.output
+    table = activity_of(tmp_path / "plan")
+    assert float(table[("input", "lung_shunt_fraction")]) == pytest.approx(0.0625)  # 80 / (80 + 1200)
+    assert "measured on the planar views" in table[("input", "lung_shunt_fraction_source")]
+    partial = runner.invoke(app, [*common, "-o", str(tmp_path / "partial")])  # no posterior regions
+    assert partial.exit_code == 2 and "planar views need" in partial.stderr
+    three_d = runner.invoke(app, [*common, "--planar-posterior-regions", str(files["liver"]), "-o",
+                                  str(tmp_path / "three_d")])
+    assert three_d.exit_code == 2 and "a planar view is one image" in three_d.stderr

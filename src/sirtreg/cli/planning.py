@@ -15,6 +15,7 @@ from sirtreg.cli.structures import ContourImage, one_structure, read_structures,
 from sirtreg.errors import InputError
 
 if TYPE_CHECKING:
+    from sirtreg.dosimetry.lung_shunt import LungShunt
     from sirtreg.geometry import LabelVolume
 
 
@@ -51,6 +52,15 @@ def plan_command(
                                                           "their file (their union is the lung).")] = None,
     ct: Annotated[Path | None, typer.Option(help="The MAA CT (HU): without --lung, the lungs are found in it "
                                                  "(air inside the body above the liver).")] = None,
+    planar_anterior: Annotated[Path | None, typer.Option(help="Anterior planar MAA view (one 2D image; NIfTI, "
+                                                              "NRRD, MHA): the lung shunt by geometric mean.")] = None,
+    planar_posterior: Annotated[Path | None, typer.Option(help="Posterior planar MAA view.")] = None,
+    planar_anterior_regions: Annotated[Path | None, typer.Option(help="Lung and liver regions on the anterior "
+                                                                      "view (a label map of the view).")] = None,
+    planar_posterior_regions: Annotated[Path | None, typer.Option(help="Lung and liver regions on the posterior "
+                                                                       "view.")] = None,
+    planar_labels: Annotated[str, typer.Option(help="Label values of the lung and the liver in the planar "
+                                                    "regions, comma-separated.")] = "1,2",
     lung_mass_kg: Annotated[float, typer.Option(help="Lung mass (kg).")] = 1.0,
     previous_lung_dose_gy: Annotated[float, typer.Option(help="Lung dose of earlier treatments (Gy), for the "
                                                               "50 Gy cumulative limit.")] = 0.0,
@@ -76,13 +86,18 @@ def plan_command(
     from sirtreg.output_folder import OutputFolder as Folder
     from sirtreg.report.activity_plan import write_activity_plan
 
-    if lung_shunt_fraction is not None and (lung or ct):
-        raise InputError("give --lung-shunt-fraction or the images to measure it on (--lung or --ct), not both")
-    if lung and ct:
-        raise InputError("give --lung (a lung contour) or --ct (the lungs are found in it), not both")
+    planar = (planar_anterior, planar_posterior, planar_anterior_regions, planar_posterior_regions)
+    ways = [way for way, given in (("--lung", lung), ("--ct", ct), ("planar views", any(planar))) if given]
+    if lung_shunt_fraction is not None and ways:
+        raise InputError(f"give --lung-shunt-fraction or the images to measure it on ({ways[0]}), not both")
+    if len(ways) > 1:
+        raise InputError(f"measure the lung shunt fraction one way: {' or '.join(ways)}, not both")
+    if any(planar) and not all(planar):
+        raise InputError("planar views need --planar-anterior, --planar-posterior and the regions of each "
+                         "(--planar-anterior-regions, --planar-posterior-regions)")
     if perfused_segment and not perfused:
         raise InputError("--perfused-segment names segments of --perfused: give the perfused-volume file too")
-    inputs = [path for path in (spect, liver, *(tumours or []), *(perfused or []), lung, ct, contour_image)
+    inputs = [path for path in (spect, liver, *(tumours or []), *(perfused or []), lung, ct, contour_image, *planar)
               if path is not None]
     Folder(output, overwrite=overwrite, inputs=inputs, command="plan").check()
     limits = Limits(previous_lung_gy=previous_lung_dose_gy, normal_liver_gy=normal_liver_limit_gy)
@@ -113,6 +128,8 @@ def plan_command(
     elif ct is not None:
         shunt = spect_lung_shunt(spect_volume, lungs_from_ct(read_image(ct, modality="CT"), liver_labels),
                                  liver_labels)
+    elif all(planar):
+        shunt = _planar_shunt(*planar, labels=planar_labels)
     if shunt is None and lung_shunt_fraction is None:
         log.warning("no lung shunt fraction given or measured: 0 assumed (give --lung-shunt-fraction, --lung or --ct)")
     source = shunt.describe() if shunt is not None else ("given" if lung_shunt_fraction is not None else
@@ -151,3 +168,25 @@ def _territory_name(label: LabelVolume, path: Path, segment: str | None) -> str:
     if name and not name.startswith(("label ", "mask")):
         return name
     return path.name.split(".")[0] + (f" {segment}" if segment else "")
+
+
+def _planar_shunt(anterior: Path, posterior: Path, anterior_regions: Path, posterior_regions: Path, *,
+                  labels: str) -> LungShunt:
+    """The lung shunt fraction of planar views, the lung and liver regions picked by their label values."""
+    from sirtreg.dosimetry.lung_shunt import planar_lung_shunt
+    from sirtreg.geometry import LabelVolume
+    from sirtreg.io import read_planar_regions, read_planar_view
+
+    values = segment_names(labels)
+    if len(values) != 2 or not all(value.isdigit() for value in values):
+        raise InputError(f"--planar-labels takes the label values of the lung and the liver, e.g. 1,2; got {labels!r}")
+    regions = []
+    for path in (anterior_regions, posterior_regions):
+        label_map = read_planar_regions(path)
+        for value in values:
+            if int(value) not in label_map.present_labels():
+                raise InputError(f"{path.name} holds no region of label {value}")
+        regions.append([LabelVolume.from_mask(label_map.array == int(value), label_map.grid) for value in values])
+    return planar_lung_shunt(read_planar_view(anterior), read_planar_view(posterior), lung_anterior=regions[0][0],
+                             liver_anterior=regions[0][1], lung_posterior=regions[1][0],
+                             liver_posterior=regions[1][1])

@@ -86,6 +86,24 @@ def read_image(path: str | os.PathLike[str], *, modality: str = "", series: str 
     return volume
 
 
+def read_planar_view(path: str | os.PathLike[str]) -> Volume:
+    """Read one planar scintigraphy view (counts) from a NIfTI, NRRD or MHA file of one 2D image, as a volume of
+    one slice; planar DICOM files are not read (export the view as NIfTI or NRRD)."""
+    path = require_file(path)
+    if path.is_dir() or not has_image_suffix(path):
+        raise InputError(f"{path.name}: planar views are read from NIfTI, NRRD or MHA files, not DICOM yet: export "
+                         "the view as one of those")
+    return read_volume_file(path, modality="NM", planar=True)
+
+
+def read_planar_regions(path: str | os.PathLike[str]) -> LabelVolume:
+    """Read the regions drawn on a planar view: a label map of one 2D image (NIfTI, NRRD or MHA)."""
+    path = require_file(path)
+    if path.is_dir() or not has_image_suffix(path) or is_segmentation_file(path):
+        raise InputError(f"{path.name}: the regions of a planar view are read from a NIfTI, NRRD or MHA label map")
+    return read_label_file(path, planar=True)
+
+
 def read_labels(path: str | os.PathLike[str], *, labels: dict[int, str] | None = None) -> LabelVolume:
     """Read a 3D integer label map (NIfTI, NRRD, MHA) or a 3D Slicer ``.seg.nrrd`` (named labels).
 
@@ -135,6 +153,8 @@ __all__ = [
     "read_displacement",
     "read_image",
     "read_labels",
+    "read_planar_regions",
+    "read_planar_view",
     "read_rt_dose",
     "read_rtstruct",
     "read_segmentation",

@@ -38,8 +38,9 @@ def _is_nifti(path: Path) -> bool:
     return path.name.lower().endswith((".nii", ".nii.gz"))
 
 
-def read_sitk_image(path: Path) -> tuple[sitk.Image, np.ndarray]:
-    """Read a 3D scalar image file, refusing 2D, 4D and vector images, and cut or ambiguous NIfTI files.
+def read_sitk_image(path: Path, *, planar: bool = False) -> tuple[sitk.Image, np.ndarray]:
+    """Read a 3D scalar image file, refusing 2D, 4D and vector images, and cut or ambiguous NIfTI files; with
+    ``planar``, one 2D image (a planar scintigraphy view) instead, returned as a volume of one slice.
 
     Returns the image and the flat (z, y, x) indices of voxels the file holds as NaN or infinite, which
     SimpleITK's NIfTI reader turns into 0 (empty for other formats, where SimpleITK keeps them).
@@ -52,7 +53,13 @@ def read_sitk_image(path: Path) -> tuple[sitk.Image, np.ndarray]:
         raise InputError(f"cannot read {path.name} as an image: {first}") from None
     dimension = image.GetDimension()
     size = "x".join(str(n) for n in image.GetSize())
-    if dimension == 2 or (dimension == 3 and min(image.GetSize()) == 1):
+    if planar:
+        if dimension == 2:
+            image = sitk.JoinSeries(image)
+            dimension = 3
+        elif dimension == 3 and image.GetSize()[2] != 1:
+            raise InputError(f"{path.name} has {image.GetSize()[2]} slices ({size}); a planar view is one image")
+    elif dimension == 2 or (dimension == 3 and min(image.GetSize()) == 1):
         raise InputError(f"{path.name} is a 2D image ({size}); a 3D volume is needed")
     if dimension != 3:
         raise InputError(f"{path.name} is a {dimension}D image ({size}); a 3D volume is needed")
@@ -67,9 +74,10 @@ def read_sitk_image(path: Path) -> tuple[sitk.Image, np.ndarray]:
     return image, contents.nonfinite_indices
 
 
-def read_volume_file(path: Path, *, modality: str = "") -> Volume:
-    """A scalar Volume from a NIfTI, NRRD or MHA file; NaN and infinite voxels are kept as NaN (with a warning)."""
-    image, nonfinite = read_sitk_image(path)
+def read_volume_file(path: Path, *, modality: str = "", planar: bool = False) -> Volume:
+    """A scalar Volume from a NIfTI, NRRD or MHA file (``planar``: one 2D image, see :func:`read_sitk_image`);
+    NaN and infinite voxels are kept as NaN (with a warning)."""
+    image, nonfinite = read_sitk_image(path, planar=planar)
     volume = volume_from_sitk(image, modality=modality)
     array = volume.array
     if nonfinite.size:
@@ -80,9 +88,9 @@ def read_volume_file(path: Path, *, modality: str = "") -> Volume:
     return volume.with_array(array) if array is not volume.array else volume
 
 
-def read_label_file(path: Path, *, labels: dict[int, str] | None = None) -> LabelVolume:
-    """A LabelVolume from a NIfTI, NRRD or MHA label map (whole numbers only)."""
-    image, nonfinite = read_sitk_image(path)
+def read_label_file(path: Path, *, labels: dict[int, str] | None = None, planar: bool = False) -> LabelVolume:
+    """A LabelVolume from a NIfTI, NRRD or MHA label map (whole numbers only; ``planar``: on one 2D image)."""
+    image, nonfinite = read_sitk_image(path, planar=planar)
     array = sitk.GetArrayFromImage(image)
     if nonfinite.size or (np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array))):
         raise InputError(f"{path.name} holds NaN or infinite values; a label map must hold whole numbers")
