@@ -71,9 +71,9 @@ def _decay_factor(meta: Mapping[str, str], isotope: Isotope, scan_time: datetime
         scan_time = scan_time or _parsed(meta.get("series_start"))
         injection_time = injection_time or _parsed(meta.get("injection_time"))
         if scan_time is None or injection_time is None:
-            raise InputError(f"the PET is decay corrected to its scan start (Decay Correction {correction}) and its "
-                             "header lacks the series start or the injection time: give the scan time and the "
-                             "injection time")
+            state = "corrected to its scan start" if correction == "START" else "not decay corrected"
+            raise InputError(f"the PET is {state} (Decay Correction {correction}) and its header lacks the series "
+                             "start or the injection time: give the scan time and the injection time")
     elif (scan_time is None) != (injection_time is None):
         raise InputError("decay correction needs both the PET's scan time and the injection time")
     if scan_time is None or injection_time is None:
