@@ -16,7 +16,8 @@ from sirtreg.dosimetry.structures import StructureDose
 from sirtreg.errors import InputError
 from sirtreg.io.images import write_png
 
-_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
+#: the colours of the dose figures, one per group or structure in turn
+COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 
 
 def _metric_title(comparison: MetricComparison) -> str:
@@ -46,7 +47,7 @@ def plot_difference_boxes(
         for position, comparison in enumerate(comparisons, start=1):
             jitter = rng.uniform(-0.12, 0.12, comparison.difference.size)
             axes.plot(position + jitter, comparison.difference, "o", ms=4, alpha=0.6,
-                      color=_COLOURS[(position - 1) % len(_COLOURS)])
+                      color=COLOURS[(position - 1) % len(COLOURS)])
         axes.axhline(0.0, color="grey", lw=0.8, ls="--")
         unit = "relative difference (%)" if comparisons[0].relative else "difference (percentage points)"
         axes.set_title(f"{chr(ord('a') + index)}  {metric}")
@@ -69,7 +70,7 @@ def plot_passing_bablok(
         for column, metric in enumerate(metrics):
             comparison = cohort.metrics[metric]
             axes = figure.add_subplot(len(groups), len(metrics), row * len(metrics) + column + 1)
-            axes.plot(comparison.reference, comparison.registered, "o", ms=4, color=_COLOURS[row % len(_COLOURS)])
+            axes.plot(comparison.reference, comparison.registered, "o", ms=4, color=COLOURS[row % len(COLOURS)])
             low = float(min(comparison.reference.min(), comparison.registered.min(), 0.0))
             high = float(max(comparison.reference.max(), comparison.registered.max()))
             span = np.array([low, high + 0.05 * (high - low or 1.0)])
@@ -117,7 +118,7 @@ def plot_dvh(
     axes = figure.add_subplot(1, 1, 1)
     drawn = [s for s in structures if s.dvh is not None]
     for index, structure in enumerate(drawn):
-        axes.plot(structure.dvh.dose_gy, structure.dvh.cumulative_percent, color=_COLOURS[index % len(_COLOURS)],
+        axes.plot(structure.dvh.dose_gy, structure.dvh.cumulative_percent, color=COLOURS[index % len(COLOURS)],
                   lw=1.5, label=f"{structure.name} (mean {structure.mean_gy:.0f} Gy)")
     dvh_axes(axes, thresholds_gy)
     if title:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from sirtreg.dosimetry.plots import dvh_axes
+from sirtreg.dosimetry.plots import COLOURS, dvh_axes
 from sirtreg.dosimetry.structures import StructureDose
 from sirtreg.dosimetry.verification import BlandAltman
 from sirtreg.geometry import Volume
@@ -27,7 +27,6 @@ from sirtreg.report.html import Picture, Section, Table, Text, render_html
 
 log = logging.getLogger(__name__)
 
-_COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 _FORMATS = {column: ".1f" for column in ("predicted mean (Gy)", "delivered mean (Gy)", "difference (Gy)",
                                          "predicted V100 (%)", "delivered V100 (%)")}
 
@@ -37,7 +36,7 @@ def plot_dvh_pairs(predicted: Sequence[StructureDose], delivered: Sequence[Struc
     figure = Figure(figsize=(6.8, 4.6), layout="constrained")
     axes = figure.add_subplot(1, 1, 1)
     for index, (before, after) in enumerate(zip(predicted, delivered, strict=True)):
-        colour = _COLOURS[index % len(_COLOURS)]
+        colour = COLOURS[index % len(COLOURS)]
         for structure, style, what in ((before, "--", "predicted"), (after, "-", "delivered")):
             if structure.dvh is not None:
                 axes.plot(structure.dvh.dose_gy, structure.dvh.cumulative_percent, color=colour, ls=style, lw=1.4,
@@ -56,7 +55,7 @@ def plot_bland_altman(rows: Sequence[Mapping[str, Any]], statistics: BlandAltman
              if row["predicted_mean_gy"] is not None and row["delivered_mean_gy"] is not None]
     if pairs:
         predicted, delivered = (np.array([pair[i] for pair in pairs]) for i in (0, 1))
-        axes.scatter((predicted + delivered) / 2, delivered - predicted, color=_COLOURS[1], zorder=3)
+        axes.scatter((predicted + delivered) / 2, delivered - predicted, color=COLOURS[1], zorder=3)
         for (before, after, name) in pairs:
             axes.annotate(name, ((before + after) / 2, after - before), fontsize=7, xytext=(3, 3),
                           textcoords="offset points")
