@@ -70,7 +70,7 @@ def verify_command(
     delivered_at_pet = pet_dose(pet_volume, isotope=isotope, scan_time=scan_time, injection_time=injection_time)
     field_of_view = pet_volume.with_array(np.ones(pet_volume.shape, np.float32))
     shunt_given = lung_shunt_fraction is not None
-    predicted = dose_report(spect_volume, structures[0], activity_gbq, isotope=isotope,
+    predicted = dose_report(spect_volume, structures[0], activity_gbq, isotope=isotope, lesions=structures[1:],
                             lung_shunt_fraction=lung_shunt_fraction or 0.0,
                             lung_shunt_source="given" if shunt_given else "not given: 0 assumed")
     facts = [f"PET: {delivered_at_pet.meta['decay']}",
@@ -97,7 +97,7 @@ def verify_command(
         covered = resample(field_of_view, structures[0].grid)
         facts.append("delivered: the PET taken as lying on the MAA CT as it is (no registration), its dose "
                      "resampled onto the liver contour's grid")
-    before = structure_doses(predicted.dose, structures)
+    before = predicted.structures  # the liver and the lesions, in the order of ``structures``
     after = covered_only(structure_doses(delivered_dose, structures), structure_doses(covered, structures))
     rows = compared_rows(before, after)
     statistics = bland_altman([row["predicted_mean_gy"] for row in rows[1:]],
