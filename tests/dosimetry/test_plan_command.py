@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -69,6 +70,11 @@ def test_two_territories_are_planned_alike_and_their_lung_doses_add_up(tmp_path)
         assert float(table[("plan", "activity")]) == pytest.approx(each_gbq, rel=1e-6)
         assert float(table[("dose", "territory mean dose")]) == pytest.approx(100.0, rel=1e-6)
         assert float(table[("dose", "lung mean dose")]) == pytest.approx(49.67 * 0.1 * 2 * each_gbq, rel=1e-6)
+    # two territories that share voxels are refused: each voxel is fed by one injection
+    shutil.copy(paths["liver"], tmp_path / "whole.nii.gz")
+    overlapping = runner.invoke(app, [*common[:-4], "--perfused", str(paths["liver"]), "--perfused",
+                                      str(tmp_path / "whole.nii.gz"), "-o", str(tmp_path / "overlapping")])
+    assert overlapping.exit_code == 2 and "the territories 'liver' and 'whole' overlap" in overlapping.stderr
     # a 25 % shunt: 2 x 1.409 GBq give the lung 35.0 Gy together, though each lobe's alone would be within 30 Gy
     refused = runner.invoke(app, [*common, "--lung-shunt-fraction", "0.25", "-o", str(tmp_path / "refused")])
     assert refused.exit_code == 2
@@ -169,3 +175,16 @@ def test_plan_measures_the_lung_shunt_on_planar_views(tmp_path):
     three_d = runner.invoke(app, [*common, "--planar-posterior-regions", str(files["liver"]), "-o",
                                   str(tmp_path / "three_d")])
     assert three_d.exit_code == 2 and "a planar view is one image" in three_d.stderr
+    regions = ["--planar-posterior-regions", str(files["regions"])]
+    for extra, message in ((["--planar-labels", "1"], "--planar-labels takes the label values of the lung and"),
+                           (["--planar-labels", "1,3"], "regions.nii.gz holds no region of label 3")):
+        refused = runner.invoke(app, [*common, *regions, *extra, "-o", str(tmp_path / "refused")])
+        assert refused.exit_code == 2 and message in refused.stderr, refused.stderr
+    (tmp_path / "views").mkdir()  # a folder (as a DICOM export would be), not a view
+    a_folder = [str(tmp_path / "views") if part == str(files["anterior"]) else part for part in common]
+    refused = runner.invoke(app, [*a_folder, *regions, "-o", str(tmp_path / "refused")])
+    assert refused.exit_code == 2 and "planar views are read from NIfTI, NRRD or MHA files" in refused.stderr
+    refused = runner.invoke(app, [*common, "--planar-posterior-regions", str(tmp_path / "views"), "-o",
+                                  str(tmp_path / "refused")])
+    assert refused.exit_code == 2 and "the regions of a planar view are read from a NIfTI" in refused.stderr
+    assert not (tmp_path / "refused").exists()

@@ -119,9 +119,7 @@ def plan_command(
                              "injection")
     shunt = None
     if lung is not None:
-        lungs = read_structures(lung, segment_names(lung_segment), image)
-        if any(not part.grid.same_as(lungs[0].grid) for part in lungs):
-            raise InputError("the lung segments lie on different grids: give them in one file")
+        lungs = read_structures(lung, segment_names(lung_segment), image)  # one file: one grid
         union = LabelVolume.from_mask(np.any([part.array > 0 for part in lungs], axis=0), lungs[0].grid,
                                       name="lungs")
         shunt = spect_lung_shunt(spect_volume, union, liver_labels)
