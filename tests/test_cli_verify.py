@@ -85,6 +85,8 @@ def test_a_dicom_pet_is_decay_corrected_as_its_header_says(tmp_path):
         pet_dose(administered, scan_time=INJECTED, injection_time=INJECTED)
     with pytest.raises(InputError, match="its header lacks the series start or the injection time"):
         pet_dose(dicom_pet(tmp_path / "no_injection", decay_correction="START", injected=None))
+    with pytest.raises(InputError, match=r"the PET is not decay corrected \(Decay Correction NONE\)"):
+        pet_dose(dicom_pet(tmp_path / "raw", decay_correction="NONE", injected=None))
 
 
 def test_bland_altman_of_known_differences():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from sirtreg.dosimetry import Compartments, Limits, prescribe
-from sirtreg.dosimetry.prescription import bsa_shunt_factor, dubois_bsa_m2
+from sirtreg.dosimetry.prescription import bsa_shunt_factor, dubois_bsa_m2, prescribe_territories
 from sirtreg.errors import InputError
 
 # tumour 0.2 kg at a tumour-to-normal ratio of 4 in a 1.4 kg liver (density 1 g/mL), lung shunt 10 %
@@ -143,3 +143,8 @@ def test_a_tumour_without_counts_gets_no_dose_and_cannot_be_the_target():
     assert plan.activity_gbq == pytest.approx(40.0 * 1.0 / C)
     with pytest.raises(InputError, match="hold no MAA counts"):
         prescribe("partition", cold, dose_gy=120.0, target="tumour")
+
+
+def test_a_plan_without_territories_is_refused():
+    with pytest.raises(InputError, match="a plan needs at least one territory"):
+        prescribe_territories("mird", [], dose_gy=100.0)
