@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -135,6 +137,37 @@ def test_dose_of_a_uniform_liver(tmp_path):
     assert "47.3" in result.stdout
     assert {p.name for p in (tmp_path / "dose").iterdir()} == {"dose.nii.gz", "structures.csv", "structures.json",
                                                                 "dvh.png", "sirtreg-manifest.json"}
+
+
+def test_dose_by_voxel_s_values_beside_local_deposition(tmp_path):
+    spect, liver = _uniform_spect_and_liver(tmp_path)
+    ct_grid = Grid((40, 40, 40), (2.5, 2.5, 2.5), (-51.25, -51.25, -51.25))
+    ct = write_image(Volume(np.full(ct_grid.shape, 50.0, dtype=np.float32), ct_grid), tmp_path / "ct.nii.gz")
+    outputs = {}
+    for name, options in (("plain", ["--voxel-s-values"]), ("ct", ["--density-ct", str(ct)])):
+        result = runner.invoke(app, ["dose", "--spect", str(spect), "--liver", str(liver), "--activity-gbq", "0.125",
+                                     *options, "-o", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        assert "VSV" in result.stdout
+        with open(tmp_path / name / "structures.csv", newline="") as handle:
+            outputs[name] = next(csv.DictReader(handle))
+        assert (tmp_path / name / "dose_vsv.nii.gz").is_file()
+    plain = outputs["plain"]
+    # local deposition as before; the 50 mm cube loses to its surroundings the energy that crosses its faces
+    assert float(plain["mean_gy"]) == pytest.approx(47.30, abs=0.01)
+    assert 0.9 * 47.30 < float(plain["vsv_mean_gy"]) < 0.99 * 47.30
+    # the CT's 50 HU is 1.03 g/mL against the default 1.05: the same energy in less mass
+    assert float(outputs["ct"]["vsv_mean_gy"]) == pytest.approx(float(plain["vsv_mean_gy"]) * 1.05 / 1.03, rel=1e-3)
+
+
+def test_dose_refuses_a_density_ct_away_from_the_spect(tmp_path):
+    spect, liver = _uniform_spect_and_liver(tmp_path)
+    grid = Grid((10, 10, 10), (2.0, 2.0, 2.0), (500.0, 500.0, 500.0))
+    ct = write_image(Volume(np.zeros(grid.shape, dtype=np.float32), grid), tmp_path / "ct.nii.gz")
+    result = runner.invoke(app, ["dose", "--spect", str(spect), "--liver", str(liver), "--activity-gbq", "0.125",
+                                 "--density-ct", str(ct), "-o", str(tmp_path / "dose")])
+    assert_refused(result, "do not overlap")
+    assert not (tmp_path / "dose").exists()
 
 
 def test_dose_refuses_a_negative_activity_before_writing(tmp_path):

@@ -223,15 +223,23 @@ def dose(
         help="When the activity was measured (ISO 8601); with --injection-time it is decay corrected.")] = None,
     injection_time: Annotated[datetime | None, typer.Option(help="When it was injected (ISO 8601).")] = None,
     contour_image: ContourImage = None,
+    voxel_s_values: Annotated[bool, typer.Option(
+        "--voxel-s-values", help="Also the dose by voxel S values (the nuclide's electron kernel spread over the "
+                                 "neighbouring voxels), beside local deposition.")] = False,
+    density_ct: Annotated[Path | None, typer.Option(
+        help="The SPECT's own CT (same frame of reference): voxel S values with each voxel's mass from its "
+             "density (implies --voxel-s-values).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Write into a non-empty folder.")] = False,
 ) -> None:
     """Absorbed dose by local deposition: dose map, per-structure table (mean, V70, V100, Dx) and DVHs; an RT
-    Dose file too when the SPECT is DICOM."""
+    Dose file too when the SPECT is DICOM. With --voxel-s-values or --density-ct, the voxel-S-value dose
+    beside it."""
     from sirtreg.dosimetry import dose_report, write_dose_outputs
     from sirtreg.io import read_image
     from sirtreg.output_folder import OutputFolder
 
-    inputs = [path for path in (spect, liver, *(lesions or []), perfused, contour_image) if path is not None]
+    inputs = [path for path in (spect, liver, *(lesions or []), perfused, contour_image, density_ct)
+              if path is not None]
     OutputFolder(output, overwrite=overwrite, inputs=inputs, command="dose").check()
     spect_volume = read_image(spect, modality="NM")
     image = read_image(contour_image) if contour_image is not None else None
@@ -239,22 +247,30 @@ def dose(
     lesion_labels = [item for path in lesions or []
                      for item in read_structures(path, segment_names(lesion_segments), image)]
     perfused_labels = one_structure(perfused, perfused_segment, "perfused", image) if perfused else None
+    density = None
+    if density_ct is not None:
+        from sirtreg.dosimetry.kernel_dose import density_from_ct
+
+        density = density_from_ct(read_image(density_ct, modality="CT"), spect_volume.grid)
     report = dose_report(
         spect_volume, liver_labels, activity_gbq, isotope=isotope, lesions=lesion_labels, perfused=perfused_labels,
         lung_shunt_fraction=lung_shunt_fraction or 0.0, lung_mass_kg=lung_mass_kg, density_g_per_ml=density_g_per_ml,
         lung_shunt_source="given" if lung_shunt_fraction is not None else "not given: 0 assumed",
-        calibration_time=calibration_time, injection_time=injection_time,
+        calibration_time=calibration_time, injection_time=injection_time, voxel_s_values=voxel_s_values,
+        density=density,
     )
     series = str(spect_volume.meta.get("SeriesInstanceUID", ""))
     dicom = ((spect if spect.is_dir() else spect.parent), series) if series else None
     outputs = write_dose_outputs(report, output, overwrite=overwrite, inputs=inputs, dicom_reference=dicom)
+    kernel = report.kernel_dose is not None
     table = Table("structure", "volume (mL)", "mean (Gy)", "mean inside (Gy)", "inside (%)", "V70 (%)", "V100 (%)",
-                  "note", title="absorbed dose")
+                  *(["VSV mean (Gy)", "VSV V70 (%)", "VSV V100 (%)"] if kernel else []), "note", title="absorbed dose")
+    kernel_keys = ("vsv_mean_gy", "vsv_V70_percent", "vsv_V100_percent") if kernel else ()
     for row in report.rows():
         inside = row.get("counts_inside_fraction")
         table.add_row(*(_cell(row.get(key)) for key in ("structure", "volume_ml", "mean_gy", "inside_mean_gy")),
                       _cell(None if inside is None else 100 * inside),
-                      *(_cell(row.get(key)) for key in ("V70_percent", "V100_percent", "error")))
+                      *(_cell(row.get(key)) for key in ("V70_percent", "V100_percent", *kernel_keys, "error")))
     console.print(table)
     summary = report.summary()
     console.print(f"counts inside the {summary['normalised_within']}: {100 * summary['counts_inside_fraction']:.1f} %; "

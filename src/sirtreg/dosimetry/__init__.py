@@ -1,9 +1,10 @@
-"""Dosimetry for SIRT: uptake from the MAA SPECT, local-deposition dose, dose-volume
+"""Dosimetry for SIRT: uptake from the MAA SPECT, local-deposition and voxel-S-value dose, dose-volume
 statistics, the MIRD partition model, activity planning and cohort comparison statistics.
 
 Modules: :mod:`.isotopes` (dose factors, decay), :mod:`.occupancy` (contours on the
-SPECT grid as voxel fractions), :mod:`.uptake` (counts inside contours),
-:mod:`.deposition` (dose map), :mod:`.dvh` and :mod:`.structures` (DVH, Vx, Dx per
+SPECT grid as voxel fractions), :mod:`.uptake` (counts inside contours), :mod:`.deposition` (dose map),
+:mod:`.kernel_dose` (dose by voxel S values, from :mod:`.voxel_kernel`, :mod:`.point_kernel`,
+:mod:`.electron_transport` and :mod:`.decay_data`), :mod:`.dvh` and :mod:`.structures` (DVH, Vx, Dx per
 structure), :mod:`.partition` (partition model), :mod:`.compartments` and :mod:`.prescription` (activity planning),
 :mod:`.passing_bablok` and :mod:`.compare` (cohort statistics), :mod:`.plots`
 (figures) and :mod:`.report` (one patient's report and its files).

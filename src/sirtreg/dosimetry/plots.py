@@ -112,14 +112,23 @@ def plot_dvh(
     title: str = "",
     thresholds_gy: Sequence[float] = (70.0, 100.0),
     overwrite: bool = False,
+    dashed: Sequence[StructureDose] = (),
+    dashed_name: str = "",
 ) -> Path:
-    """Cumulative DVHs (% volume receiving at least each dose) of the structures that have one."""
+    """Cumulative DVHs (% volume receiving at least each dose) of the structures that have one; ``dashed``: the
+    same structures by another method (``dashed_name``), drawn dashed in the same colours."""
     figure = Figure(figsize=(6.4, 4.4), layout="constrained")
     axes = figure.add_subplot(1, 1, 1)
     drawn = [s for s in structures if s.dvh is not None]
+    others = {s.name: s for s in dashed if s.dvh is not None}
     for index, structure in enumerate(drawn):
-        axes.plot(structure.dvh.dose_gy, structure.dvh.cumulative_percent, color=COLOURS[index % len(COLOURS)],
+        colour = COLOURS[index % len(COLOURS)]
+        axes.plot(structure.dvh.dose_gy, structure.dvh.cumulative_percent, color=colour,
                   lw=1.5, label=f"{structure.name} (mean {structure.mean_gy:.0f} Gy)")
+        other = others.get(structure.name)
+        if other is not None:
+            axes.plot(other.dvh.dose_gy, other.dvh.cumulative_percent, color=colour, lw=1.2, ls="--",
+                      label=f"{dashed_name} (mean {other.mean_gy:.0f} Gy)")
     dvh_axes(axes, thresholds_gy)
     if title:
         axes.set_title(title)

@@ -55,6 +55,8 @@ class DoseReport:
     normalised_within : name of the contour whose counts distribute the activity.
     warnings : uptake warnings and structure errors, one line each.
     lung_shunt_source : where the lung shunt fraction comes from ("given", or how it was measured).
+    kernel_dose : the voxel-S-value dose map (:mod:`.kernel_dose`) beside the local-deposition one, or None;
+        ``kernel_structures`` its statistics, structure by structure as ``structures``.
     """
 
     dose_map: DoseMap
@@ -64,6 +66,8 @@ class DoseReport:
     normalised_within: str
     warnings: tuple[str, ...]
     lung_shunt_source: str = "given"
+    kernel_dose: Volume | None = None
+    kernel_structures: list[StructureDose] | None = None
 
     @property
     def dose(self) -> Volume:
@@ -75,8 +79,14 @@ class DoseReport:
         return self.dose_map.counts_inside_fraction
 
     def rows(self) -> list[dict[str, Any]]:
-        """The structure table, one flat dict per structure (same keys in every row)."""
-        return [s.row(vx_gy=self.vx_gy, dx_percent=self.dx_percent) for s in self.structures]
+        """The structure table, one flat dict per structure (same keys in every row); with a voxel-S-value map,
+        its mean, Vx and Dx too, as ``vsv_mean_gy``, ``vsv_V70_percent``, ..."""
+        rows = [s.row(vx_gy=self.vx_gy, dx_percent=self.dx_percent) for s in self.structures]
+        for row, kernel in zip(rows, self.kernel_structures or ()):
+            kernel_row = kernel.row(vx_gy=self.vx_gy, dx_percent=self.dx_percent)
+            row.update({f"vsv_{key}": kernel_row[key] for key in kernel_row
+                        if key.endswith(("_gy", "_percent")) and not key.startswith("inside")})
+        return rows
 
     def summary(self) -> dict[str, Any]:
         """Patient-level numbers: isotope, activities (GBq), lung dose (Gy), counts inside, warnings."""
@@ -95,6 +105,7 @@ class DoseReport:
             "normalised_within": self.normalised_within,
             "counts_inside_fraction": self.counts_inside_fraction,
             "absorbed_energy_j": dose_map.absorbed_energy_j(),
+            "dose_methods": ["local deposition"] + ([self.kernel_dose.meta["method"]] if self.kernel_dose else []),
             "warnings": list(self.warnings),
         }
 
@@ -119,6 +130,8 @@ def dose_report(
     bin_gy: float = 1.0,
     max_outside_fraction: float = MAX_OUTSIDE_FRACTION,
     lung_shunt_source: str = "given",
+    voxel_s_values: bool = False,
+    density: Volume | None = None,
 ) -> DoseReport:
     """Local-deposition dose of one patient and the dose statistics of the liver, perfused volume and lesions.
 
@@ -132,6 +145,8 @@ def dose_report(
         instead of the whole liver.
     lesions : label maps on any grid (e.g. the CT); each named or present label is one lesion.
     lung_shunt_source : where ``lung_shunt_fraction`` comes from, for the report.
+    voxel_s_values : also the dose by voxel S values (:func:`~sirtreg.dosimetry.kernel_dose.kernel_dose`).
+    density : tissue density (g/mL) on the SPECT grid for the voxel-S-value dose (implies ``voxel_s_values``).
     Other parameters: see :func:`~sirtreg.dosimetry.deposition.local_deposition_dose` and
     :func:`~sirtreg.dosimetry.structures.structure_doses`.
     """
@@ -161,6 +176,13 @@ def dose_report(
     structures = structure_doses(dose_map.dose, [*contours, *lesions], vx_gy=vx_gy, dx_percent=dx_percent,
                                  bin_gy=bin_gy, delivered=dose_map.delivered)
     errors = [f"{s.name}: {s.error}" for s in structures if not s.ok]
+    spread, spread_structures = None, None
+    if voxel_s_values or density is not None:
+        from sirtreg.dosimetry.kernel_dose import kernel_dose
+
+        spread = kernel_dose(dose_map, density=density)
+        spread_structures = structure_doses(spread, [*contours, *lesions], vx_gy=vx_gy, dx_percent=dx_percent,
+                                            bin_gy=bin_gy)
     return DoseReport(
         dose_map=dose_map,
         structures=structures,
@@ -169,6 +191,8 @@ def dose_report(
         normalised_within=dose_map.uptake.names[0],
         warnings=(*dose_map.warnings, *errors),
         lung_shunt_source=lung_shunt_source,
+        kernel_dose=spread,
+        kernel_structures=spread_structures,
     )
 
 
@@ -185,8 +209,8 @@ def _selected(contour: LabelVolume, label: int | str | None, default_name: str) 
 def write_dose_outputs(report: DoseReport, outdir: str | os.PathLike[str], *, overwrite: bool = False,
                        inputs: Sequence[str | os.PathLike[str]] = (),
                        dicom_reference: tuple[Path, str] | None = None) -> dict[str, Path]:
-    """Write ``dose.nii.gz`` (Gy), ``structures.csv``, ``structures.json`` and ``dvh.png`` into ``outdir``,
-    as a unit (:class:`~sirtreg.output_folder.OutputFolder`); with ``dicom_reference`` (the folder of the DICOM
+    """Write ``dose.nii.gz`` (Gy), ``structures.csv``, ``structures.json`` and ``dvh.png`` into ``outdir``
+    (with a voxel-S-value map, ``dose_vsv.nii.gz`` too, and its DVHs dashed in ``dvh.png``), as a unit (:class:`~sirtreg.output_folder.OutputFolder`); with ``dicom_reference`` (the folder of the DICOM
     SPECT and its SeriesInstanceUID) ``rt_dose.dcm`` too, in the SPECT's frame of reference and study.
 
     Refuses (:class:`~sirtreg.errors.OutputExistsError`) before writing anything a non-empty ``outdir``
@@ -211,8 +235,13 @@ def write_dose_outputs(report: DoseReport, outdir: str | os.PathLike[str], *, ov
             ],
         }
         paths["structures.json"].write_text(json.dumps(document, indent=2), encoding="utf-8")
-        plot_dvh(report.structures, paths["dvh.png"], title=f"{report.dose_map.isotope.name} local deposition",
-                 thresholds_gy=report.vx_gy)
+        title = f"{report.dose_map.isotope.name} local deposition"
+        if report.kernel_dose is not None:
+            title += f" (solid) and {report.kernel_dose.meta['method']} (dashed)"
+            paths["dose_vsv.nii.gz"] = out.staging / "dose_vsv.nii.gz"
+            write_image(report.kernel_dose, paths["dose_vsv.nii.gz"])
+        plot_dvh(report.structures, paths["dvh.png"], title=title, thresholds_gy=report.vx_gy,
+                 dashed=report.kernel_structures or (), dashed_name="voxel S values")
         if dicom_reference is not None:
             from sirtreg.io import write_rt_dose  # pydicom, only when DICOM is written
 
