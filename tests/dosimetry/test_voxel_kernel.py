@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from sirtreg.dosimetry import Territory, local_deposition_dose
-from sirtreg.dosimetry.electron_transport import WaterTables, collision_stopping_power
+from sirtreg.dosimetry.electron_transport import (
+    DELTA_CUT_MEV,
+    WaterTables,
+    collision_stopping_power,
+    hard_collision_cross_section,
+    restricted_stopping_power,
+    sample_moller,
+)
 from sirtreg.dosimetry.kernel_dose import density_from_ct, kernel_dose
 from sirtreg.dosimetry.point_kernel import PointKernel, shipped_point_kernel, simulate_point_kernel
 from sirtreg.dosimetry.voxel_kernel import integrate_voxel_kernel, voxel_kernel
@@ -30,6 +37,19 @@ def test_csda_range_of_water_is_estars(energy_mev, estar):
     assert float(WaterTables.build().csda_range(np.array(energy_mev))) == pytest.approx(estar, rel=0.006)
 
 
+@pytest.mark.parametrize("energy_mev", [0.1, 0.5, 1.0, 2.0])
+def test_soft_and_hard_collisions_lose_the_whole_collision_stopping_power(energy_mev):
+    # the energy that hard collisions take per g/cm2, by quadrature of the Moller cross section they are drawn from
+    rng = np.random.default_rng(3)
+    given = sample_moller(np.full(200_000, energy_mev), rng)
+    assert given.min() >= DELTA_CUT_MEV and given.max() <= energy_mev / 2
+    hard_loss = float(hard_collision_cross_section(energy_mev)) * given.mean()
+    total = float(restricted_stopping_power(energy_mev)) + hard_loss
+    assert total == pytest.approx(float(collision_stopping_power(energy_mev)), rel=0.005)
+    # and restricting to half the energy (the most an electron can give another) restricts nothing
+    assert restricted_stopping_power(energy_mev, energy_mev / 2) == pytest.approx(collision_stopping_power(energy_mev))
+
+
 @pytest.mark.parametrize("nuclide", ["Y-90", "Ho-166"])
 def test_a_kernel_holds_the_emitted_energy_but_the_bremsstrahlung(nuclide):
     kernel = shipped_point_kernel(nuclide)
@@ -39,9 +59,10 @@ def test_a_kernel_holds_the_emitted_energy_but_the_bremsstrahlung(nuclide):
     assert kernel.emitted_mev_per_decay == pytest.approx({"Y-90": 0.9344, "Ho-166": 0.6991}[nuclide], abs=5e-4)
 
 
-def test_y90_puts_90_percent_of_its_energy_within_5_3_mm():
-    # X90 of Y-90 in water: 5.3 mm (Berger, MIRD Pamphlet 7, 1971); the Geant4 kernel below gives 5.42 mm
-    assert 10 * shipped_point_kernel("Y-90").radius_holding(0.9) == pytest.approx(5.3, abs=0.15)
+def test_y90_puts_90_percent_of_its_energy_within_5_4_mm():
+    # X90 of Y-90 in water: 5.3 mm (Berger, MIRD Pamphlet 7, 1971); 5.42 mm in the Geant4 kernel below
+    x90_mm = 10 * shipped_point_kernel("Y-90").radius_holding(0.9)
+    assert x90_mm == pytest.approx(5.3, abs=0.15) and x90_mm == pytest.approx(5.42, abs=0.05)
 
 
 def test_a_new_simulation_reproduces_the_shipped_kernel():
@@ -58,9 +79,9 @@ def test_y90_voxel_s_values_agree_with_a_published_geant4_kernel():
     # extension of 3D Slicer (0.1 mm shells, 0.2-0.3 % statistical uncertainty near the source), integrated over
     # 4.8 mm voxels of 1 g/mL by the same voxel integration (python benchmarks/voxel_kernel.py --geant4-y90 FILE):
     geant4 = {"self": 5.7493e-01, "face": 7.9078e-02, "edge": 1.9243e-02, "corner": 5.6598e-03}  # mGy/(MBq s)
-    # Our kernel has no energy-loss straggling: it keeps 2.3 % more energy in the source voxel and sends less to
-    # the corners; code-to-code differences of this size are usual for Y-90 voxel S values.
-    tolerance = {"self": 0.03, "face": 0.01, "edge": 0.035, "corner": 0.07}
+    # ours are within 1.3 % (self +1.1 %); code-to-code differences of a few per cent are usual for Y-90 voxel
+    # S values
+    tolerance = {"self": 0.02, "face": 0.01, "edge": 0.02, "corner": 0.02}
     ours = voxel_kernel("Y-90", (4.8,) * 3, density_g_per_ml=1.0)
     for name, offset in OFFSETS.items():
         assert ours.s_value_mgy_per_mbq_s(offset) == pytest.approx(geant4[name], rel=tolerance[name]), name

@@ -3,14 +3,16 @@ that scores the dose-point kernel of an electron source.
 
 Lengths are in g/cm^2 of water (cm at 1 g/mL); a water-like tissue of density ``rho`` scales them by ``1 / rho``.
 
-Physics (class I condensed history, as in the codes of Berger's 1963 method):
+Physics (class II condensed history, as in EGS and PENELOPE, simplified):
 
-- Energy loss is continuous (the CSDA): the collision stopping power of the Bethe formula for electrons (ICRU
-  Report 37, eq. 2.8) with the mean excitation energy of water, I = 75 eV, and the Sternheimer density-effect
-  correction with the parameters of Sternheimer, Berger and Seltzer (At Data Nucl Data Tables 1984;30:261) for
-  liquid water, plus the radiative stopping power of the non-relativistic Bethe-Heitler limit (scaled
-  cross section 16/3, an underestimate of about 10 % at 1-2 MeV of a loss that is 1 % of the total there). The
-  collision loss of a step is scored; the radiative loss leaves as bremsstrahlung, which is not transported.
+- Collisions that give an atomic electron less than :data:`DELTA_CUT_MEV` are a continuous loss: the restricted
+  collision stopping power of the Bethe formula for electrons (ICRU Report 37) with the mean excitation energy of
+  water, I = 75 eV, and the Sternheimer density-effect correction with the parameters of Sternheimer, Berger and
+  Seltzer (At Data Nucl Data Tables 1984;30:261) for liquid water. Harder collisions are drawn one by one from
+  the Moller cross section: the electron loses the energy it gives, and the knock-on electron is followed
+  (binary kinematics for both directions). This is the energy-loss straggling that shapes a kernel's tail.
+- The radiative stopping power of the non-relativistic Bethe-Heitler limit (scaled cross section 16/3, about
+  10 % low at 1-2 MeV, where it is 1 % of the loss) takes energy away as bremsstrahlung, which is not followed.
 - Angular deflections: the first transport cross section of screened Rutherford scattering on H and O (Moliere's
   screening, the McKinley-Feshbach spin factor) gives the transport mean free path ``lambda_1``; each step deflects
   the electron by an angle drawn from a screened-Rutherford-shaped law whose mean ``1 - cos`` is
@@ -25,7 +27,6 @@ energy balance, and Y-90 voxel S values against those of a published Geant4 kern
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +47,8 @@ WATER_I_MEV = 75.0e-6
 WATER_STERNHEIMER = (3.5017, 0.2400, 2.8004, 0.09116, 3.4773)
 #: electrons below this kinetic energy (MeV) stop where they are
 CUTOFF_MEV = 0.02
+#: collisions that give an atomic electron more than this (MeV) make a knock-on electron that is followed
+DELTA_CUT_MEV = 0.02
 #: the largest kinetic energy (MeV) the tables cover
 MAX_ENERGY_MEV = 4.0
 
@@ -72,6 +75,54 @@ def collision_stopping_power(energy_mev: np.ndarray | float) -> np.ndarray:
     log_term = np.log(tau**2 * (tau + 2.0) / (2.0 * (WATER_I_MEV / ELECTRON_REST_MEV) ** 2))
     k = 2.0 * math.pi * ELECTRON_RADIUS_CM**2 * ELECTRON_REST_MEV * AVOGADRO * WATER_Z_OVER_A
     return k / beta2 * (log_term + f_minus - _density_effect(energy))
+
+
+def _stopping_constant() -> float:
+    """``2 pi r_e^2 m c^2 N_A Z/A`` of water (MeV cm^2/g)."""
+    return 2.0 * math.pi * ELECTRON_RADIUS_CM**2 * ELECTRON_REST_MEV * AVOGADRO * WATER_Z_OVER_A
+
+
+def restricted_stopping_power(energy_mev: np.ndarray | float, cut_mev: float = DELTA_CUT_MEV) -> np.ndarray:
+    """Collision stopping power of water (MeV cm^2/g) from energy transfers below ``cut_mev`` (ICRU Report 37's
+    restricted Moller formula); the whole collision stopping power below ``2 cut_mev``."""
+    energy = np.asarray(energy_mev, dtype=np.float64)
+    tau = energy / ELECTRON_REST_MEV
+    cut = np.minimum(cut_mev / ELECTRON_REST_MEV, tau / 2.0)
+    beta2 = _beta_squared(energy)
+    f_minus = (-1.0 - beta2 + np.log((tau - cut) * cut) + tau / (tau - cut)
+               + (cut**2 / 2.0 + (2.0 * tau + 1.0) * np.log(1.0 - cut / tau)) / (tau + 1.0) ** 2)
+    log_term = np.log(2.0 * (tau + 2.0) / (WATER_I_MEV / ELECTRON_REST_MEV) ** 2)
+    return _stopping_constant() / beta2 * (log_term + f_minus - _density_effect(energy))
+
+
+def hard_collision_cross_section(energy_mev: np.ndarray | float, cut_mev: float = DELTA_CUT_MEV) -> np.ndarray:
+    """Macroscopic Moller cross section of water (cm^2/g) for energy transfers from ``cut_mev`` to half the
+    kinetic energy (0 below ``2 cut_mev``)."""
+    energy = np.asarray(energy_mev, dtype=np.float64)
+    tau = energy / ELECTRON_REST_MEV
+    low = np.minimum(cut_mev / np.maximum(energy, 1e-30), 0.5)
+    c = (tau / (tau + 1.0)) ** 2
+    b = (2.0 * tau + 1.0) / (tau + 1.0) ** 2
+    integral = (1.0 / low - 2.0) + (2.0 - 1.0 / (1.0 - low)) + (0.5 - low) * c - b * np.log((1.0 - low) / low)
+    return np.where(low < 0.5, _stopping_constant() / (_beta_squared(energy) * energy) * integral, 0.0)
+
+
+def sample_moller(energy_mev: np.ndarray, rng: np.random.Generator, cut_mev: float = DELTA_CUT_MEV) -> np.ndarray:
+    """Energies (MeV) given to knock-on electrons in hard collisions of electrons of ``energy_mev`` (each above
+    ``2 cut_mev``), drawn from the Moller cross section by rejection from ``1 / eps^2``."""
+    tau = energy_mev / ELECTRON_REST_MEV
+    low = cut_mev / energy_mev
+    c = (tau / (tau + 1.0)) ** 2
+    b = (2.0 * tau + 1.0) / (tau + 1.0) ** 2
+    fraction = np.empty_like(energy_mev)
+    todo = np.arange(energy_mev.size)
+    while todo.size:
+        eps = low[todo] / (1.0 - rng.random(todo.size) * (1.0 - 2.0 * low[todo]))
+        shape = 1.0 + (eps / (1.0 - eps)) ** 2 + c[todo] * eps**2 - b[todo] * eps / (1.0 - eps)
+        accepted = rng.random(todo.size) * (2.0 + c[todo] / 4.0) < shape
+        fraction[todo[accepted]] = eps[accepted]
+        todo = todo[~accepted]
+    return fraction * energy_mev
 
 
 def radiative_stopping_power(energy_mev: np.ndarray | float) -> np.ndarray:
@@ -103,17 +154,23 @@ def _transport_cross_section_per_g(energy_mev: float) -> float:
 
 @dataclass(frozen=True)
 class WaterTables:
-    """CSDA range and transport mean free path of electrons in water on a log energy grid (MeV, g/cm^2)."""
+    """Range and transport mean free path of electrons in water on a log energy grid (MeV, g/cm^2).
+
+    The range is the path over which the stopping power ``S`` slows an electron down: with ``cut_mev`` None, the
+    whole collision and radiative stopping power (the CSDA range); else the restricted collision stopping power
+    below ``cut_mev`` and the radiative one (the range between hard collisions' losses).
+    """
 
     energy_mev: np.ndarray
     range_g_per_cm2: np.ndarray
     transport_mfp_g_per_cm2: np.ndarray
 
     @classmethod
-    def build(cls, points: int = 400) -> WaterTables:
+    def build(cls, points: int = 400, cut_mev: float | None = None) -> WaterTables:
         energy = np.geomspace(1e-3, MAX_ENERGY_MEV, points)
         fine = np.geomspace(1e-4, MAX_ENERGY_MEV, 20 * points)
-        inverse = 1.0 / (collision_stopping_power(fine) + radiative_stopping_power(fine))
+        collision = collision_stopping_power(fine) if cut_mev is None else restricted_stopping_power(fine, cut_mev)
+        inverse = 1.0 / (collision + radiative_stopping_power(fine))
         # the range below 0.1 keV is taken as E / S there (under 0.01 um)
         cumulative = np.concatenate([[fine[0] * inverse[0]],
                                      fine[0] * inverse[0] + np.cumsum(0.5 * (inverse[1:] + inverse[:-1]) *
@@ -123,7 +180,7 @@ class WaterTables:
         return cls(energy, ranges, mfp)
 
     def csda_range(self, energy_mev: np.ndarray) -> np.ndarray:
-        """CSDA range (g/cm^2) of electrons of ``energy_mev``."""
+        """Range (g/cm^2) of electrons of ``energy_mev`` (the CSDA range when built without a cut)."""
         return np.exp(np.interp(np.log(energy_mev), np.log(self.energy_mev), np.log(self.range_g_per_cm2)))
 
     def energy_at_range(self, range_g_per_cm2: np.ndarray) -> np.ndarray:
@@ -150,10 +207,9 @@ def sample_deflection(mean_one_minus_cos: np.ndarray, rng: np.random.Generator) 
     return 1.0 - 2.0 * screening * xi / (1.0 + screening - xi)
 
 
-def _rotate(direction: np.ndarray, cos_theta: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Unit vectors (n, 3) turned by polar angles with ``cos_theta`` and uniform azimuths."""
+def _rotate(direction: np.ndarray, cos_theta: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """Unit vectors (n, 3) turned by polar angles with ``cos_theta`` and azimuths ``phi``."""
     sin_theta = np.sqrt(np.clip(1.0 - cos_theta**2, 0.0, None))
-    phi = 2.0 * math.pi * rng.random(cos_theta.shape)
     # an orthonormal pair perpendicular to each direction
     helper = np.where(np.abs(direction[:, :1]) < 0.9, np.array([[1.0, 0.0, 0.0]]), np.array([[0.0, 1.0, 0.0]]))
     first = np.cross(direction, helper)
@@ -179,23 +235,22 @@ def radial_energy_deposition(
     rng: np.random.Generator,
     tables: WaterTables | None = None,
     step_fraction: float = 0.04,
-    progress: Callable[[float], None] | None = None,
 ) -> np.ndarray:
-    """Energy (MeV) deposited in spherical shells around a point source, summed over the electrons.
+    """Energy (MeV) deposited in spherical shells around a point source, summed over the electrons and the
+    knock-on electrons they set moving.
 
     Parameters
     ----------
     initial_energy_mev : (n,) kinetic energies of the electrons, emitted isotropically from the origin.
     bin_g_per_cm2, bins : shell ``i`` spans radii ``[i, i + 1) * bin_g_per_cm2``; energy beyond the last shell is
         summed into it (the caller makes the shells reach past the largest range).
-    step_fraction : each step is this fraction of the electron's CSDA range.
-    progress : called with the fraction of the initial energy spent so far.
+    tables : ranges built with ``cut_mev=DELTA_CUT_MEV`` (made when None).
+    step_fraction : each step is this fraction of the electron's range.
 
     Returns (bins,) energies in MeV.
     """
-    tables = tables or WaterTables.build()
+    tables = tables or WaterTables.build(cut_mev=DELTA_CUT_MEV)
     energy = np.asarray(initial_energy_mev, dtype=np.float64).copy()
-    total_mev = float(energy.sum())
     position = np.zeros((energy.size, 3))
     direction = _isotropic(energy.size, rng)
     scored = np.zeros(bins)
@@ -218,12 +273,28 @@ def radial_energy_deposition(
         hinge = rng.random(energy.size)[:, None]
         position += hinge * step[:, None] * direction
         middle = 0.5 * (energy + after)
-        collision = collision_stopping_power(middle)
+        collision = restricted_stopping_power(middle)
         score(position, (energy - after) * collision / (collision + radiative_stopping_power(middle)))
+        # a hard collision somewhere in the step, taken at the hinge
+        hit = np.flatnonzero((after > 2.0 * DELTA_CUT_MEV)
+                             & (rng.random(energy.size) < -np.expm1(-step * hard_collision_cross_section(middle))))
+        knocked_energy = sample_moller(after[hit], rng)
+        before = after[hit]
+        after[hit] = before - knocked_energy
+        total = before + 2.0 * ELECTRON_REST_MEV
+        cos_primary = np.sqrt(np.clip(after[hit] * total / (before * (after[hit] + 2.0 * ELECTRON_REST_MEV)), 0, 1))
+        cos_knocked = np.sqrt(np.clip(knocked_energy * total / (before * (knocked_energy + 2.0 * ELECTRON_REST_MEV)),
+                                      0, 1))
+        azimuth = 2.0 * math.pi * rng.random(hit.size)
+        knocked_direction = _rotate(direction[hit], cos_knocked, azimuth + math.pi)
+        knocked_position = position[hit].copy()
+        direction[hit] = _rotate(direction[hit], cos_primary, azimuth)
+        # the multiple scattering of the step, at the hinge
         mean_deflection = -np.expm1(-step / tables.transport_mfp(middle))
-        direction = _rotate(direction, sample_deflection(mean_deflection, rng), rng)
+        direction = _rotate(direction, sample_deflection(mean_deflection, rng),
+                            2.0 * math.pi * rng.random(energy.size))
         position += (1.0 - hinge) * step[:, None] * direction
-        energy = after
-        if progress is not None:
-            progress(1.0 - float(energy.sum()) / total_mev)
+        energy = np.concatenate([after, knocked_energy])
+        position = np.concatenate([position, knocked_position])
+        direction = np.concatenate([direction, knocked_direction])
     return scored

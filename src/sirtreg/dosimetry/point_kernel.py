@@ -17,7 +17,7 @@ from importlib import resources
 import numpy as np
 
 from sirtreg.dosimetry.decay_data import electron_emissions
-from sirtreg.dosimetry.electron_transport import CUTOFF_MEV, WaterTables, radial_energy_deposition
+from sirtreg.dosimetry.electron_transport import CUTOFF_MEV, DELTA_CUT_MEV, WaterTables, radial_energy_deposition
 from sirtreg.errors import InputError
 
 #: shell width (g/cm^2) of the kernels
@@ -84,7 +84,7 @@ def simulate_point_kernel(
     if histories < 1000:
         raise InputError(f"a kernel needs at least 1000 electrons, got {histories}")
     emissions = electron_emissions(nuclide)
-    tables = WaterTables.build()
+    tables = WaterTables.build(cut_mev=DELTA_CUT_MEV)
     transported = emissions.line_energy_mev >= CUTOFF_MEV
     lines_mev, lines_yield = emissions.line_energy_mev[transported], emissions.line_yield[transported]
     electrons_per_decay = emissions.beta_yield + float(lines_yield.sum())
