@@ -44,7 +44,7 @@ BLOBS = ((70, 70, 70, 18, 100), (50, 90, 60, 8, 60), (95, 55, 85, 10, 80), (60, 
 POINTS = {"centre": [70.0, 70.0, 70.0], "blob": [60.0, 90.0, 50.0]}  # floating points (x, y, z), LPS mm
 STALE_DISPLACEMENT_MM = (20.0, 0.0, 0.0)  # of the earlier non-rigid registration that --overwrite replaces
 CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-             "MPLBACKEND": "Agg", "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+             "MPLBACKEND": "Agg", "COLUMNS": "200", "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
 """One thread per child: a polling test beside a 2-thread OpenMP pool slows it several times on two cores."""
 
 
@@ -167,7 +167,12 @@ def _interrupt(args: list[str] | tuple[str, ...], out: Path, when: str, how: sig
                 pytest.fail(f"{target} did not appear within {START_TIMEOUT_S:.0f} s")
             time.sleep(POLL_S)
         process.send_signal(how)
-        _, stderr = process.communicate(timeout=EXIT_TIMEOUT_S)
+        try:
+            _, stderr = process.communicate(timeout=EXIT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:  # a hang: faulthandler shows where each thread waits
+            process.send_signal(signal.SIGABRT)
+            pytest.fail(f"sirtreg still ran {EXIT_TIMEOUT_S:.0f} s after {how.name}:\n"
+                        f"{process.communicate(timeout=START_TIMEOUT_S)[1][-6000:]}")
     return Finished(process.returncode, stderr, process.pid)
 
 

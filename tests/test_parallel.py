@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from scipy import ndimage
 
 from sirtreg.errors import InputError
 from sirtreg.geometry import Grid, LabelVolume, Volume
-from sirtreg.parallel import in_parallel, workers
+from sirtreg.parallel import in_parallel, worker_pool, workers
 from sirtreg.resample import GridPoints, map_coordinates_threaded, sample_at, sample_one_hot
 
 
@@ -58,3 +59,39 @@ def test_points_located_once_sample_like_points_given_each_time():
         sample_at(Volume(np.zeros((4, 4, 4), np.float32), Grid((4, 4, 4))), located)
     with pytest.raises(InputError, match="do not cover"):
         GridPoints.from_blocks(grid, grid.shape, [(0, 10, lambda: points.reshape(-1, 3)[:10])])
+
+
+def test_a_worker_pool_waits_for_its_jobs_on_a_normal_exit():
+    done = []
+    with worker_pool(2) as pool:
+        for index in range(6):
+            pool.submit(lambda i=index: (time.sleep(0.01), done.append(i)))
+    assert sorted(done) == list(range(6))
+
+
+def test_an_interrupted_worker_pool_does_not_wait_for_a_blocked_job(monkeypatch):
+    # as a worker blocked for good on the import lock that an interrupted import left held
+    monkeypatch.setattr("sirtreg.parallel.INTERRUPTED_WAIT_S", 0.2)
+    release = threading.Event()
+    started = threading.Event()
+    ran = []
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        with worker_pool(1) as pool:
+            pool.submit(lambda: (started.set(), release.wait(30)))
+            queued = pool.submit(lambda: ran.append("queued"))
+            started.wait(5)
+            raise KeyboardInterrupt
+    assert time.monotonic() - start < 5  # not the 30 s the blocked job would take
+    assert queued.cancelled() and not ran
+    release.set()
+
+
+def test_a_worker_pool_left_by_an_error_waits_for_its_running_jobs():
+    finished = []
+    with pytest.raises(ValueError):
+        with worker_pool(1) as pool:
+            pool.submit(lambda: (time.sleep(0.2), finished.append(True)))
+            time.sleep(0.02)
+            raise ValueError("a job's caller failed")
+    assert finished == [True]

@@ -9,6 +9,8 @@ import functools
 import gc
 import inspect
 import logging
+import os
+import sys
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -107,11 +109,25 @@ def main(
     )
 
 
+EXIT_INTERRUPTED = 130
+
+
 def console_main() -> None:
     """The ``sirtreg`` console script: the app, then an exit without the collector's last pass over every
-    object of PyTorch and SciPy (a fifth of a second of every command that registers or segments)."""
+    object of PyTorch and SciPy (a fifth of a second of every command that registers or segments).
+
+    Interrupted (Ctrl-C, status 130), once the command has cleaned up its output folder, the process ends
+    without waiting for its threads: a worker may wait for ever on the import lock that an interrupted import
+    left held (:func:`sirtreg.parallel.worker_pool`)."""
     try:
         app()
+    except SystemExit as leaving:
+        if leaving.code == EXIT_INTERRUPTED:
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
+        raise
     finally:
         gc.freeze()
 

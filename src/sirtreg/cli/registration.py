@@ -64,12 +64,12 @@ def register_command(
     weights: WeightOptions,
 ) -> None:
     """Register a floating CT/MR to the reference MAA CT; write transforms, warped images and an overlay PNG."""
-    from concurrent.futures import ThreadPoolExecutor
     from dataclasses import replace
     from importlib import import_module
 
     from sirtreg.io import read_image, read_labels, write_image
     from sirtreg.output_folder import OutputFolder
+    from sirtreg.parallel import worker_pool
     from sirtreg.register import preset
 
     inputs = [p for p in (reference, floating, reference_liver, floating_liver, reference_landmarks,
@@ -87,7 +87,7 @@ def register_command(
         raise SirtregError(f"{guidance} guidance needs --reference-liver and --floating-liver")
     if settings.working_region == "liver" and reference_liver is None:
         raise SirtregError("--working-region liver needs --reference-liver (the region is that liver plus 20 mm)")
-    with ThreadPoolExecutor(2) as pool:
+    with worker_pool(2) as pool:
         images = [pool.submit(read_image, path) for path in (reference, floating)]
         livers = [pool.submit(one_structure, path, liver_segment, "liver") if path is not None else None
                   for path in (reference_liver, floating_liver)]
@@ -104,7 +104,7 @@ def register_command(
     reference_side, floating_side = sides.result()
     # the pool inside the output folder: every file written, or every writer stopped, before the folder is settled
     with OutputFolder(output, overwrite=overwrite, inputs=inputs, command="register") as out, \
-            ThreadPoolExecutor(2) as pool:
+            worker_pool(2) as pool:
         views = pool.submit(import_module, "sirtreg.report.views")  # matplotlib, while the engine computes
         with progress_bar(f"register ({guidance})") as progress:
             result = register_guided(reference_side, floating_side, settings, progress=progress)
