@@ -295,13 +295,18 @@ CASES = [
     Case("plan", PLAN + " --method mird --dose-gy 120 --planar-anterior {spect}", "planar views need"),
     Case("plan", PLAN + " --method mird --dose-gy 120 --ct {spect} --planar-anterior {spect}",
          "measure the lung shunt fraction one way"),
-    # verify: the Y-90 PET and its registration
+    # verify: the Y-90 PET or post-treatment SPECT, and the registration
     Case("verify", "verify --spect {spect} --liver {liver} --activity-gbq 2 --pet {spect} --maa-ct {ct} -o {out}",
          "give both --maa-ct and --pet-ct"),
     Case("verify", "verify --spect {spect} --liver {liver} --activity-gbq 2 --pet {nan_spect} -o {out}",
          "the PET holds NaN or infinite voxels"),
     Case("verify", "verify --spect {spect} --liver {liver} --activity-gbq 2 --pet {spect} --scan-time "
          "2026-01-02 -o {out}", "needs both the PET's scan time and the injection time"),
+    Case("verify", "verify --spect {spect} --liver {liver} --activity-gbq 2 -o {out}", "give one post-treatment image"),
+    Case("verify", "verify --spect {spect} --liver {liver} --activity-gbq 2 --pet {spect} --post-spect {spect} "
+         "-o {out}", "give one post-treatment image"),
+    Case("verify", "verify --spect {spect} --liver {liver} --activity-gbq 2 --post-spect {spect} --scan-time "
+         "2026-01-02 -o {out}", "calibrated by the administered activity and needs neither"),
     # run: the plan, its numbers and contours, and the output folder, before any work
     Case("run", "run {root}/nothing.yaml -o {out}", "nothing.yaml"),
     Case("run", "run {plan_bomb} -o {out}", "billion laughs"),

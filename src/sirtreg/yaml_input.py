@@ -293,6 +293,13 @@ class Reader:
             return None
         return float(value)
 
+    def boolean(self, where: str, value: Any) -> bool | None:
+        """true or false."""
+        if isinstance(value, bool):
+            return value
+        self.problem(where, f"must be true or false, got {describe(value)}")
+        return None
+
     def parsed(self, where: str, value: Any, parse: Callable[[Any], tuple[T, list[str]]]) -> T | None:
         """``parse(value)``'s value (e.g. an activity or an isotope, :mod:`sirtreg.dosimetry.isotopes`): its
         refusal (InputError) recorded as a problem of ``where``, its warnings logged there."""

@@ -227,6 +227,15 @@ def test_weights_are_read_per_modality_and_guidance_with_the_engines_for_the_res
         "wI": 0.0, "wS": 0.0, "rigidity": 1.0}
 
 
+def test_a_plan_asks_for_voxel_s_values_and_keeps_asking(inputs, document, tmp_path):
+    assert read_plan(_save(inputs, document)).spect.voxel_s_values is False  # by default
+    document["spect"]["voxel_s_values"] = True
+    plan = read_plan(_save(inputs, document))
+    assert plan.spect.voxel_s_values is True
+    assert read_plan(write_plan(plan, tmp_path / "plan.yaml")) == plan
+    assert yaml.safe_load((tmp_path / "plan.yaml").read_text())["spect"]["voxel_s_values"] is True
+
+
 @pytest.mark.parametrize("action", ["report", "image", "stop"])
 def test_what_to_do_with_a_flagged_cnn_liver_is_read_and_written(inputs, document, tmp_path, action):
     assert read_plan(_save(inputs, document)).flagged_cnn_liver == "report"  # by default
@@ -427,6 +436,8 @@ ONE_PROBLEM = [  # (edit of the valid document, the one problem it makes)
     pytest.param(_delete(("spect", "activity_gbq")), r"spect: missing the activity: 'activity_gbq' or 'activity_mbq'",
                  id="no activity"),
     pytest.param(_set(("spect", "isotope"), "I-131"), r"spect, isotope: unknown isotope 'I-131'", id="unknown isotope"),
+    pytest.param(_set(("spect", "voxel_s_values"), "yes"), r"spect, voxel_s_values: must be true or false, got",
+                 id="voxel S values not a boolean"),
     pytest.param(_set(("spect", "lung_shunt_fraction"), 1.2), r"spect, lung_shunt_fraction: must be in \[0, 1\)",
                  id="lung shunt fraction"),
     pytest.param(_set((*MR1, "guidance"), "cnn"), r"floating mr1, guidance: must be one of image, liver, liver\+",

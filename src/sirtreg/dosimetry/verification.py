@@ -3,9 +3,9 @@
 A Y-90 PET holds the activity concentration ``c`` (Bq/mL) at its scan time. Decay corrected to the injection,
 ``c0 = c 2^((t_scan - t_injection) / T_half)``, and deposited locally in tissue of density ``rho`` (g/mL):
 ``D = C c0 1e-9 / (rho 1e-3)`` Gy, with ``C`` the dose factor (Gy kg/GBq): every voxel's activity decays
-completely where it lies, the rule of the MAA's local-deposition dose (:mod:`.deposition`). A bremsstrahlung
-SPECT has no absolute scale: dose it as the MAA SPECT, its counts calibrated by the administered activity
-(:func:`~sirtreg.dosimetry.report.dose_report`).
+completely where it lies, the rule of the MAA's local-deposition dose (:mod:`.deposition`). A post-treatment
+SPECT (Y-90 bremsstrahlung, Ho-166) has no absolute scale: it is dosed as the MAA SPECT, its counts in the
+liver calibrated by the administered activity (:func:`~sirtreg.dosimetry.deposition.local_deposition_dose`).
 
 Predicted and delivered doses are compared per structure (mean, V70, V100 and DVHs, :mod:`.structures`) and,
 over lesions, by Bland-Altman statistics of the mean dose: the mean difference (delivered - predicted) and its

@@ -22,6 +22,7 @@ Example (relative paths resolve against the folder of the plan)::
                                     #   below 10 MBq); the unit is in the key (or activity_mbq: 1800)
       isotope: Y-90                 # Y-90 or Ho-166
       lung_shunt_fraction: 0.04     # optional, in [0, 1)
+      voxel_s_values: true          # optional: the dose by voxel S values too, beside local deposition
     floating:                       # any number of images, none included
       - id: ct1                     # unique; letters, digits, '.', '_' and '-' (it names the outputs)
         modality: CT                # CT | MR
@@ -167,6 +168,7 @@ class SpectInput:
     isotope : "Y-90" or "Ho-166" (other spellings such as "y90" become these).
     series : chooses one series in a DICOM folder of several.
     lung_shunt_fraction : fraction of the activity shunted to the lungs, in [0, 1); None if unknown.
+    voxel_s_values : also the dose by voxel S values (:mod:`sirtreg.dosimetry.kernel_dose`).
     """
 
     image: Path
@@ -174,6 +176,7 @@ class SpectInput:
     isotope: str
     series: str | None = None
     lung_shunt_fraction: float | None = None
+    voxel_s_values: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image", Path(self.image))
@@ -300,6 +303,8 @@ class Plan:
         spect = {**image(self.spect), "activity_gbq": self.spect.activity_gbq, "isotope": self.spect.isotope}
         if self.spect.lung_shunt_fraction is not None:
             spect["lung_shunt_fraction"] = self.spect.lung_shunt_fraction
+        if self.spect.voxel_s_values:
+            spect["voxel_s_values"] = True
         floating = []
         for entry in self.floating:
             fields: dict[str, Any] = {"id": entry.id, "modality": entry.modality}

@@ -36,7 +36,7 @@ _TOP_KEYS = {"format": False, "version": False, "reference": True, "spect": True
              "weights": False, "flagged_cnn_liver": False}
 _REFERENCE_KEYS = {"image": True, "series": False, "liver": False, "lesions": False, "landmarks": False}
 _SPECT_KEYS = {"image": True, "series": False, "activity_gbq": False, "activity_mbq": False, "isotope": True,
-               "lung_shunt_fraction": False}
+               "lung_shunt_fraction": False, "voxel_s_values": False}
 _FLOATING_KEYS = {"id": True, "modality": True, "role": False, "image": True, "series": False, "liver": False,
                   "lesions": False, "landmarks": False, "guidance": False}
 _CONTOUR_KEYS = {"path": True, "segments": False}
@@ -141,10 +141,11 @@ class _PlanReader(Reader):
             self.problem(where, f"missing the activity: {' or '.join(map(repr, ACTIVITY_KEYS))}")
         isotope = self.get(where, fields, "isotope", lambda at, value: self.parsed(at, value, read_isotope))
         fraction = self.get(where, fields, "lung_shunt_fraction", self.fraction)
+        voxel_s_values = self.get(where, fields, "voxel_s_values", self.boolean, default=False)
         if len(self.problems) > start:
             return None, scan
         return SpectInput(image=image, activity_gbq=activity_gbq, isotope=isotope, series=series,
-                          lung_shunt_fraction=fraction), scan
+                          lung_shunt_fraction=fraction, voxel_s_values=voxel_s_values), scan
 
     def floating_list(self, entries: Any) -> tuple[tuple[FloatingInput, ...] | None, list[Scan]]:
         if not isinstance(entries, list):

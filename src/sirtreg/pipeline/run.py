@@ -24,6 +24,7 @@ run into the same folder is refused while the first works)::
     registrations.csv            one row per floating image: guidance, weights and their source, time, quality
     report.html                  self-contained report (pictures embedded)
     dose.nii.gz                  absorbed dose (Gy) on the SPECT grid
+    dose_vsv.nii.gz              the dose by voxel S values, where the plan asks for it (voxel_s_values)
     maa_ct/liver.nii.gz          the MAA CT liver used (given or CNN)
     maa_ct/dvh.png               DVHs of the liver and the lesions drawn on the MAA CT
     floating/<id>/               per floating image: registered_image, registered_liver,

@@ -77,7 +77,8 @@ def run_dose(plan: Plan, reference: ScanImage, spect: Volume, carried: Sequence[
         lesions.insert(0, named)
     fraction, source = run_lung_shunt(plan, reference, spect)
     return dose_report(spect, reference.liver, plan.spect.activity_gbq, isotope=plan.spect.isotope,
-                       lesions=lesions, lung_shunt_fraction=fraction, lung_shunt_source=source)
+                       lesions=lesions, lung_shunt_fraction=fraction, lung_shunt_source=source,
+                       voxel_s_values=plan.spect.voxel_s_values)
 
 
 def dose_rows(report: DoseReport, carried: Sequence[Carried]) -> list[dict[str, Any]]:

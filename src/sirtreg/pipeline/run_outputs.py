@@ -7,7 +7,6 @@ import csv
 import logging
 import platform
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from sirtreg.io import (
 )
 from sirtreg.io.deidentify import METHOD as DEIDENTIFICATION_METHOD
 from sirtreg.io.dicom_seg import read_series_headers
+from sirtreg.parallel import worker_pool
 from sirtreg.pipeline.carried import REFERENCE_SOURCE, Carried, ScanImage
 from sirtreg.pipeline.plan import Plan
 from sirtreg.register import write_registration
@@ -131,7 +131,7 @@ def write_floating(item: Carried, floating: ScanImage, reference: ScanImage, spe
                "registered landmarks": (item.landmarks, "registered_landmarks.nii.gz"),
                "CNN liver": (floating.liver if floating.liver_source == "CNN" else None, "liver_cnn.nii.gz")}
     folder.mkdir(parents=True, exist_ok=True)
-    with ThreadPoolExecutor(2) as pool:  # the NIfTI files (compressed without the GIL) while the pictures are drawn
+    with worker_pool(2) as pool:  # the NIfTI files (compressed without the GIL) while the pictures are drawn
         written = {f"{key} {name}": pool.submit(write_image, volume, folder / filename)
                    for name, (volume, filename) in volumes.items() if volume is not None}
         write_floating_pictures(item, reference, spect_on_ct, folder, files)
@@ -166,8 +166,11 @@ def write_dvh(report: DoseReport, source: str, path: Path) -> Path | None:
     structures = [report.structures[0], *(s for s in report.structures[1:] if s.name.split("/", 1)[0] == source)]
     if len(structures) == 1:
         return None
-    return plot_dvh(structures, path, title=f"{source}: {report.dose_map.isotope.name} local deposition",
-                    thresholds_gy=report.vx_gy)
+    title = f"{source}: {report.dose_map.isotope.name} local deposition"
+    if report.kernel_structures is not None:
+        title += " (solid), voxel S values (dashed)"
+    return plot_dvh(structures, path, title=title, thresholds_gy=report.vx_gy,
+                    dashed=report.kernel_structures or (), dashed_name="voxel S values")
 
 
 def write_tables(plan: Plan, reference: ScanImage, report: DoseReport, rows: list[dict[str, Any]],
@@ -175,6 +178,8 @@ def write_tables(plan: Plan, reference: ScanImage, report: DoseReport, rows: lis
                   deidentification: Deidentification | None = None) -> None:
     """Dose map, MAA CT liver, DVHs, DICOM outputs and the two CSV tables."""
     files["dose"] = write_image(report.dose, staging / "dose.nii.gz")
+    if report.kernel_dose is not None:
+        files["dose by voxel S values"] = write_image(report.kernel_dose, staging / "dose_vsv.nii.gz")
     files["MAA CT liver"] = write_image(reference.liver, staging / "maa_ct" / "liver.nii.gz")
     for source, path in [(REFERENCE_SOURCE, staging / "maa_ct" / "dvh.png"),
                          *((e.id, staging / "floating" / e.id / "dvh.png") for e in plan.floating)]:
