@@ -66,12 +66,12 @@ def test_y90_puts_90_percent_of_its_energy_within_5_4_mm():
 
 
 def test_a_new_simulation_reproduces_the_shipped_kernel():
-    fresh = simulate_point_kernel("Y-90", histories=30_000, seed=7)
-    shipped = shipped_point_kernel("Y-90")
+    # 10,000 electrons against the shipped 1,000,000: statistical spread about 0.5 % (self) to 2 % (corner)
+    fresh = integrate_voxel_kernel(simulate_point_kernel("Y-90", histories=10_000, seed=7), (4.8,) * 3, 1.0)
+    shipped = integrate_voxel_kernel(shipped_point_kernel("Y-90"), (4.8,) * 3, 1.0)
     for name, offset in OFFSETS.items():
-        ours = integrate_voxel_kernel(fresh, (4.8,) * 3, 1.0).s_value_mgy_per_mbq_s(offset)
-        theirs = integrate_voxel_kernel(shipped, (4.8,) * 3, 1.0).s_value_mgy_per_mbq_s(offset)
-        assert ours == pytest.approx(theirs, rel=0.02 if name != "corner" else 0.05), name
+        assert fresh.s_value_mgy_per_mbq_s(offset) == pytest.approx(
+            shipped.s_value_mgy_per_mbq_s(offset), rel=0.02 if name in ("self", "face") else 0.04), name
 
 
 def test_y90_voxel_s_values_agree_with_a_published_geant4_kernel():
