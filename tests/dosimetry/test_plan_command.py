@@ -183,8 +183,72 @@ def test_plan_measures_the_lung_shunt_on_planar_views(tmp_path):
     (tmp_path / "views").mkdir()  # a folder (as a DICOM export would be), not a view
     a_folder = [str(tmp_path / "views") if part == str(files["anterior"]) else part for part in common]
     refused = runner.invoke(app, [*a_folder, *regions, "-o", str(tmp_path / "refused")])
-    assert refused.exit_code == 2 and "planar views are read from NIfTI, NRRD or MHA files" in refused.stderr
+    assert refused.exit_code == 2 and "views is a folder: give the planar view's file" in refused.stderr
     refused = runner.invoke(app, [*common, "--planar-posterior-regions", str(tmp_path / "views"), "-o",
                                   str(tmp_path / "refused")])
     assert refused.exit_code == 2 and "the regions of a planar view are read from a NIfTI" in refused.stderr
+    assert not (tmp_path / "refused").exists()
+
+
+def _planar_dicom(path, frames: list[np.ndarray], views: list[str], *, modality: str = "NM"):
+    """A DICOM planar file of these frames (uint16 counts, 4 mm pixels), one detector per frame naming its view."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, NuclearMedicineImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = NuclearMedicineImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, \
+        modality
+    ds.Rows, ds.Columns = frames[0].shape
+    ds.NumberOfFrames, ds.SamplesPerPixel, ds.PhotometricInterpretation = len(frames), 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelSpacing = [4.0, 4.0]
+    ds.DetectorVector = list(range(1, len(frames) + 1))
+    detectors = []
+    for view in views:
+        code = Dataset()
+        code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "0", "99TEST", view
+        detector = Dataset()
+        detector.ViewCodeSequence = [code]
+        detectors.append(detector)
+    ds.DetectorInformationSequence = detectors
+    ds.PixelData = np.stack(frames).astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_plan_reads_both_planar_views_from_one_dicom_file(tmp_path):
+    grid = Grid((64, 64, 1), (4.0, 4.0, 4.0), (0.0, 0.0, 0.0))
+    regions = np.zeros(grid.shape, np.uint8)
+    regions[0, 5:15, 10:20], regions[0, 30:50, 10:40] = 1, 2  # lung, liver
+    region_file = write_image(LabelVolume(regions, grid), tmp_path / "regions.nii.gz")
+    # whole counts per pixel: lung 1 and 2, liver 3 and 4 (posterior, anterior): G_lung = sqrt(100 x 200),
+    # G_liver = sqrt(1800 x 2400)
+    posterior = np.where(regions[0] == 1, 1, np.where(regions[0] == 2, 3, 0))
+    anterior = np.where(regions[0] == 1, 2, np.where(regions[0] == 2, 4, 0))
+    both = _planar_dicom(tmp_path / "planar.dcm", [posterior, anterior], ["posterior", "anterior"])
+    spect = Volume(np.where(box_mask(SPECT_GRID, [-18] * 3, [18] * 3), 35.0, 7.0).astype(np.float32), SPECT_GRID,
+                   "NM")
+    common = ["plan", "--spect", str(write_image(spect, tmp_path / "spect.nii.gz")), "--liver",
+              str(write_image(box_labels(CT_GRID, [-50] * 3, [50] * 3, "liver"), tmp_path / "liver.nii.gz")),
+              "--method", "mird", "--dose-gy", "100", "--planar-anterior-regions", str(region_file),
+              "--planar-posterior-regions", str(region_file)]
+    result = runner.invoke(app, [*common, "--planar-anterior", str(both), "--planar-posterior", str(both), "-o",
+                                 str(tmp_path / "plan")])
+    assert result.exit_code == 0, result.output
+    lung, liver = np.sqrt(100 * 200), np.sqrt(1800 * 2400)
+    assert float(activity_of(tmp_path / "plan")[("input", "lung_shunt_fraction")]) == pytest.approx(
+        lung / (lung + liver), rel=1e-6)
+    unnamed = _planar_dicom(tmp_path / "unnamed.dcm", [posterior, anterior], ["", ""])
+    not_nm = _planar_dicom(tmp_path / "ct.dcm", [anterior], ["anterior"], modality="CT")
+    (tmp_path / "notes.txt").write_text("no image")
+    for view, message in ((unnamed, "holds 2 frames and its detectors do not name one anterior view: give each"),
+                          (not_nm, "ct.dcm is CT, not a planar NM view"),
+                          (tmp_path / "notes.txt", "cannot read notes.txt as a DICOM image")):
+        refused = runner.invoke(app, [*common, "--planar-anterior", str(view), "--planar-posterior", str(both), "-o",
+                                      str(tmp_path / "refused")])
+        assert refused.exit_code == 2 and message in " ".join(refused.stderr.split()), refused.stderr
     assert not (tmp_path / "refused").exists()

@@ -52,9 +52,11 @@ def plan_command(
                                                           "their file (their union is the lung).")] = None,
     ct: Annotated[Path | None, typer.Option(help="The MAA CT (HU): without --lung, the lungs are found in it "
                                                  "(air inside the body above the liver).")] = None,
-    planar_anterior: Annotated[Path | None, typer.Option(help="Anterior planar MAA view (one 2D image; NIfTI, "
-                                                              "NRRD, MHA): the lung shunt by geometric mean.")] = None,
-    planar_posterior: Annotated[Path | None, typer.Option(help="Posterior planar MAA view.")] = None,
+    planar_anterior: Annotated[Path | None, typer.Option(help="Anterior planar MAA view (one 2D image: NIfTI, "
+                                                              "NRRD, MHA, or a DICOM NM planar file, which may hold "
+                                                              "both views): the lung shunt by geometric mean.")] = None,
+    planar_posterior: Annotated[Path | None, typer.Option(help="Posterior planar MAA view (the same DICOM file "
+                                                               "when it holds both).")] = None,
     planar_anterior_regions: Annotated[Path | None, typer.Option(help="Lung and liver regions on the anterior "
                                                                       "view (a label map of the view).")] = None,
     planar_posterior_regions: Annotated[Path | None, typer.Option(help="Lung and liver regions on the posterior "
@@ -185,6 +187,7 @@ def _planar_shunt(anterior: Path, posterior: Path, anterior_regions: Path, poste
             if int(value) not in label_map.present_labels():
                 raise InputError(f"{path.name} holds no region of label {value}")
         regions.append([LabelVolume.from_mask(label_map.array == int(value), label_map.grid) for value in values])
-    return planar_lung_shunt(read_planar_view(anterior), read_planar_view(posterior), lung_anterior=regions[0][0],
+    views = [read_planar_view(path, view=view) for path, view in ((anterior, "anterior"), (posterior, "posterior"))]
+    return planar_lung_shunt(*views, lung_anterior=regions[0][0],
                              liver_anterior=regions[0][1], lung_posterior=regions[1][0],
                              liver_posterior=regions[1][1])

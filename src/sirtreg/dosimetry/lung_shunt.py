@@ -66,9 +66,12 @@ class LungShunt:
 
 
 def _region_counts(image: Volume, region: LabelVolume, *, what: str) -> float:
-    """The counts of a planar view inside a region drawn on its own grid."""
-    if not region.grid.same_as(image.grid):
-        raise InputError(f"the {what} region lies on another grid than its view: draw it on that view")
+    """The counts of a planar view inside a region drawn on its pixels (the same size and pixel spacing: a planar
+    view has no place in the patient's frame, so its origin, orientation and thickness are not compared)."""
+    if region.grid.size != image.grid.size or not np.allclose(region.grid.spacing_mm[:2],
+                                                                image.grid.spacing_mm[:2], atol=1e-3):
+        raise InputError(f"the {what} region lies on another grid than its view ({region.grid.describe()} against "
+                         f"{image.grid.describe()}): draw it on that view")
     counts, _ = spect_counts(image)
     total = float(counts[contour_mask(region)].sum())
     if total <= 0:

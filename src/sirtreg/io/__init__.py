@@ -86,13 +86,16 @@ def read_image(path: str | os.PathLike[str], *, modality: str = "", series: str 
     return volume
 
 
-def read_planar_view(path: str | os.PathLike[str]) -> Volume:
-    """Read one planar scintigraphy view (counts) from a NIfTI, NRRD or MHA file of one 2D image, as a volume of
-    one slice; planar DICOM files are not read (export the view as NIfTI or NRRD)."""
+def read_planar_view(path: str | os.PathLike[str], *, view: str = "anterior") -> Volume:
+    """Read one planar scintigraphy view (counts) as a volume of one slice: a NIfTI, NRRD or MHA file of one 2D
+    image, or a DICOM NM planar file (of that view, or holding both views, :mod:`sirtreg.io.planar_dicom`)."""
     path = require_file(path)
-    if path.is_dir() or not has_image_suffix(path):
-        raise InputError(f"{path.name}: planar views are read from NIfTI, NRRD or MHA files, not DICOM yet: export "
-                         "the view as one of those")
+    if path.is_dir():
+        raise InputError(f"{path.name} is a folder: give the planar view's file")
+    if not has_image_suffix(path):
+        from sirtreg.io.planar_dicom import read_planar_dicom
+
+        return read_planar_dicom(path, view)
     return read_volume_file(path, modality="NM", planar=True)
 
 
