@@ -163,26 +163,41 @@ def test_a_pet_of_the_true_activity_registered_to_the_maa_ct(fast_patient_folder
 
 @pytest.mark.parametrize("isotope", ["y90", "ho166"])
 def test_a_post_treatment_spect_carries_the_administered_activity(fast_patient_folder, tmp_path, isotope):
-    """A post-treatment SPECT of the true activity (a sharper image than the MAA SPECT), its counts calibrated by
-    the activity that reached the liver."""
+    """A post-treatment SPECT, calibrated by the activity that reached the liver: of uniform counts, every
+    structure gets the dose of that activity spread evenly over the liver; of the true activity (sharper than the
+    MAA SPECT), the hot lesions get more than predicted."""
     folder, manifest = fast_patient_folder
     truth = read_image(folder / manifest["spect"]["activity_truth"])
-    spect = write_image(Volume(truth.array.astype(np.float32) * 1000, truth.grid, "NM"), tmp_path / "post.nii.gz")
-    shunt = 0.1
-    result = runner.invoke(app, [*arguments(folder, manifest, spect, tmp_path / "out", source="--post-spect"),
-                                 "--isotope", isotope, "--lung-shunt-fraction", str(shunt)])
-    assert result.exit_code == 0, result.output
-    rows = rows_of(tmp_path / "out")
-    liver = rows.pop(next(iter(rows)))
-    # the liver holds A (1 - LSF): C A (1 - LSF) / (rho V) by hand, V from the liver contour's voxels
     labels = read_image(folder / manifest["reference"]["liver"])
     liver_kg = 1.05 * float(np.count_nonzero(labels.array)) * labels.grid.voxel_volume_ml / 1000
     factor = {"y90": 49.67, "ho166": 15.87}[isotope]
-    assert float(liver["delivered_mean_gy"]) == pytest.approx(factor * ACTIVITY_GBQ * (1 - shunt) / liver_kg, rel=2e-3)
-    assert float(liver["predicted_mean_gy"]) == pytest.approx(float(liver["delivered_mean_gy"]), rel=0.02)
-    # the true activity is sharper than the MAA SPECT: the hot lesions get more than predicted
+    shunt = 0.1
+    expected_gy = factor * ACTIVITY_GBQ * (1 - shunt) / liver_kg  # C A (1 - LSF) / (rho V)
+    outcomes = {}
+    for name, counts in (("uniform", np.full(truth.shape, 50.0)), ("true", truth.array * 1000.0)):
+        spect = write_image(Volume(counts.astype(np.float32), truth.grid, "NM"), tmp_path / f"{name}.nii.gz")
+        result = runner.invoke(app, [*arguments(folder, manifest, spect, tmp_path / name, source="--post-spect"),
+                                     "--isotope", isotope, "--lung-shunt-fraction", str(shunt)])
+        assert result.exit_code == 0, result.output
+        outcomes[name] = rows_of(tmp_path / name)
+    for structure, row in outcomes["uniform"].items():
+        assert float(row["delivered_mean_gy"]) == pytest.approx(expected_gy, rel=2e-3), structure
+    rows = dict(outcomes["true"])
+    liver = rows.pop(next(iter(rows)))
+    assert float(liver["delivered_mean_gy"]) == pytest.approx(expected_gy, rel=2e-3)
     delivered = np.array([float(row["delivered_mean_gy"]) for row in rows.values()])
     predicted = np.array([float(row["predicted_mean_gy"]) for row in rows.values()])
     assert np.mean(delivered - predicted) > 0
-    facts = " ".join(json.loads((tmp_path / "out" / "verification.json").read_text())["facts"])
+    facts = " ".join(json.loads((tmp_path / "true" / "verification.json").read_text())["facts"])
     assert "post-treatment SPECT" in facts and "administered activity" in facts
+
+
+def test_a_post_treatment_spect_must_cover_the_liver(fast_patient_folder, tmp_path):
+    folder, manifest = fast_patient_folder
+    truth = read_image(folder / manifest["spect"]["activity_truth"])
+    half = truth.grid.crop((0, 0, 0), (truth.grid.size[0], truth.grid.size[1], truth.grid.size[2] // 2))
+    spect = write_image(Volume(np.full(half.shape, 50.0, np.float32), half, "NM"), tmp_path / "half.nii.gz")
+    result = runner.invoke(app, arguments(folder, manifest, spect, tmp_path / "out", source="--post-spect"))
+    assert result.exit_code == 2 and "the administered activity cannot calibrate its counts" in " ".join(
+        result.stderr.split()), result.stderr
+    assert not (tmp_path / "out").exists()

@@ -222,30 +222,35 @@ def _planar_dicom(path, frames: list[np.ndarray], views: list[str], *, modality:
 
 def test_plan_reads_both_planar_views_from_one_dicom_file(tmp_path):
     grid = Grid((64, 64, 1), (4.0, 4.0, 4.0), (0.0, 0.0, 0.0))
-    regions = np.zeros(grid.shape, np.uint8)
-    regions[0, 5:15, 10:20], regions[0, 30:50, 10:40] = 1, 2  # lung, liver
-    region_file = write_image(LabelVolume(regions, grid), tmp_path / "regions.nii.gz")
-    # whole counts per pixel: lung 1 and 2, liver 3 and 4 (posterior, anterior): G_lung = sqrt(100 x 200),
-    # G_liver = sqrt(1800 x 2400)
-    posterior = np.where(regions[0] == 1, 1, np.where(regions[0] == 2, 3, 0))
-    anterior = np.where(regions[0] == 1, 2, np.where(regions[0] == 2, 4, 0))
+    anterior_regions = np.zeros(grid.shape, np.uint8)
+    anterior_regions[0, 5:15, 10:20], anterior_regions[0, 30:50, 10:40] = 1, 2  # lung, liver
+    posterior_regions = np.roll(anterior_regions, 20, axis=2)  # the posterior view, mirrored: regions elsewhere
+    region_files = [write_image(LabelVolume(regions, grid), tmp_path / f"{name}_regions.nii.gz")
+                    for name, regions in (("anterior", anterior_regions), ("posterior", posterior_regions))]
+    # whole counts per pixel, lung and liver: anterior 2 and 4, posterior 1 and 3, in their own regions
+    anterior = np.where(anterior_regions[0] == 1, 2, np.where(anterior_regions[0] == 2, 4, 0))
+    posterior = np.where(posterior_regions[0] == 1, 1, np.where(posterior_regions[0] == 2, 3, 0))
     both = _planar_dicom(tmp_path / "planar.dcm", [posterior, anterior], ["posterior", "anterior"])
     spect = Volume(np.where(box_mask(SPECT_GRID, [-18] * 3, [18] * 3), 35.0, 7.0).astype(np.float32), SPECT_GRID,
                    "NM")
     common = ["plan", "--spect", str(write_image(spect, tmp_path / "spect.nii.gz")), "--liver",
               str(write_image(box_labels(CT_GRID, [-50] * 3, [50] * 3, "liver"), tmp_path / "liver.nii.gz")),
-              "--method", "mird", "--dose-gy", "100", "--planar-anterior-regions", str(region_file),
-              "--planar-posterior-regions", str(region_file)]
+              "--method", "mird", "--dose-gy", "100", "--planar-anterior-regions", str(region_files[0]),
+              "--planar-posterior-regions", str(region_files[1])]
     result = runner.invoke(app, [*common, "--planar-anterior", str(both), "--planar-posterior", str(both), "-o",
                                  str(tmp_path / "plan")])
     assert result.exit_code == 0, result.output
-    lung, liver = np.sqrt(100 * 200), np.sqrt(1800 * 2400)
+    lung, liver = np.sqrt(200 * 100), np.sqrt(2400 * 1800)  # G = sqrt(anterior x posterior counts)
     assert float(activity_of(tmp_path / "plan")[("input", "lung_shunt_fraction")]) == pytest.approx(
         lung / (lung + liver), rel=1e-6)
     unnamed = _planar_dicom(tmp_path / "unnamed.dcm", [posterior, anterior], ["", ""])
+    oblique = _planar_dicom(tmp_path / "oblique.dcm", [posterior, anterior], ["posterior", "left anterior oblique"])
+    posterior_only = _planar_dicom(tmp_path / "posterior.dcm", [posterior], ["posterior"])
     not_nm = _planar_dicom(tmp_path / "ct.dcm", [anterior], ["anterior"], modality="CT")
     (tmp_path / "notes.txt").write_text("no image")
     for view, message in ((unnamed, "holds 2 frames and its detectors do not name one anterior view: give each"),
+                          (oblique, "holds 2 frames and its detectors do not name one anterior view"),
+                          (posterior_only, "posterior.dcm is the posterior view, given as the anterior one"),
                           (not_nm, "ct.dcm is CT, not a planar NM view"),
                           (tmp_path / "notes.txt", "cannot read notes.txt as a DICOM image")):
         refused = runner.invoke(app, [*common, "--planar-anterior", str(view), "--planar-posterior", str(both), "-o",

@@ -251,7 +251,8 @@ def dose(
     if density_ct is not None:
         from sirtreg.dosimetry.kernel_dose import density_from_ct
 
-        density = density_from_ct(read_image(density_ct, modality="CT"), spect_volume.grid)
+        density = density_from_ct(read_image(density_ct, modality="CT"), spect_volume.grid,
+                                  outside_g_per_ml=density_g_per_ml)
     report = dose_report(
         spect_volume, liver_labels, activity_gbq, isotope=isotope, lesions=lesion_labels, perfused=perfused_labels,
         lung_shunt_fraction=lung_shunt_fraction or 0.0, lung_mass_kg=lung_mass_kg, density_g_per_ml=density_g_per_ml,

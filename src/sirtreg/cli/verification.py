@@ -15,6 +15,9 @@ from sirtreg.cli.app import DeviceOption, OutputFolder, app, console, progress_b
 from sirtreg.cli.structures import ContourImage, one_structure, read_structures, segment_names
 from sirtreg.errors import InputError
 
+#: the share of the liver a post-treatment SPECT must cover to be calibrated by the administered activity
+MIN_POST_SPECT_LIVER_COVERAGE = 0.99
+
 
 @app.command("verify")
 @refusals_as_messages
@@ -118,8 +121,14 @@ def verify_command(
         facts.append("delivered: the post-treatment image taken as lying on the MAA CT as it is (no "
                      "registration), resampled onto the liver contour's grid")
     if post_spect is not None:
-        delivered_dose = local_deposition_dose(delivered_dose, [Territory(structures[0], activity_gbq)],
-                                               isotope=isotope, lung_shunt_fraction=lung_shunt_fraction or 0.0).dose
+        liver_covered = float(covered.array[structures[0].array > 0].mean())
+        if liver_covered < MIN_POST_SPECT_LIVER_COVERAGE:
+            raise InputError(f"the post-treatment SPECT covers {100 * liver_covered:.0f} % of the liver: the "
+                             "administered activity cannot calibrate its counts (the whole liver must lie in it)")
+        dose_map = local_deposition_dose(delivered_dose, [Territory(structures[0], activity_gbq)], isotope=isotope,
+                                         lung_shunt_fraction=lung_shunt_fraction or 0.0)
+        delivered_dose = dose_map.dose
+        facts.extend(f"post-treatment SPECT: {warning}" for warning in dose_map.warnings)
     before = predicted.structures  # the liver and the lesions, in the order of ``structures``
     after = covered_only(structure_doses(delivered_dose, structures), structure_doses(covered, structures))
     rows = compared_rows(before, after)

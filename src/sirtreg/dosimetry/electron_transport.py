@@ -9,8 +9,10 @@ Physics (class II condensed history, as in EGS and PENELOPE, simplified):
   collision stopping power of the Bethe formula for electrons (ICRU Report 37) with the mean excitation energy of
   water, I = 75 eV, and the Sternheimer density-effect correction with the parameters of Sternheimer, Berger and
   Seltzer (At Data Nucl Data Tables 1984;30:261) for liquid water. Harder collisions are drawn one by one from
-  the Moller cross section: the electron loses the energy it gives, and the knock-on electron is followed
-  (binary kinematics for both directions). This is the energy-loss straggling that shapes a kernel's tail.
+  the Moller cross section, each ending a step: the electron loses the energy it gives, and the knock-on electron
+  is followed (binary kinematics for both directions). This is the energy-loss straggling that shapes a kernel's
+  tail. The transport cross section then counts the scattering on atomic electrons through the soft collisions'
+  angles only, so that no deflection is counted twice.
 - The radiative stopping power of the non-relativistic Bethe-Heitler limit (scaled cross section 16/3, about
   10 % low at 1-2 MeV, where it is 1 % of the loss) takes energy away as bremsstrahlung, which is not followed.
 - Angular deflections: the first transport cross section of screened Rutherford scattering on H and O (Moliere's
@@ -132,11 +134,21 @@ def radiative_stopping_power(energy_mev: np.ndarray | float) -> np.ndarray:
     return z_squares_per_g * FINE_STRUCTURE * ELECTRON_RADIUS_CM**2 * (energy + ELECTRON_REST_MEV) * 16.0 / 3.0
 
 
-def _transport_cross_section_per_g(energy_mev: float) -> float:
-    """Macroscopic first transport cross section of water (cm^2/g) at ``energy_mev``: 1 / lambda_1."""
+def _transport_cross_section_per_g(energy_mev: float, cut_mev: float | None = None) -> float:
+    """Macroscopic first transport cross section of water (cm^2/g) at ``energy_mev``: 1 / lambda_1.
+
+    Screened Rutherford scattering on the nucleus (Z^2) and the atomic electrons (Z); with ``cut_mev``, the
+    scattering on electrons only through the angles of collisions softer than the cut (the hard ones deflect the
+    electron themselves, :func:`radial_energy_deposition`)."""
     beta2 = float(_beta_squared(np.array(energy_mev)))
     pc = math.sqrt(energy_mev * (energy_mev + 2.0 * ELECTRON_REST_MEV))
     u = np.geomspace(1e-9, 2.0, 4000)
+    soft = np.ones_like(u)
+    if cut_mev is not None and energy_mev > 2.0 * cut_mev:
+        left = energy_mev - cut_mev  # the primary's kinetic energy after a collision that gives the cut
+        cos_cut = math.sqrt(left * (energy_mev + 2.0 * ELECTRON_REST_MEV)
+                            / (energy_mev * (left + 2.0 * ELECTRON_REST_MEV)))
+        soft = (u <= 1.0 - cos_cut).astype(np.float64)
     total = 0.0
     for z, atoms_per_g in WATER_ATOMS_PER_G:
         screening_radius = 0.88534 * BOHR_RADIUS_CM * z ** (-1.0 / 3.0)
@@ -145,9 +157,9 @@ def _transport_cross_section_per_g(energy_mev: float) -> float:
         half_angle_sin = np.sqrt(u / 2.0)
         spin = 1.0 - beta2 * u / 2.0 + math.pi * FINE_STRUCTURE * z * math.sqrt(beta2) * half_angle_sin * (
             1.0 - half_angle_sin)
-        integrand = u * spin / (u + 2.0 * eta) ** 2
+        integrand = u * spin / (u + 2.0 * eta) ** 2 * (z * z + z * soft)
         integral = float(np.sum(0.5 * (integrand[1:] + integrand[:-1]) * np.diff(u)))
-        strength = z * (z + 1) * ELECTRON_RADIUS_CM**2 * ELECTRON_REST_MEV**2 / (beta2 * pc**2)
+        strength = ELECTRON_RADIUS_CM**2 * ELECTRON_REST_MEV**2 / (beta2 * pc**2)
         total += atoms_per_g * 2.0 * math.pi * strength * integral
     return total
 
@@ -158,7 +170,8 @@ class WaterTables:
 
     The range is the path over which the stopping power ``S`` slows an electron down: with ``cut_mev`` None, the
     whole collision and radiative stopping power (the CSDA range); else the restricted collision stopping power
-    below ``cut_mev`` and the radiative one (the range between hard collisions' losses).
+    below ``cut_mev`` and the radiative one (the range between hard collisions' losses), and the transport mean
+    free path of the soft collisions' angles.
     """
 
     energy_mev: np.ndarray
@@ -176,7 +189,7 @@ class WaterTables:
                                      fine[0] * inverse[0] + np.cumsum(0.5 * (inverse[1:] + inverse[:-1]) *
                                                                       np.diff(fine))])
         ranges = np.interp(np.log(energy), np.log(fine), cumulative)
-        mfp = np.array([1.0 / _transport_cross_section_per_g(float(e)) for e in energy])
+        mfp = np.array([1.0 / _transport_cross_section_per_g(float(e), cut_mev) for e in energy])
         return cls(energy, ranges, mfp)
 
     def csda_range(self, energy_mev: np.ndarray) -> np.ndarray:
@@ -245,7 +258,7 @@ def radial_energy_deposition(
     bin_g_per_cm2, bins : shell ``i`` spans radii ``[i, i + 1) * bin_g_per_cm2``; energy beyond the last shell is
         summed into it (the caller makes the shells reach past the largest range).
     tables : ranges built with ``cut_mev=DELTA_CUT_MEV`` (made when None).
-    step_fraction : each step is this fraction of the electron's range.
+    step_fraction : each step is this fraction of the electron's range, or shorter when a hard collision ends it.
 
     Returns (bins,) energies in MeV.
     """
@@ -268,16 +281,24 @@ def radial_energy_deposition(
             if not energy.size:
                 break
         residual = tables.csda_range(energy)
-        step = step_fraction * residual
+        # the step ends at the next hard collision when that comes first (its cross section hardly changes over a
+        # step: above 2 * DELTA_CUT_MEV it is nearly k / (beta^2 DELTA_CUT_MEV))
+        hard = hard_collision_cross_section(energy)
+        distance = rng.exponential(1.0, energy.size) / np.where(hard > 0, hard, 1e-300)
+        step = np.minimum(step_fraction * residual, distance)
         after = tables.energy_at_range(residual - step)
         hinge = rng.random(energy.size)[:, None]
         position += hinge * step[:, None] * direction
         middle = 0.5 * (energy + after)
         collision = restricted_stopping_power(middle)
         score(position, (energy - after) * collision / (collision + radiative_stopping_power(middle)))
-        # a hard collision somewhere in the step, taken at the hinge
-        hit = np.flatnonzero((after > 2.0 * DELTA_CUT_MEV)
-                             & (rng.random(energy.size) < -np.expm1(-step * hard_collision_cross_section(middle))))
+        # the multiple scattering of the step, at the hinge
+        mean_deflection = -np.expm1(-step / tables.transport_mfp(middle))
+        direction = _rotate(direction, sample_deflection(mean_deflection, rng),
+                            2.0 * math.pi * rng.random(energy.size))
+        position += (1.0 - hinge) * step[:, None] * direction
+        # the hard collisions that ended their steps
+        hit = np.flatnonzero((distance < step_fraction * residual) & (after > 2.0 * DELTA_CUT_MEV))
         knocked_energy = sample_moller(after[hit], rng)
         before = after[hit]
         after[hit] = before - knocked_energy
@@ -287,14 +308,8 @@ def radial_energy_deposition(
                                       0, 1))
         azimuth = 2.0 * math.pi * rng.random(hit.size)
         knocked_direction = _rotate(direction[hit], cos_knocked, azimuth + math.pi)
-        knocked_position = position[hit].copy()
         direction[hit] = _rotate(direction[hit], cos_primary, azimuth)
-        # the multiple scattering of the step, at the hinge
-        mean_deflection = -np.expm1(-step / tables.transport_mfp(middle))
-        direction = _rotate(direction, sample_deflection(mean_deflection, rng),
-                            2.0 * math.pi * rng.random(energy.size))
-        position += (1.0 - hinge) * step[:, None] * direction
         energy = np.concatenate([after, knocked_energy])
-        position = np.concatenate([position, knocked_position])
+        position = np.concatenate([position, position[hit]])
         direction = np.concatenate([direction, knocked_direction])
     return scored

@@ -35,6 +35,8 @@ MEV_J = 1.602176634e-13
 #: voxel sizes (mm) accepted: from a fine PET grid to a coarse SPECT's
 VOXEL_RANGE_MM = (0.5, 12.0)
 _DIRECTIONS = 4608
+#: the integration's version, in the cache key: raise it whenever integrate_voxel_kernel changes its results
+_INTEGRATION_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,8 @@ def voxel_kernel(nuclide: str, spacing_mm: tuple[float, float, float], *, densit
         raise InputError(f"voxel kernels need voxel sizes in [{VOXEL_RANGE_MM[0]:g}, {VOXEL_RANGE_MM[1]:g}] mm, "
                          f"got {spacing_mm}")
     point = shipped_point_kernel(nuclide)
-    key = hashlib.sha256(f"{point.to_csv()}|{spacing}|{density_g_per_ml:.4f}|{_DIRECTIONS}".encode()).hexdigest()
+    key = hashlib.sha256(f"{point.to_csv()}|{spacing}|{density_g_per_ml:.4f}|{_DIRECTIONS}|"
+                         f"{_INTEGRATION_VERSION}".encode()).hexdigest()
     path = kernels_dir(cache_dir) / f"{nuclide.lower().replace('-', '')}_{key[:16]}.npy"
     if path.is_file():
         fraction = np.load(path)
@@ -135,9 +138,15 @@ def voxel_kernel(nuclide: str, spacing_mm: tuple[float, float, float], *, densit
     LOG.info("making the %s voxel kernel for %s mm voxels (once; kept in %s)", nuclide,
              " x ".join(f"{s:g}" for s in spacing), path.parent)
     kernel = integrate_voxel_kernel(point, spacing, density_g_per_ml)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, partial = tempfile.mkstemp(dir=path.parent, suffix=".partial")
-    with os.fdopen(descriptor, "wb") as handle:
-        np.save(handle, kernel.energy_fraction)
-    os.replace(partial, path)
+    partial = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, partial = tempfile.mkstemp(dir=path.parent, suffix=".partial")
+        with os.fdopen(descriptor, "wb") as handle:
+            np.save(handle, kernel.energy_fraction)
+        os.replace(partial, path)
+    except OSError as exc:
+        LOG.warning("the voxel kernel could not be kept in %s (%s): it is made again next time", path.parent, exc)
+        if partial is not None:
+            Path(partial).unlink(missing_ok=True)
     return kernel
