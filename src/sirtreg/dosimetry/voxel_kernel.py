@@ -29,7 +29,7 @@ import numpy as np
 from sirtreg.dosimetry.point_kernel import PointKernel, shipped_point_kernel
 from sirtreg.errors import InputError
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 MEV_J = 1.602176634e-13
 #: voxel sizes (mm) accepted: from a fine PET grid to a coarse SPECT's
@@ -135,7 +135,7 @@ def voxel_kernel(nuclide: str, spacing_mm: tuple[float, float, float], *, densit
     if path.is_file():
         fraction = np.load(path)
         return VoxelKernel(nuclide, spacing, float(density_g_per_ml), fraction, point.emitted_mev_per_decay)
-    LOG.info("making the %s voxel kernel for %s mm voxels (once; kept in %s)", nuclide,
+    log.info("making the %s voxel kernel for %s mm voxels (once; kept in %s)", nuclide,
              " x ".join(f"{s:g}" for s in spacing), path.parent)
     kernel = integrate_voxel_kernel(point, spacing, density_g_per_ml)
     partial = None
@@ -146,7 +146,7 @@ def voxel_kernel(nuclide: str, spacing_mm: tuple[float, float, float], *, densit
             np.save(handle, kernel.energy_fraction)
         os.replace(partial, path)
     except OSError as exc:
-        LOG.warning("the voxel kernel could not be kept in %s (%s): it is made again next time", path.parent, exc)
+        log.warning("the voxel kernel could not be kept in %s (%s): it is made again next time", path.parent, exc)
         if partial is not None:
             Path(partial).unlink(missing_ok=True)
     return kernel
