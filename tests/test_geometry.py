@@ -7,7 +7,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from sirtreg.errors import GeometryMismatchError, InputError
-from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Volume
+from sirtreg.geometry import DisplacementField, Grid, LabelVolume, Volume, nonzero_values
 from sirtreg.named_points import Landmarks
 
 
@@ -138,6 +138,18 @@ def test_label_volume_names_masks_and_volumes():
     with pytest.raises(InputError, match="whole numbers"):
         LabelVolume(np.full(grid.shape, 0.5), grid)
     assert LabelVolume(np.zeros(grid.shape, dtype=bool), grid).array.dtype == np.uint8
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.int32, np.int64])
+def test_nonzero_values_of_label_arrays(dtype):
+    array = np.zeros((4, 5, 6), dtype=dtype)
+    array[0, 0, :3] = (7, 2, 300 if np.iinfo(dtype).max > 300 else 200)
+    expected = sorted({7, 2, int(array[0, 0, 2])})
+    assert nonzero_values(array) == expected
+    if np.issubdtype(dtype, np.signedinteger):  # negative values: counted by sorting instead
+        array[1, 1, 1] = -4
+        assert nonzero_values(array) == [-4, *expected]
+    assert nonzero_values(np.zeros((2, 2, 2), dtype=dtype)) == []
 
 
 def test_landmarks_from_label_centroids_are_the_mass_centres():

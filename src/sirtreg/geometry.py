@@ -245,6 +245,15 @@ class Grid:
         )
 
 
+def nonzero_values(array: np.ndarray) -> list[int]:
+    """The non-zero values of an integer (label) array, ascending: counted by ``np.bincount`` where they are
+    small and non-negative (a label map's usual case, several times faster than sorting by ``np.unique``)."""
+    flat = np.asarray(array).reshape(-1)
+    if flat.size and np.issubdtype(flat.dtype, np.integer) and flat.min() >= 0 and flat.max() < 1 << 16:
+        return [int(v) for v in np.flatnonzero(np.bincount(flat)) if v != 0]
+    return [int(v) for v in np.unique(flat) if v != 0]
+
+
 def _check_array(array: np.ndarray, grid: Grid, what: str) -> None:
     if array.ndim != 3:
         raise InputError(f"{what} must be a 3D image, got {array.ndim}D with shape {array.shape}")
@@ -324,7 +333,7 @@ class LabelVolume(Volume):
         object.__setattr__(self, "array", array)
         labels = {int(k): str(v) for k, v in dict(self.labels).items()}
         if not labels:
-            labels = {int(v): f"label {int(v)}" for v in np.unique(array) if v != 0}
+            labels = {v: f"label {v}" for v in nonzero_values(array)}
         object.__setattr__(self, "labels", labels)
 
     def on_grid(self, array: np.ndarray, grid: Grid) -> LabelVolume:
@@ -350,7 +359,7 @@ class LabelVolume(Volume):
 
     def present_labels(self) -> list[int]:
         """Non-zero label values that occur in the array, ascending."""
-        return [int(v) for v in np.unique(self.array) if v != 0]
+        return nonzero_values(self.array)
 
     def mass_centre_mm(self) -> np.ndarray | None:
         """The LPS point (mm) at the mass centre of the non-zero voxels, None if there are none."""

@@ -34,6 +34,20 @@ def test_world_gradients_match_the_analytic_gradient_on_an_oblique_grid():
     assert np.abs(gradient[inner] - exact[inner]).max() < 2e-3  # central differences, error O(h^2 / L^3)
 
 
+def test_world_gradients_are_torchs_central_differences_and_zero_across_one_slice():
+    data = torch.from_numpy(np.random.default_rng(0).normal(size=(5, 7, 9, 3)).astype(np.float32))  # (D, H, W, C)
+    axial = Grid((9, 7, 5), (2.0, 1.5, 3.0))
+    expected = torch.stack([d / s for d, s in zip(torch.gradient(data, dim=(2, 1, 0)), (2.0, 1.5, 3.0))], dim=-1)
+    # the same differences; per mm by the inverse spacing, which may round the last bit otherwise than dividing
+    torch.testing.assert_close(world_gradients(data, axial), expected, rtol=1e-6, atol=0.0)
+    out = torch.full((*data.shape, 3), float("nan"))
+    assert world_gradients(data, axial, out=out) is out
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=0.0)
+    single = world_gradients(data[:1], Grid((9, 7, 1), (2.0, 1.5, 3.0)))  # one slice: no slope along z
+    assert torch.equal(single[..., 2], torch.zeros_like(single[..., 2]))
+    torch.testing.assert_close(single[..., 0], expected[:1, ..., 0], rtol=1e-6, atol=0.0)
+
+
 def test_point_derivatives_from_gradient_images_agree_with_autograd():
     data, _ = _smooth(OBLIQUE)
     inner = OBLIQUE.crop((4, 4, 4), (OBLIQUE.size[0] - 4, OBLIQUE.size[1] - 4, OBLIQUE.size[2] - 4))

@@ -93,7 +93,17 @@ def integrate_voxel_kernel(point: PointKernel, spacing_mm: tuple[float, float, f
     half = np.ceil(shells * shell_cm / spacing_cm).astype(int) + 1
     directions = _sphere_directions()
     octant = np.zeros(tuple(half + 1))
+    alike = [[b for b in range(3) if spacing_cm[b] == spacing_cm[a]] for a in range(3)]  # axes of equal voxels
     for index in np.ndindex(*octant.shape):
+        # axes of equal voxel size may swap (the directions have the cube's symmetries): the offset with its
+        # indices sorted within each such group came first in this order, and holds the same value
+        canonical = list(index)
+        for group in alike:
+            for axis, value in zip(group, sorted(index[a] for a in group)):
+                canonical[axis] = value
+        if tuple(canonical) != index:
+            octant[index] = octant[tuple(canonical)]
+            continue
         offset = np.asarray(index, dtype=np.float64)
         nearest = np.linalg.norm(np.clip(offset - 1.0, 0.0, None) * spacing_cm)
         farthest = np.linalg.norm((offset + 1.0) * spacing_cm)

@@ -163,17 +163,25 @@ class KnownMotion:
 
     def reference_to_floating(self, points_mm: np.ndarray, *, iterations: int = 200,
                               tolerance_mm: float = 1e-3) -> np.ndarray:
-        """T(x) = S^-1(x) for reference points (..., 3): q = x - L(q) by fixed-point iteration, then R^-1."""
+        """T(x) = S^-1(x) for reference points (..., 3): q = x - L(q) by fixed-point iteration, then R^-1.
+
+        Each point iterates until its own step is below ``tolerance_mm`` (the points far from the liver, where
+        the local part is nearly constant, stop after a few steps)."""
         target = np.asarray(points_mm, dtype=np.float64)
-        q = target.copy()
+        flat_target = target.reshape(-1, 3)
+        q = flat_target.copy()
+        moving = np.arange(len(q))
         for _ in range(iterations):
-            updated = target - self._local(q)
-            step = float(np.max(np.abs(updated - q))) if q.size else 0.0
-            q = updated
-            if step < tolerance_mm:
+            if not moving.size:
                 break
+            updated = flat_target[moving] - self._local(q[moving])
+            step = np.max(np.abs(updated - q[moving]), axis=1)
+            q[moving] = updated
+            moving = moving[step >= tolerance_mm]
         else:
-            raise RuntimeError("the known motion did not invert: its local part is too steep")
+            if moving.size:
+                raise RuntimeError("the known motion did not invert: its local part is too steep")
+        q = q.reshape(target.shape)
         return (q - self.centre_mm - self.translation_mm) @ self.rotation + self.centre_mm
 
     transform_points = reference_to_floating  # the Transform protocol (sirtreg.geometry)

@@ -19,7 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from sirtreg.errors import InputError
-from sirtreg.geometry import Grid
+from sirtreg.geometry import Grid, nonzero_values
 from sirtreg.io import SeriesInfo, is_segmentation_file, list_series, read_labels
 from sirtreg.io.contours import describe_values, is_label_value
 from sirtreg.io.dicom_seg import series_grid
@@ -167,10 +167,7 @@ def _contour_facts(path: Path) -> _ContourFacts:
 
 def _label_values(path: Path) -> tuple[int, ...]:
     """The non-zero values of a plain label map (NIfTI, NRRD, MHA), ascending; reads its voxels."""
-    array = read_labels(path).array
-    if np.issubdtype(array.dtype, np.integer) and array.size and 0 <= array.min() and array.max() < 1 << 16:
-        return tuple(int(v) for v in np.flatnonzero(np.bincount(array.ravel())) if v != 0)
-    return tuple(int(v) for v in np.unique(array) if v != 0)
+    return tuple(nonzero_values(read_labels(path).array))
 
 
 def _same_voxels(a: Grid, b: Grid) -> bool:

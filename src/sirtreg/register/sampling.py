@@ -33,11 +33,38 @@ def index_step_matrix(grid: Grid) -> torch.Tensor:
     return torch.from_numpy(grid.index_to_world_matrix[:3, :3].copy())
 
 
-def world_gradients(data: torch.Tensor, grid: Grid) -> torch.Tensor:
-    """Spatial gradients (D, H, W, C, 3) per mm along world (x, y, z) of channels-last data (D, H, W, C)."""
-    d_dk, d_dj, d_di = torch.gradient(data, dim=(0, 1, 2))
-    index_per_mm = torch.from_numpy(np.linalg.inv(grid.index_to_world_matrix[:3, :3]).astype(np.float32))
-    return torch.stack([d_di, d_dj, d_dk], dim=-1) @ index_per_mm.to(data.device)
+def world_gradients(data: torch.Tensor, grid: Grid, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Spatial gradients (D, H, W, C, 3) per mm along world (x, y, z) of channels-last data (D, H, W, C).
+
+    Central differences inside, one-sided at the faces (as ``torch.gradient``), zero along an axis of one voxel.
+    Written into ``out`` (any strides) when given: one index axis at a time, so that the only temporary is one
+    derivative of the size of ``data``.
+    """
+    index_per_mm = np.linalg.inv(grid.index_to_world_matrix[:3, :3])  # row b: index axis b (i, j, k) per mm
+    if out is None:
+        out = data.new_empty((*data.shape, 3))
+    out.zero_()
+    for axis, dim in enumerate((2, 1, 0)):  # index axes i, j, k are the x, y, z dims of (D, H, W, C)
+        if data.shape[dim] < 2:
+            continue
+        derivative = _central_difference(data, dim)
+        for world, coefficient in enumerate(index_per_mm[axis]):
+            if coefficient != 0.0:
+                out[..., world].add_(derivative, alpha=float(coefficient))
+    return out
+
+
+def _central_difference(data: torch.Tensor, dim: int) -> torch.Tensor:
+    """d data / d index along ``dim`` (of at least 2 voxels): (f[i+1] - f[i-1]) / 2, one-sided at both ends."""
+    n = data.shape[dim]
+    derivative = torch.empty_like(data)
+    torch.sub(data.narrow(dim, 1, 1), data.narrow(dim, 0, 1), out=derivative.narrow(dim, 0, 1))
+    torch.sub(data.narrow(dim, n - 1, 1), data.narrow(dim, n - 2, 1), out=derivative.narrow(dim, n - 1, 1))
+    if n > 2:
+        inner = derivative.narrow(dim, 1, n - 2)
+        torch.sub(data.narrow(dim, 2, n - 2), data.narrow(dim, 0, n - 2), out=inner)
+        inner.mul_(0.5)
+    return derivative
 
 
 class _KnownGradient(torch.autograd.Function):
@@ -96,9 +123,12 @@ class PlacedTensor:
         device = self.data.device
         self._rows = None
         if self.with_gradients:  # (D * H * W, 4C): C values, then (d/dx, d/dy, d/dz) of each channel
+            channels = self.data.shape[0]
             channels_last = self.data.permute(1, 2, 3, 0)
-            gradients = world_gradients(channels_last, self.grid).flatten(3)
-            self._rows = torch.cat([channels_last, gradients], dim=3).reshape(-1, 4 * self.data.shape[0])
+            rows = self.data.new_empty((*channels_last.shape[:3], 4 * channels))
+            rows[..., :channels] = channels_last
+            world_gradients(channels_last, self.grid, out=rows[..., channels:].unflatten(-1, (channels, 3)))
+            self._rows = rows.reshape(-1, 4 * channels)
         self._rotation = torch.from_numpy(affine[:3, :3].astype(np.float32)).to(device)
         self._offset = torch.from_numpy(affine[:3, 3].astype(np.float32)).to(device)
         size = torch.tensor(self.grid.size, dtype=torch.float32, device=device)
