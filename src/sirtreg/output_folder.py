@@ -54,6 +54,15 @@ def _files_under(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() or p.is_symlink())
 
 
+def user_cache_folder(name: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The folder ``name`` of the user cache: ``cache_dir`` if given, else ``$XDG_CACHE_HOME/sirtreg/<name>``
+    (``~/.cache/sirtreg/<name>`` when XDG_CACHE_HOME is unset). Nothing is created."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "sirtreg" / name
+
+
 @contextmanager
 def replacing(path: str | os.PathLike[str], *, overwrite: bool = False, suffix: str = "") -> Iterator[Path]:
     """A temporary name beside ``path`` to write to: renamed to ``path`` when the block ends, removed if it fails.

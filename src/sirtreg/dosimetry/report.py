@@ -88,6 +88,16 @@ class DoseReport:
                         if key.endswith(("_gy", "_percent")) and not key.startswith("inside")})
         return rows
 
+    def plot_dvh(self, structures: Sequence[StructureDose], path: Path, *, title_prefix: str = "") -> Path:
+        """The cumulative DVHs of ``structures`` by local deposition, and by voxel S values (dashed, the same
+        colours) where the report has that map too."""
+        title = f"{title_prefix}{self.dose_map.isotope.name} local deposition"
+        method = self.kernel_dose.meta["method"] if self.kernel_dose is not None else ""
+        if method:
+            title += f" (solid) and {method} (dashed)"
+        return plot_dvh(structures, path, title=title, thresholds_gy=self.vx_gy,
+                        dashed=self.kernel_structures or (), dashed_name=method)
+
     def summary(self) -> dict[str, Any]:
         """Patient-level numbers: isotope, activities (GBq), lung dose (Gy), counts inside, warnings."""
         dose_map = self.dose_map
@@ -235,13 +245,10 @@ def write_dose_outputs(report: DoseReport, outdir: str | os.PathLike[str], *, ov
             ],
         }
         paths["structures.json"].write_text(json.dumps(document, indent=2), encoding="utf-8")
-        title = f"{report.dose_map.isotope.name} local deposition"
         if report.kernel_dose is not None:
-            title += f" (solid) and {report.kernel_dose.meta['method']} (dashed)"
             paths["dose_vsv.nii.gz"] = out.staging / "dose_vsv.nii.gz"
             write_image(report.kernel_dose, paths["dose_vsv.nii.gz"])
-        plot_dvh(report.structures, paths["dvh.png"], title=title, thresholds_gy=report.vx_gy,
-                 dashed=report.kernel_structures or (), dashed_name="voxel S values")
+        report.plot_dvh(report.structures, paths["dvh.png"])
         if dicom_reference is not None:
             from sirtreg.io import write_rt_dose  # pydicom, only when DICOM is written
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from sirtreg.dosimetry.point_kernel import PointKernel, shipped_point_kernel
 from sirtreg.errors import InputError
+from sirtreg.output_folder import user_cache_folder
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +125,7 @@ def integrate_voxel_kernel(point: PointKernel, spacing_mm: tuple[float, float, f
 
 def kernels_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """The kernel cache folder: ``cache_dir`` if given, else ``$XDG_CACHE_HOME/sirtreg/kernels``."""
-    if cache_dir is not None:
-        return Path(cache_dir)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "sirtreg" / "kernels"
+    return user_cache_folder("kernels", cache_dir)
 
 
 def voxel_kernel(nuclide: str, spacing_mm: tuple[float, float, float], *, density_g_per_ml: float,
@@ -149,7 +147,7 @@ def voxel_kernel(nuclide: str, spacing_mm: tuple[float, float, float], *, densit
              " x ".join(f"{s:g}" for s in spacing), path.parent)
     kernel = integrate_voxel_kernel(point, spacing, density_g_per_ml)
     partial = None
-    try:
+    try:  # a temporary name of its own: study workers may make the same kernel at once
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor, partial = tempfile.mkstemp(dir=path.parent, suffix=".partial")
         with os.fdopen(descriptor, "wb") as handle:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from sirtreg import __version__
-from sirtreg.dosimetry import DoseReport, plot_dvh
+from sirtreg.dosimetry import DoseReport
 from sirtreg.geometry import LabelVolume, Volume
 from sirtreg.io import (
     Deidentification,
@@ -166,11 +166,7 @@ def write_dvh(report: DoseReport, source: str, path: Path) -> Path | None:
     structures = [report.structures[0], *(s for s in report.structures[1:] if s.name.split("/", 1)[0] == source)]
     if len(structures) == 1:
         return None
-    title = f"{source}: {report.dose_map.isotope.name} local deposition"
-    if report.kernel_structures is not None:
-        title += " (solid), voxel S values (dashed)"
-    return plot_dvh(structures, path, title=title, thresholds_gy=report.vx_gy,
-                    dashed=report.kernel_structures or (), dashed_name="voxel S values")
+    return report.plot_dvh(structures, path, title_prefix=f"{source}: ")
 
 
 def write_tables(plan: Plan, reference: ScanImage, report: DoseReport, rows: list[dict[str, Any]],

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from sirtreg.errors import InputError, SirtregError
+from sirtreg.output_folder import user_cache_folder
 from sirtreg.progress import Progress
 from sirtreg.segment.network import LESION_SPEC, LIVER_SPEC, UNet3D, UNetSpec, convert_keras_weights
 
@@ -95,10 +96,7 @@ class ModelRecord:
 def models_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """The model cache folder: ``cache_dir`` if given, else ``$XDG_CACHE_HOME/sirtreg/models``
     (``~/.cache/sirtreg/models`` when XDG_CACHE_HOME is unset)."""
-    if cache_dir is not None:
-        return Path(cache_dir)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "sirtreg" / "models"
+    return user_cache_folder("models", cache_dir)
 
 
 def _sha256(path: Path) -> str:
